@@ -1,0 +1,803 @@
+"""A process pool with ``multiprocessing.Pool``'s API that never hangs on a dead worker.
+
+Data flow (one controller thread, N worker processes)::
+
+    caller ── apply_async / map_async / imap ──▶ _Job queue
+                                                   │ _dispatch: up to 1 + PREFETCH jobs per worker
+                                                   ▼
+    ControllerEnd.send(Task) ── socket pair ──▶ worker_main (poolworker.py) runs it
+                                                   │
+    _pump ◀── Result / Event / Retiring ───────────┘
+      │  Result ─▶ job.on_result ─▶ AsyncResult filled, callback or error_callback called
+      │  Event  ─▶ on_event(worker name, payload)
+      │  worker exited (pidfd / sentinel) ─▶ its running job fails with WorkerLostError,
+      │                                      its unstarted jobs go back to the queue,
+      │                                      a replacement worker starts
+      └  a running job past its timeout ─▶ its worker is killed, the job fails with TaskTimeout
+
+**Callbacks without threads.**  ``multiprocessing.Pool`` runs three helper threads in the caller's
+process; a process with threads must not fork (Python 3.12+ warns, and ``-W error`` suites then
+fail), yet this pool forks replacement workers at any time.  So this pool has no threads: all
+I/O is done by ``_pump``, which runs in the caller's thread whenever the caller waits
+(``get``, ``wait``, ``map``, iterating ``imap``, ``join``) and briefly on every submission.
+Callbacks therefore run in the caller's thread, inside one of those calls, in the order results
+arrive.  The pool is meant to be used from one thread.
+
+**Start methods.**  ``start_method`` is ``"fork"``, ``"forkserver"`` or ``"spawn"``.  The default
+is ``"fork"`` where the platform has it and ``"spawn"`` elsewhere, whatever the interpreter's own
+default.  A fork is only done from a process with no other thread running; when a thread is
+running at that moment, that worker is started with ``"forkserver"`` instead.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import os
+import pickle
+import selectors
+import signal
+import socket
+import sys
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from pytest_poolrun import codec
+from pytest_poolrun.poolworker import APPLY, MAP, STARMAP, WorkerInfo, describe_exit, worker_main
+from pytest_poolrun.wire import ControllerEnd, Event, Result, Retiring, Shutdown, Task
+
+T = TypeVar("T")
+START_METHODS = ("fork", "forkserver", "spawn")
+# Jobs sent to a worker beyond the one it runs, so it never waits for a round trip between tasks.
+PREFETCH = 1
+# multiprocessing.Pool's automatic chunksize: about four chunks per worker.
+CHUNKS_PER_WORKER = 4
+# How long a worker that was asked to stop may take before it is killed.
+STOP_GRACE = 2.0
+
+
+class WorkerLostError(RuntimeError):
+    """The worker running a task died (signal, ``os._exit``, OOM killer) before it finished."""
+
+
+class TaskTimeoutError(TimeoutError):
+    """A task ran longer than its ``timeout``; its worker was killed and replaced."""
+
+
+class PoolTerminatedError(RuntimeError):
+    """The pool was terminated before the task finished."""
+
+
+RemoteTraceback = codec.RemoteTraceback
+SendError = codec.SendError
+
+
+def default_start_method() -> str:
+    return "fork" if hasattr(os, "fork") and sys.platform != "darwin" else "spawn"
+
+
+def threads_running() -> bool:
+    """Whether another thread than this one exists (Python's or, on Linux, any native one)."""
+    if threading.active_count() > 1:
+        return True
+    try:
+        return len(os.listdir("/proc/self/task")) > 1
+    except OSError:
+        return False
+
+
+# Controller ends of every pool's sockets in this process: a forked child closes them, so that
+# only the controller holds them and a worker's exit is seen as end-of-file.
+_controller_sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+_live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
+
+
+def _close_inherited_sockets() -> None:
+    for sock in list(_controller_sockets):
+        try:
+            sock.close()
+        except OSError:
+            pass
+    _controller_sockets.clear()
+    _live_pools.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_inherited_sockets)
+
+
+@dataclass(eq=False)
+class _Job:
+    task_id: int
+    function: bytes
+    args: bytes
+    on_result: Callable[[bool, Any], None]
+    timeout: float | None
+    deadline: float | None = None
+    finished: bool = False
+
+
+@dataclass(eq=False)
+class _Worker:
+    info: WorkerInfo
+    process: multiprocessing.process.BaseProcess
+    end: ControllerEnd
+    exit_fd: int
+    jobs: deque[_Job] = field(default_factory=deque)
+    retiring: bool = False
+    stopping: bool = False
+    exitcode: int | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process.pid is not None
+        return self.process.pid
+
+
+class Pool:
+    """A pool of worker processes with the API of ``multiprocessing.Pool``.
+
+    Beyond it: a dead worker fails only the task it was running (``WorkerLostError``) and is
+    replaced; ``timeout=`` on every call kills an overdue task's worker; lambdas and closures can
+    be sent; remote exceptions keep their type with the worker's traceback as their cause; workers
+    may start processes of their own.
+
+    Extensions used by the test runner: ``on_event`` receives what tasks ``emit``;
+    ``finalizer`` runs in each worker when it is shut down in an orderly way; ``names`` sets the
+    workers' names; ``max_restarts`` bounds the replacements of dead workers.
+    """
+
+    def __init__(
+        self,
+        processes: int | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: Iterable[Any] = (),
+        maxtasksperchild: int | None = None,
+        *,
+        start_method: str | None = None,
+        on_event: Callable[[str, Any], None] | None = None,
+        on_worker_exit: Callable[[str, int | None, bool], None] | None = None,
+        finalizer: Callable[[], object] | None = None,
+        name_prefix: str = "pool",
+        max_restarts: int | None = None,
+    ) -> None:
+        if processes is None:
+            processes = available_cpus()
+        if not isinstance(processes, int) or processes < 1:
+            raise ValueError(f"Number of processes must be at least 1, not {processes!r}")
+        if maxtasksperchild is not None and (
+            not isinstance(maxtasksperchild, int) or maxtasksperchild < 1
+        ):
+            raise ValueError("maxtasksperchild must be a positive int or None")
+        method = start_method or default_start_method()
+        if method not in START_METHODS:
+            choices = ", ".join(START_METHODS)
+            raise ValueError(f"start_method must be one of {choices}, not {method!r}")
+        self._processes = processes
+        self._method = method
+        self._maxtasks = maxtasksperchild
+        self._setup = codec.dumps((initializer, tuple(initargs), finalizer))
+        self._on_event = on_event
+        self._on_worker_exit = on_worker_exit
+        self._name_prefix = name_prefix
+        self._max_restarts = max_restarts
+        self.restarts = 0
+        self._ids = itertools.count()
+        self._queue: deque[_Job] = deque()
+        self._workers: dict[int, _Worker] = {}
+        self._selector = selectors.DefaultSelector()
+        self._write_interest: set[int] = set()
+        self._closing = False
+        self._terminated = False
+        self._pumping = False
+        _live_pools.add(self)
+        for index in range(processes):
+            self._start_worker(index)
+
+    # ----------------------------------------------------------------------------- workers
+
+    @property
+    def processes(self) -> int:
+        return self._processes
+
+    @property
+    def start_method(self) -> str:
+        return self._method
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the live workers (for tests and diagnostics)."""
+        return [worker.pid for worker in self._workers.values()]
+
+    def _start_worker(self, index: int) -> None:
+        method = self._method
+        if method == "fork" and threads_running():
+            method = "forkserver"
+        context: Any = multiprocessing.get_context(method)
+        ours, theirs = socket.socketpair()
+        info = WorkerInfo(f"{self._name_prefix}{index}", index)
+        process = context.Process(
+            target=worker_main,
+            args=(theirs, info, self._setup, self._maxtasks),
+            name=info.name,
+            daemon=False,
+        )
+        _controller_sockets.add(ours)
+        process.start()
+        theirs.close()
+        end = ControllerEnd(ours)
+        exit_fd = _exit_fd(process)
+        worker = _Worker(info, process, end, exit_fd)
+        self._workers[index] = worker
+        self._selector.register(end.sock, selectors.EVENT_READ, (worker, "end"))
+        self._selector.register(exit_fd, selectors.EVENT_READ, (worker, "exit"))
+
+    def _forget_worker(self, worker: _Worker) -> None:
+        for fd in (worker.end.fileno(), worker.exit_fd):
+            try:
+                self._selector.unregister(fd)
+            except (KeyError, ValueError):
+                pass
+        self._write_interest.discard(id(worker))
+        worker.end.close()
+        if worker.exit_fd != worker.process.sentinel:
+            os.close(worker.exit_fd)
+        if self._workers.get(worker.info.slot) is worker:
+            del self._workers[worker.info.slot]
+
+    def _kill(self, worker: _Worker) -> None:
+        """Kill a worker and every process in its group (it leads its own group)."""
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(worker.pid, signal.SIGKILL)
+                return
+            except (ProcessLookupError, PermissionError):
+                continue
+
+    def _worker_exited(self, worker: _Worker) -> None:
+        """Account for a worker that has ended: fail or requeue its jobs, maybe replace it."""
+        if self._workers.get(worker.info.slot) is not worker:
+            return
+        messages, _ = worker.end.feed()
+        for message in messages:
+            self._handle(worker, message)
+        worker.process.join(STOP_GRACE)
+        if worker.process.exitcode is None:
+            self._kill(worker)
+            worker.process.join()
+        worker.exitcode = worker.process.exitcode
+        # Whatever else lived in the worker's process group goes with it.
+        try:
+            os.killpg(worker.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self._forget_worker(worker)
+        expected = worker.retiring or worker.stopping
+        jobs = [job for job in worker.jobs if not job.finished]
+        worker.jobs.clear()
+        if jobs and not expected:
+            running, unstarted = jobs[0], jobs[1:]
+            running.finished = True
+        else:
+            running, unstarted = None, jobs
+        self._queue.extendleft(reversed(unstarted))
+        if not expected:
+            self.restarts += 1
+        within_limit = self._max_restarts is None or self.restarts <= self._max_restarts
+        if (
+            not self._terminated
+            and not worker.stopping
+            and (self._queue or not self._closing)
+            and (expected or within_limit)
+        ):
+            self._start_worker(worker.info.slot)
+        if self._on_worker_exit is not None:
+            self._on_worker_exit(worker.info.name, worker.exitcode, expected)
+        if running is not None:
+            running.on_result(
+                False,
+                WorkerLostError(
+                    f"worker {worker.info.name} (pid {worker.pid}) died while running this task: "
+                    f"{describe_exit(worker.exitcode)}"
+                ),
+            )
+        if not self._workers and self._queue:
+            self._fail_queued(
+                WorkerLostError(
+                    f"no worker is left: {self.restarts} died, more than the limit of "
+                    f"{self._max_restarts} restarts"
+                )
+            )
+
+    def _fail_queued(self, error: BaseException) -> None:
+        while self._queue:
+            job = self._queue.popleft()
+            job.finished = True
+            job.on_result(False, error)
+
+    # ------------------------------------------------------------------------------ the loop
+
+    def _submit(
+        self,
+        function: bytes,
+        mode: int,
+        args: Any,
+        kwargs: Mapping[str, Any],
+        on_result: Callable[[bool, Any], None],
+        timeout: float | None,
+    ) -> None:
+        if self._closing or self._terminated:
+            raise ValueError("Pool not running")
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout must be positive, not {timeout!r}")
+        args_blob = codec.dump_value((mode, args, dict(kwargs)), "the arguments")
+        self._queue.append(_Job(next(self._ids), function, args_blob, on_result, timeout))
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        for depth in range(1 + PREFETCH):
+            for worker in list(self._workers.values()):
+                if not self._queue:
+                    return
+                if worker.retiring or worker.stopping or len(worker.jobs) > depth:
+                    continue
+                job = self._queue.popleft()
+                if not worker.jobs:
+                    job.deadline = _deadline(job.timeout)
+                worker.jobs.append(job)
+                worker.end.send(Task(job.task_id, job.function, job.args))
+                self._watch_writes(worker)
+        self._maybe_shut_down()
+
+    def _maybe_shut_down(self) -> None:
+        if not self._closing or self._queue:
+            return
+        for worker in self._workers.values():
+            if not worker.jobs and not worker.stopping:
+                worker.stopping = True
+                worker.end.send(Shutdown())
+                self._watch_writes(worker)
+
+    def _watch_writes(self, worker: _Worker) -> None:
+        wants = worker.end.wants_write
+        if wants == (id(worker) in self._write_interest) or worker.end.closed:
+            return
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if wants else 0)
+        self._selector.modify(worker.end.sock, events, (worker, "end"))
+        if wants:
+            self._write_interest.add(id(worker))
+        else:
+            self._write_interest.discard(id(worker))
+
+    def _handle(self, worker: _Worker, message: Result | Event | Retiring) -> None:
+        if isinstance(message, Event):
+            if self._on_event is not None:
+                self._on_event(worker.info.name, pickle.loads(message.payload))
+            return
+        if isinstance(message, Retiring):
+            worker.retiring = True
+            return
+        job = worker.jobs.popleft()
+        assert job.task_id == message.task_id, "results arrive in the order tasks were sent"
+        if worker.jobs:
+            worker.jobs[0].deadline = _deadline(worker.jobs[0].timeout)
+        if job.finished:
+            return
+        job.finished = True
+        value = codec.load(message.payload) if message.ok else codec.load_error(message.payload)
+        job.on_result(message.ok, value)
+
+    def _pump(self, timeout: float | None) -> None:
+        """Wait up to ``timeout`` seconds for I/O and handle everything that arrived."""
+        if self._terminated:
+            return
+        wait = _earliest(timeout, self._next_deadline())
+        ready = self._selector.select(wait) if self._selector.get_map() else []
+        if not self._selector.get_map() and wait:
+            time.sleep(wait)
+        exited: list[_Worker] = []
+        for key, mask in ready:
+            worker, what = key.data
+            if what == "exit":
+                exited.append(worker)
+                continue
+            if mask & selectors.EVENT_WRITE:
+                worker.end.flush()
+                self._watch_writes(worker)
+            if mask & selectors.EVENT_READ and not worker.end.closed:
+                messages, eof = worker.end.feed()
+                for message in messages:
+                    self._handle(worker, message)
+                if eof and worker not in exited:
+                    exited.append(worker)
+        for worker in exited:
+            self._worker_exited(worker)
+        self._expire_overdue()
+        self._dispatch()
+
+    def _next_deadline(self) -> float | None:
+        deadlines = [
+            worker.jobs[0].deadline
+            for worker in self._workers.values()
+            if worker.jobs and worker.jobs[0].deadline is not None
+        ]
+        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+
+    def _expire_overdue(self) -> None:
+        now = time.monotonic()
+        for worker in list(self._workers.values()):
+            if not worker.jobs:
+                continue
+            job = worker.jobs[0]
+            if job.deadline is None or job.deadline > now or job.finished:
+                continue
+            job.finished = True
+            self._kill(worker)
+            self._worker_exited(worker)
+            job.on_result(
+                False,
+                TaskTimeoutError(
+                    f"task ran longer than its timeout of {job.timeout:g} s; worker "
+                    f"{worker.info.name} was killed and replaced"
+                ),
+            )
+
+    def _wait_until(self, done: Callable[[], bool], timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not done():
+            if self._terminated and not done():
+                return done()
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            self._pump(remaining)
+        return True
+
+    # ---------------------------------------------------------------------------- public API
+
+    def apply_async(
+        self,
+        func: Callable[..., T],
+        args: Iterable[Any] = (),
+        kwds: Mapping[str, Any] | None = None,
+        callback: Callable[[T], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> AsyncResult[T]:
+        result: AsyncResult[T] = AsyncResult(self, callback, error_callback)
+        self._submit(
+            codec.dump_value(func, "the function"),
+            APPLY,
+            tuple(args),
+            kwds or {},
+            result._set,
+            timeout,
+        )
+        return result
+
+    def apply(
+        self,
+        func: Callable[..., T],
+        args: Iterable[Any] = (),
+        kwds: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> T:
+        return self.apply_async(func, args, kwds, timeout=timeout).get()
+
+    def _map_async(
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Any],
+        mode: int,
+        chunksize: int | None,
+        callback: Callable[[list[Any]], object] | None,
+        error_callback: Callable[[BaseException], object] | None,
+        timeout: float | None,
+    ) -> MapResult[Any]:
+        items = list(iterable)
+        size = chunksize or self._auto_chunksize(len(items))
+        if size < 1:
+            raise ValueError(f"chunksize must be at least 1, not {size!r}")
+        chunks = [items[start : start + size] for start in range(0, len(items), size)]
+        result: MapResult[Any] = MapResult(self, len(chunks), size, callback, error_callback)
+        function = codec.dump_value(func, "the function")
+        for index, chunk in enumerate(chunks):
+            self._submit(function, mode, chunk, {}, result._chunk_setter(index), timeout)
+        return result
+
+    def _auto_chunksize(self, length: int) -> int:
+        chunksize, extra = divmod(length, self._processes * CHUNKS_PER_WORKER)
+        return chunksize + 1 if extra else max(chunksize, 1)
+
+    def map_async(
+        self,
+        func: Callable[[Any], T],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        callback: Callable[[list[T]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> MapResult[T]:
+        return self._map_async(func, iterable, MAP, chunksize, callback, error_callback, timeout)
+
+    def map(
+        self,
+        func: Callable[[Any], T],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> list[T]:
+        return self.map_async(func, iterable, chunksize, timeout=timeout).get()
+
+    def starmap_async(
+        self,
+        func: Callable[..., T],
+        iterable: Iterable[Iterable[Any]],
+        chunksize: int | None = None,
+        callback: Callable[[list[T]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> MapResult[T]:
+        args = [tuple(arg) for arg in iterable]
+        return self._map_async(func, args, STARMAP, chunksize, callback, error_callback, timeout)
+
+    def starmap(
+        self,
+        func: Callable[..., T],
+        iterable: Iterable[Iterable[Any]],
+        chunksize: int | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> list[T]:
+        return self.starmap_async(func, iterable, chunksize, timeout=timeout).get()
+
+    def imap(
+        self,
+        func: Callable[[Any], T],
+        iterable: Iterable[Any],
+        chunksize: int = 1,
+        *,
+        timeout: float | None = None,
+    ) -> Iterator[T]:
+        return self._imap(func, iterable, chunksize, timeout, ordered=True)
+
+    def imap_unordered(
+        self,
+        func: Callable[[Any], T],
+        iterable: Iterable[Any],
+        chunksize: int = 1,
+        *,
+        timeout: float | None = None,
+    ) -> Iterator[T]:
+        return self._imap(func, iterable, chunksize, timeout, ordered=False)
+
+    def _imap(
+        self,
+        func: Callable[[Any], T],
+        iterable: Iterable[Any],
+        chunksize: int,
+        timeout: float | None,
+        ordered: bool,
+    ) -> Iterator[T]:
+        if chunksize < 1:
+            raise ValueError(f"Chunksize must be 1+, not {chunksize!r}")
+        items = list(iterable)
+        chunks = [items[start : start + chunksize] for start in range(0, len(items), chunksize)]
+        arrived: dict[int, tuple[bool, Any]] = {}
+        order: deque[int] = deque()
+        function = codec.dump_value(func, "the function")
+
+        def setter(index: int) -> Callable[[bool, Any], None]:
+            def record(ok: bool, value: Any) -> None:
+                arrived[index] = (ok, value)
+                order.append(index)
+
+            return record
+
+        for index, chunk in enumerate(chunks):
+            self._submit(function, MAP, chunk, {}, setter(index), timeout)
+        return self._imap_results(chunks, arrived, order, ordered)
+
+    def _imap_results(
+        self,
+        chunks: list[list[Any]],
+        arrived: dict[int, tuple[bool, Any]],
+        order: deque[int],
+        ordered: bool,
+    ) -> Iterator[Any]:
+        for position in range(len(chunks)):
+            if ordered:
+                index = position
+                self._wait_until(lambda: index in arrived, None)  # noqa: B023 (used at once)
+            else:
+                self._wait_until(lambda: bool(order), None)
+                index = order.popleft()
+            if index not in arrived:
+                raise PoolTerminatedError("the pool was terminated before this result arrived")
+            ok, value = arrived.pop(index)
+            if not ok:
+                raise value
+            yield from value
+
+    def close(self) -> None:
+        """Accept no more tasks; workers exit once the submitted ones are done."""
+        self._closing = True
+        self._maybe_shut_down()
+
+    def terminate(self) -> None:
+        """Stop every worker now; unfinished tasks fail with ``PoolTerminatedError``."""
+        if self._terminated:
+            return
+        self._closing = True
+        self._terminated = True
+        workers = list(self._workers.values())
+        for worker in workers:
+            self._kill(worker)
+        for worker in workers:
+            worker.process.join()
+            self._forget_worker(worker)
+        self._selector.close()
+        error = PoolTerminatedError("the pool was terminated before this task finished")
+        for worker in workers:
+            for job in worker.jobs:
+                if not job.finished:
+                    job.finished = True
+                    job.on_result(False, error)
+        self._fail_queued(error)
+        _live_pools.discard(self)
+
+    def join(self) -> None:
+        """Wait for the workers to exit; call ``close`` or ``terminate`` first."""
+        if not self._closing:
+            raise ValueError("Pool is still running")
+        self._wait_until(lambda: not self._workers, None)
+        if not self._terminated:
+            self._terminated = True
+            self._selector.close()
+            _live_pools.discard(self)
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.terminate()
+
+    def __del__(self) -> None:
+        if getattr(self, "_terminated", True) is False and self._workers:
+            self.terminate()
+
+    def __repr__(self) -> str:
+        state = "terminated" if self._terminated else "closing" if self._closing else "running"
+        return f"<Pool state={state} processes={self._processes} start_method={self._method}>"
+
+
+class AsyncResult(Generic[T]):
+    """The future outcome of one ``apply_async`` (or, as ``MapResult``, of a whole map)."""
+
+    def __init__(
+        self,
+        pool: Pool,
+        callback: Callable[[Any], object] | None,
+        error_callback: Callable[[BaseException], object] | None,
+    ) -> None:
+        self._pool = pool
+        self._callback = callback
+        self._error_callback = error_callback
+        self._done = False
+        self._ok = False
+        self._value: Any = None
+
+    def _set(self, ok: bool, value: Any) -> None:
+        if self._done:
+            return
+        self._done, self._ok, self._value = True, ok, value
+        if ok and self._callback is not None:
+            self._callback(value)
+        if not ok and self._error_callback is not None:
+            self._error_callback(value)
+
+    def ready(self) -> bool:
+        if not self._done:
+            self._pool._pump(0)
+        return self._done
+
+    def successful(self) -> bool:
+        if not self.ready():
+            raise ValueError(f"{self!r} not ready")
+        return self._ok
+
+    def wait(self, timeout: float | None = None) -> None:
+        self._pool._wait_until(lambda: self._done, timeout)
+
+    def get(self, timeout: float | None = None) -> T:
+        self.wait(timeout)
+        if not self._done:
+            if self._pool._terminated:
+                raise PoolTerminatedError("the pool was terminated before this result arrived")
+            raise multiprocessing.TimeoutError
+        if self._ok:
+            return self._value  # type: ignore[no-any-return]
+        raise self._value
+
+
+class MapResult(AsyncResult[list[T]]):
+    def __init__(
+        self,
+        pool: Pool,
+        chunks: int,
+        chunksize: int,
+        callback: Callable[[list[T]], object] | None,
+        error_callback: Callable[[BaseException], object] | None,
+    ) -> None:
+        super().__init__(pool, callback, error_callback)
+        self._parts: list[list[T] | None] = [None] * chunks
+        self._missing = chunks
+        if chunks == 0:
+            self._set(True, [])
+
+    def _chunk_setter(self, index: int) -> Callable[[bool, Any], None]:
+        def record(ok: bool, value: Any) -> None:
+            if self._done:
+                return
+            if not ok:
+                self._set(False, value)
+                return
+            self._parts[index] = value
+            self._missing -= 1
+            if self._missing == 0:
+                self._set(True, [item for part in self._parts for item in part or ()])
+
+        return record
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity), not merely the machine's count."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def _earliest(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)
+
+
+def _exit_fd(process: multiprocessing.process.BaseProcess) -> int:
+    """A descriptor that becomes readable when the process exits.
+
+    A pidfd sees the exit even when the worker's own children still hold its sentinel pipe open;
+    the sentinel serves where pidfds are missing.
+    """
+    assert process.pid is not None
+    if hasattr(os, "pidfd_open"):
+        try:
+            return os.pidfd_open(process.pid)
+        except OSError:
+            pass
+    return process.sentinel
+
+
+def _terminate_live_pools() -> None:
+    for pool in list(_live_pools):
+        pool.terminate()
+
+
+import atexit  # noqa: E402  (registered after multiprocessing's own exit handler, so runs first)
+
+atexit.register(_terminate_live_pools)

@@ -1,0 +1,172 @@
+"""Inside a pool worker process: receive tasks, run them, send back their results.
+
+Data flow, all in the worker's single thread::
+
+    WorkerEnd.recv() ─▶ Task ─▶ decode function and arguments ─▶ call ─▶ Result ─▶ WorkerEnd.send()
+                                                         │
+                                        emit(payload) ───┴─▶ Event ─▶ WorkerEnd.send()
+
+The worker stops on ``Shutdown`` (after running the pool's finalizer), when the controller hangs
+up, after ``maxtasksperchild`` tasks, or after a task raised a ``BaseException`` that is not an
+``Exception`` (``SystemExit``, ``KeyboardInterrupt``): such a task reports its error first, then
+the worker exits, because the code it ran meant to stop the process.
+
+A worker puts itself in its own process group, so the terminal's Ctrl-C reaches only the
+controller (which then stops the workers) and the controller can stop a worker together with any
+process the worker's tasks started.  On Linux it also asks the kernel to kill it when the
+controller dies.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import socket
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from pytest_poolrun import codec
+from pytest_poolrun.wire import Event, Result, Retiring, Shutdown, WorkerEnd
+
+APPLY, MAP, STARMAP = 0, 1, 2
+# Functions are sent as blobs; a map sends the same blob with every chunk, so keep a few decoded.
+FUNCTION_CACHE_SIZE = 8
+PR_SET_PDEATHSIG = 1
+
+
+class WorkerInfo(NamedTuple):
+    """Who this worker is: its name (``gw0``…) and its slot in the pool (0…N-1)."""
+
+    name: str
+    slot: int
+
+
+class _State:
+    info: WorkerInfo | None = None
+    end: WorkerEnd | None = None
+    task_id: int = -1
+
+
+def current_worker() -> WorkerInfo | None:
+    """This process's identity in its pool, or None outside a pool worker."""
+    return _State.info
+
+
+def emit(payload: object) -> None:
+    """Send ``payload`` to the controller now, ahead of the running task's result.
+
+    The pool hands it to its ``on_event`` callback with the worker's name.  Only valid inside a
+    pool worker; the payload must pickle with the standard library.
+    """
+    if _State.end is None:
+        raise RuntimeError("emit() is only available inside a pool worker")
+    _State.end.send(Event(_State.task_id, pickle.dumps(payload, pickle.HIGHEST_PROTOCOL)))
+
+
+def _die_with_parent() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the controller died before we asked
+        os._exit(1)
+
+
+def _prepare_process() -> None:
+    os.setpgid(0, 0)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
+
+
+def worker_main(
+    sock: socket.socket,
+    info: WorkerInfo,
+    setup: bytes,
+    maxtasks: int | None,
+) -> None:
+    """Entry point of a worker process (the target of its ``multiprocessing.Process``)."""
+    _prepare_process()
+    end = WorkerEnd(sock)
+    _State.info, _State.end = info, end
+    initializer, initargs, finalizer = pickle.loads(setup)
+    if initializer is not None:
+        initializer(*initargs)
+    functions: dict[bytes, Callable[..., Any]] = {}
+    done = 0
+    while True:
+        message = end.recv()
+        if message is None:
+            return
+        if isinstance(message, Shutdown):
+            break
+        _State.task_id = message.task_id
+        ok, payload, fatal = _run(message.function, message.args, functions)
+        _State.task_id = -1
+        end.send(Result(message.task_id, ok, payload))
+        if fatal:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
+        done += 1
+        if maxtasks is not None and done >= maxtasks:
+            end.send(Retiring())
+            return
+    if finalizer is not None:
+        finalizer()
+
+
+def _decode_function(blob: bytes, cache: dict[bytes, Callable[..., Any]]) -> Callable[..., Any]:
+    function = cache.get(blob)
+    if function is None:
+        function = pickle.loads(blob)
+        if len(cache) >= FUNCTION_CACHE_SIZE:
+            cache.pop(next(iter(cache)))
+        cache[blob] = function
+    return function
+
+
+def _run(
+    function_blob: bytes, args_blob: bytes, cache: dict[bytes, Callable[..., Any]]
+) -> tuple[bool, bytes, bool]:
+    """Run one task: (ok, pickled value or error, whether the worker must exit now)."""
+    try:
+        function = _decode_function(function_blob, cache)
+        mode, args, kwargs = pickle.loads(args_blob)
+        value: Any
+        if mode == APPLY:
+            value = function(*args, **kwargs)
+        elif mode == MAP:
+            value = [function(arg) for arg in args]
+        else:
+            value = [function(*arg) for arg in args]
+    except BaseException as exc:
+        return False, codec.dump_error(exc), not isinstance(exc, Exception)
+    try:
+        return True, codec.dump_value(value, "the result"), False
+    except codec.SendError as exc:
+        return False, codec.dump_error(exc), False
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """'signal 11 (SIGSEGV)' or 'exit code 3', for messages about a worker that ended."""
+    if exitcode is None:
+        return "an unknown cause"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = "unknown signal"
+        return f"signal {-exitcode} ({name})"
+    return f"exit code {exitcode}"
+
+
+def format_exception(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
