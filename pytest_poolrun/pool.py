@@ -193,6 +193,7 @@ class Pool:
         self._selector = selectors.DefaultSelector()
         self._write_interest: set[int] = set()
         self._closing = False
+        self._retire_idle = False
         self._terminated = False
         self._pumping = False
         _live_pools.add(self)
@@ -339,6 +340,7 @@ class Pool:
         self._dispatch()
 
     def _dispatch(self) -> None:
+        self._fill_empty_slots()
         for depth in range(1 + PREFETCH):
             for worker in list(self._workers.values()):
                 if not self._queue:
@@ -353,8 +355,18 @@ class Pool:
                 self._watch_writes(worker)
         self._maybe_shut_down()
 
+    def _fill_empty_slots(self) -> None:
+        """Start workers in slots left empty by workers that retired while idle, if work waits."""
+        if not self._queue or self._terminated or len(self._workers) == self._processes:
+            return
+        if self._max_restarts is not None and self.restarts > self._max_restarts:
+            return
+        for slot in range(self._processes):
+            if slot not in self._workers:
+                self._start_worker(slot)
+
     def _maybe_shut_down(self) -> None:
-        if not self._closing or self._queue:
+        if not (self._closing or self._retire_idle) or self._queue:
             return
         for worker in self._workers.values():
             if not worker.jobs and not worker.stopping:
@@ -628,6 +640,15 @@ class Pool:
                 raise value
             yield from value
 
+    def shutdown_idle(self) -> None:
+        """Let each worker that is idle while no task waits run the finalizer and exit.
+
+        Unlike ``close``, tasks are still accepted afterwards; they start new workers as needed.
+        ``join`` then waits until every task is done and every worker has exited.
+        """
+        self._retire_idle = True
+        self._maybe_shut_down()
+
     def close(self) -> None:
         """Accept no more tasks; workers exit once the submitted ones are done."""
         self._closing = True
@@ -657,9 +678,9 @@ class Pool:
 
     def join(self) -> None:
         """Wait for the workers to exit; call ``close`` or ``terminate`` first."""
-        if not self._closing:
+        if not (self._closing or self._retire_idle):
             raise ValueError("Pool is still running")
-        self._wait_until(lambda: not self._workers, None)
+        self._wait_until(lambda: not self._workers and not self._queue, None)
         if not self._terminated:
             self._terminated = True
             self._selector.close()
