@@ -73,6 +73,14 @@ class PoolTerminatedError(RuntimeError):
     """The pool was terminated before the task finished."""
 
 
+class PoolExhaustedError(WorkerLostError):
+    """No worker is left: more died than ``max_restarts`` allows, so queued tasks cannot run."""
+
+
+class TaskCancelledError(RuntimeError):
+    """The task was still queued when ``cancel_queued`` was called."""
+
+
 RemoteTraceback = codec.RemoteTraceback
 SendError = codec.SendError
 
@@ -306,13 +314,6 @@ class Pool:
                     f"{describe_exit(worker.exitcode)}"
                 ),
             )
-        if not self._workers and self._queue:
-            self._fail_queued(
-                WorkerLostError(
-                    f"no worker is left: {self.restarts} died, more than the limit of "
-                    f"{self._max_restarts} restarts"
-                )
-            )
 
     def _fail_queued(self, error: BaseException) -> None:
         while self._queue:
@@ -341,6 +342,13 @@ class Pool:
 
     def _dispatch(self) -> None:
         self._fill_empty_slots()
+        if self._queue and not self._workers and not self._terminated:
+            self._fail_queued(
+                PoolExhaustedError(
+                    f"no worker is left: {self.restarts} died, more than the limit of "
+                    f"{self._max_restarts} restarts"
+                )
+            )
         for depth in range(1 + PREFETCH):
             for worker in list(self._workers.values()):
                 if not self._queue:
@@ -639,6 +647,10 @@ class Pool:
             if not ok:
                 raise value
             yield from value
+
+    def cancel_queued(self) -> None:
+        """Fail every task not yet sent to a worker with ``TaskCancelledError``."""
+        self._fail_queued(TaskCancelledError("the task was cancelled before it started"))
 
     def shutdown_idle(self) -> None:
         """Let each worker that is idle while no task waits run the finalizer and exit.
