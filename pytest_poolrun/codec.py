@@ -1,8 +1,9 @@
 """Turning functions, arguments, results and exceptions into bytes and back.
 
 Everything a pool sends is pickled here, once, in the sending process.  The standard pickler goes
-first because it is the fastest; what it refuses (lambdas, closures, classes defined in
-``__main__``) goes through cloudpickle, which pickles such objects by value.  The receiving side
+first because it is the fastest; what it refuses (lambdas, closures, local classes) and what
+refers to the main script's module (which a worker may not have) goes through cloudpickle, which
+pickles such objects by value.  The receiving side
 always uses plain ``pickle.loads``.
 
 An exception travels with its traceback as text.  On arrival it is re-raised with its own type and
@@ -19,6 +20,11 @@ from typing import Any
 import cloudpickle
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
+# How a pickle names the main script's module when it refers to one of its functions or classes.
+# A worker cannot resolve such a reference when it was started before the object was defined, or
+# runs another main script (spawn), so a blob containing it is redone with cloudpickle, which
+# sends ``__main__``'s objects by value.
+MAIN_REFERENCE = b"\x8c\x08__main__"
 # How much of an object's repr to show in an error about it.
 REPR_LIMIT = 120
 
@@ -53,21 +59,27 @@ def _short_repr(obj: object) -> str:
 def dumps(obj: object) -> bytes:
     """Pickle with the standard pickler, falling back to cloudpickle for what it refuses."""
     try:
-        return pickle.dumps(obj, PROTOCOL)
+        blob = pickle.dumps(obj, PROTOCOL)
     except Exception:
         return cloudpickle.dumps(obj, PROTOCOL)  # type: ignore[no-any-return]
+    if MAIN_REFERENCE in blob:
+        return cloudpickle.dumps(obj, PROTOCOL)  # type: ignore[no-any-return]
+    return blob
 
 
-def dump_value(obj: object, what: str) -> bytes:
-    """Pickle ``obj``; on failure raise ``SendError`` saying which part of ``what`` failed."""
+def dump_value(obj: object, what: str, advice: str = "pass something picklable") -> bytes:
+    """Pickle ``obj``; on failure raise ``SendError`` naming the part of it that failed.
+
+    ``what`` names ``obj`` as the user knows it (``"args"``, ``"iterable[3]"``, ``"the result"``);
+    ``advice`` ends the message with what to do.
+    """
     try:
         return dumps(obj)
     except Exception as exc:
         culprit, where = _find_unpicklable(obj, what)
         raise SendError(
-            f"cannot send {where} to the pool: {_short_repr(culprit)} "
-            f"of type {type(culprit).__qualname__} cannot be pickled ({exc}); "
-            "pass something picklable, or create it inside the task"
+            f"cannot pickle {where}: {_short_repr(culprit)} of type "
+            f"{type(culprit).__qualname__} cannot be pickled ({exc}); {advice}"
         ) from None
 
 

@@ -3,7 +3,7 @@
 Data flow (one controller thread, N worker processes)::
 
     caller ── apply_async / map_async / imap ──▶ _Job queue
-                                                   │ _dispatch: up to 1 + PREFETCH jobs per worker
+                                                   │ _dispatch: a few ms of work per worker
                                                    ▼
     ControllerEnd.send(Task) ── socket pair ──▶ worker_main (poolworker.py) runs it
                                                    │
@@ -32,6 +32,7 @@ running at that moment, that worker is started with ``"forkserver"`` instead.
 from __future__ import annotations
 
 import itertools
+import math
 import multiprocessing
 import os
 import pickle
@@ -45,7 +46,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 
 from pytest_poolrun import codec
 from pytest_poolrun.poolworker import APPLY, MAP, STARMAP, WorkerInfo, describe_exit, worker_main
@@ -53,8 +54,21 @@ from pytest_poolrun.wire import ControllerEnd, Event, Result, Retiring, Shutdown
 
 T = TypeVar("T")
 START_METHODS = ("fork", "forkserver", "spawn")
-# Jobs sent to a worker beyond the one it runs, so it never waits for a round trip between tasks.
-PREFETCH = 1
+# How much work a worker holds beyond the task it runs, in seconds of recent tasks: enough to
+# cover the controller's reaction time between two results, so a worker never idles waiting for
+# its next task, and little enough that few tasks wait behind a slow one.
+PREFETCH_SECONDS = 0.002
+# Tasks in flight per worker.  At least 2, so the next task is always at hand; at most 64, so a
+# dead worker sends few tasks back to the queue and tiny tasks still share one system call.
+MIN_IN_FLIGHT = 2
+MAX_IN_FLIGHT = 64
+# Weight of the newest task's duration when the estimate falls (it rises at once: a slow task
+# must shrink the prefetch before more tasks queue behind the next one).
+DURATION_DECAY = 0.1
+# The end of the message when an argument cannot be sent.
+SEND_ADVICE = "pass something picklable, or create it inside the task"
+# Durations below this are clock noise; it keeps the prefetch arithmetic finite.
+MIN_DURATION = 1e-6
 # multiprocessing.Pool's automatic chunksize: about four chunks per worker.
 CHUNKS_PER_WORKER = 4
 # How long a worker that was asked to stop may take before it is killed.
@@ -195,6 +209,7 @@ class Pool:
         self._name_prefix = name_prefix
         self._max_restarts = max_restarts
         self.restarts = 0
+        self._task_seconds: float | None = None
         self._ids = itertools.count()
         self._queue: deque[_Job] = deque()
         self._workers: dict[int, _Worker] = {}
@@ -323,7 +338,7 @@ class Pool:
 
     # ------------------------------------------------------------------------------ the loop
 
-    def _submit(
+    def _enqueue(
         self,
         function: bytes,
         mode: int,
@@ -331,56 +346,73 @@ class Pool:
         kwargs: Mapping[str, Any],
         on_result: Callable[[bool, Any], None],
         timeout: float | None,
+        first: int = 0,
     ) -> None:
+        """Queue one task; the caller then calls ``_dispatch`` once for all it queued.
+
+        ``first`` is the position in the iterable of a map chunk's first item, for error messages.
+        """
+        try:
+            args_blob = codec.dumps((mode, args, dict(kwargs)))
+        except Exception:
+            _raise_send_error(mode, args, kwargs, first)
+        self._queue.append(_Job(next(self._ids), function, args_blob, on_result, timeout))
+
+    def _check_submission(self, timeout: float | None) -> None:
         if self._closing or self._terminated:
             raise ValueError("Pool not running")
         if timeout is not None and timeout <= 0:
             raise ValueError(f"timeout must be positive, not {timeout!r}")
-        args_blob = codec.dump_value((mode, args, dict(kwargs)), "the arguments")
-        self._queue.append(_Job(next(self._ids), function, args_blob, on_result, timeout))
-        self._dispatch()
+
+    def _in_flight_limit(self) -> int:
+        if self._task_seconds is None:
+            return MIN_IN_FLIGHT
+        wanted = 1 + math.ceil(PREFETCH_SECONDS / max(self._task_seconds, MIN_DURATION))
+        return max(MIN_IN_FLIGHT, min(MAX_IN_FLIGHT, wanted))
+
+    def _note_duration(self, seconds: float) -> None:
+        current = self._task_seconds
+        if current is None or seconds > current:
+            self._task_seconds = seconds
+        else:
+            self._task_seconds = current + DURATION_DECAY * (seconds - current)
 
     def _dispatch(self) -> None:
-        self._fill_empty_slots()
-        if self._queue and not self._workers and not self._terminated:
-            self._fail_queued(
-                PoolExhaustedError(
-                    f"no worker is left: {self.restarts} died, more than the limit of "
-                    f"{self._max_restarts} restarts"
-                )
-            )
-        for depth in range(1 + PREFETCH):
-            for worker in list(self._workers.values()):
-                if not self._queue:
-                    return
-                if worker.retiring or worker.stopping or len(worker.jobs) > depth:
-                    continue
+        """Hand queued jobs to the least loaded workers with room, then flush each socket once."""
+        if self._queue:
+            limit = self._in_flight_limit()
+            open_workers = [
+                worker
+                for worker in self._workers.values()
+                if not (worker.retiring or worker.stopping) and len(worker.jobs) < limit
+            ]
+            touched: set[_Worker] = set()
+            while self._queue and open_workers:
+                worker = min(open_workers, key=_load)
                 job = self._queue.popleft()
                 if not worker.jobs:
                     job.deadline = _deadline(job.timeout)
                 worker.jobs.append(job)
                 worker.end.send(Task(job.task_id, job.function, job.args))
-                self._watch_writes(worker)
+                touched.add(worker)
+                if len(worker.jobs) >= limit:
+                    open_workers.remove(worker)
+            for worker in touched:
+                self._flush(worker)
         self._maybe_shut_down()
 
-    def _fill_empty_slots(self) -> None:
-        """Start workers in slots left empty by workers that retired while idle, if work waits."""
-        if not self._queue or self._terminated or len(self._workers) == self._processes:
-            return
-        if self._max_restarts is not None and self.restarts > self._max_restarts:
-            return
-        for slot in range(self._processes):
-            if slot not in self._workers:
-                self._start_worker(slot)
-
     def _maybe_shut_down(self) -> None:
-        if not (self._closing or self._retire_idle) or self._queue:
+        if not self._closing or self._queue:
             return
         for worker in self._workers.values():
             if not worker.jobs and not worker.stopping:
                 worker.stopping = True
                 worker.end.send(Shutdown())
-                self._watch_writes(worker)
+                self._flush(worker)
+
+    def _flush(self, worker: _Worker) -> None:
+        worker.end.flush()
+        self._watch_writes(worker)
 
     def _watch_writes(self, worker: _Worker) -> None:
         wants = worker.end.wants_write
@@ -401,6 +433,7 @@ class Pool:
         if isinstance(message, Retiring):
             worker.retiring = True
             return
+        self._note_duration(message.seconds)
         job = worker.jobs.popleft()
         assert job.task_id == message.task_id, "results arrive in the order tasks were sent"
         if worker.jobs:
@@ -426,8 +459,7 @@ class Pool:
                 exited.append(worker)
                 continue
             if mask & selectors.EVENT_WRITE:
-                worker.end.flush()
-                self._watch_writes(worker)
+                self._flush(worker)
             if mask & selectors.EVENT_READ and not worker.end.closed:
                 messages, eof = worker.end.feed()
                 for message in messages:
@@ -489,15 +521,11 @@ class Pool:
         *,
         timeout: float | None = None,
     ) -> AsyncResult[T]:
+        self._check_submission(timeout)
         result: AsyncResult[T] = AsyncResult(self, callback, error_callback)
-        self._submit(
-            codec.dump_value(func, "the function"),
-            APPLY,
-            tuple(args),
-            kwds or {},
-            result._set,
-            timeout,
-        )
+        function = _dump_function(func)
+        self._enqueue(function, APPLY, tuple(args), kwds or {}, result._set, timeout)
+        self._dispatch()
         return result
 
     def apply(
@@ -520,15 +548,18 @@ class Pool:
         error_callback: Callable[[BaseException], object] | None,
         timeout: float | None,
     ) -> MapResult[Any]:
+        self._check_submission(timeout)
         items = list(iterable)
-        size = chunksize or self._auto_chunksize(len(items))
+        size = self._auto_chunksize(len(items)) if chunksize is None else chunksize
         if size < 1:
             raise ValueError(f"chunksize must be at least 1, not {size!r}")
-        chunks = [items[start : start + size] for start in range(0, len(items), size)]
-        result: MapResult[Any] = MapResult(self, len(chunks), size, callback, error_callback)
-        function = codec.dump_value(func, "the function")
-        for index, chunk in enumerate(chunks):
-            self._submit(function, mode, chunk, {}, result._chunk_setter(index), timeout)
+        starts = range(0, len(items), size)
+        result: MapResult[Any] = MapResult(self, len(starts), callback, error_callback)
+        function = _dump_function(func)
+        for index, start in enumerate(starts):
+            chunk = items[start : start + size]
+            self._enqueue(function, mode, chunk, {}, result._chunk_setter(index), timeout, start)
+        self._dispatch()
         return result
 
     def _auto_chunksize(self, length: int) -> int:
@@ -610,11 +641,12 @@ class Pool:
     ) -> Iterator[T]:
         if chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize!r}")
+        self._check_submission(timeout)
         items = list(iterable)
-        chunks = [items[start : start + chunksize] for start in range(0, len(items), chunksize)]
+        starts = range(0, len(items), chunksize)
         arrived: dict[int, tuple[bool, Any]] = {}
         order: deque[int] = deque()
-        function = codec.dump_value(func, "the function")
+        function = _dump_function(func)
 
         def setter(index: int) -> Callable[[bool, Any], None]:
             def record(ok: bool, value: Any) -> None:
@@ -623,18 +655,20 @@ class Pool:
 
             return record
 
-        for index, chunk in enumerate(chunks):
-            self._submit(function, MAP, chunk, {}, setter(index), timeout)
-        return self._imap_results(chunks, arrived, order, ordered)
+        for index, start in enumerate(starts):
+            chunk = items[start : start + chunksize]
+            self._enqueue(function, MAP, chunk, {}, setter(index), timeout, start)
+        self._dispatch()
+        return self._imap_results(len(starts), arrived, order, ordered)
 
     def _imap_results(
         self,
-        chunks: list[list[Any]],
+        chunks: int,
         arrived: dict[int, tuple[bool, Any]],
         order: deque[int],
         ordered: bool,
     ) -> Iterator[Any]:
-        for position in range(len(chunks)):
+        for position in range(chunks):
             if ordered:
                 index = position
                 self._wait_until(lambda: index in arrived, None)  # noqa: B023 (used at once)
@@ -767,7 +801,6 @@ class MapResult(AsyncResult[list[T]]):
         self,
         pool: Pool,
         chunks: int,
-        chunksize: int,
         callback: Callable[[list[T]], object] | None,
         error_callback: Callable[[BaseException], object] | None,
     ) -> None:
@@ -797,6 +830,28 @@ def available_cpus() -> int:
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return max(1, os.cpu_count() or 1)
+
+
+def _dump_function(func: Callable[..., Any]) -> bytes:
+    if not callable(func):
+        raise TypeError(f"the function to run must be callable, not {type(func).__qualname__}")
+    return codec.dump_value(func, "the function", "pass a picklable function")
+
+
+def _raise_send_error(mode: int, args: Any, kwargs: Mapping[str, Any], first: int) -> NoReturn:
+    """Raise ``SendError`` naming the argument or item that does not pickle."""
+    if mode == APPLY:
+        codec.dump_value(tuple(args), "args", SEND_ADVICE)
+        codec.dump_value(dict(kwargs), "kwds", SEND_ADVICE)
+    else:
+        for index, item in enumerate(args, first):
+            codec.dump_value(item, f"iterable[{index}]", SEND_ADVICE)
+    codec.dump_value((args, dict(kwargs)), "the arguments", SEND_ADVICE)
+    raise AssertionError("unreachable: the arguments did not pickle as a whole")
+
+
+def _load(worker: _Worker) -> int:
+    return len(worker.jobs)
 
 
 def _deadline(timeout: float | None) -> float | None:

@@ -24,6 +24,7 @@ import pickle
 import signal
 import socket
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -108,9 +109,11 @@ def worker_main(
         if isinstance(message, Shutdown):
             break
         _State.task_id = message.task_id
+        started = time.perf_counter()
         ok, payload, fatal = _run(message.function, message.args, functions)
+        seconds = time.perf_counter() - started
         _State.task_id = -1
-        end.send(Result(message.task_id, ok, payload))
+        end.send(Result(message.task_id, ok, payload, seconds))
         if fatal:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -148,9 +151,13 @@ def _run(
         else:
             value = [function(*arg) for arg in args]
     except BaseException as exc:
+        # The traceback starts with this frame; the user's frames follow it.
+        if exc.__traceback__ is not None and exc.__traceback__.tb_next is not None:
+            exc = exc.with_traceback(exc.__traceback__.tb_next)
         return False, codec.dump_error(exc), not isinstance(exc, Exception)
     try:
-        return True, codec.dump_value(value, "the result"), False
+        blob = codec.dump_value(value, "the result", "return something picklable instead")
+        return True, blob, False
     except codec.SendError as exc:
         return False, codec.dump_error(exc), False
 

@@ -48,11 +48,15 @@ class Event(NamedTuple):
 
 
 class Result(NamedTuple):
-    """A task's outcome: ``ok`` with a pickled value, or not ``ok`` with a pickled error."""
+    """A task's outcome: ``ok`` with a pickled value, or not ``ok`` with a pickled error.
+
+    ``seconds`` is how long the task ran in the worker; the pool sizes its prefetch by it.
+    """
 
     task_id: int
     ok: bool
     payload: bytes
+    seconds: float
 
 
 class Retiring(NamedTuple):
@@ -110,8 +114,8 @@ class ControllerEnd:
         return self.sock.fileno()
 
     def send(self, message: ToWorker) -> None:
+        """Queue ``message``; it leaves on the next ``flush`` (one system call for a batch)."""
         self._outgoing += encode(message)
-        self.flush()
 
     @property
     def wants_write(self) -> bool:
