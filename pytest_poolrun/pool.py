@@ -379,6 +379,14 @@ class Pool:
 
     def _dispatch(self) -> None:
         """Hand queued jobs to the least loaded workers with room, then flush each socket once."""
+        self._fill_empty_slots()
+        if self._queue and not self._workers and not self._terminated:
+            self._fail_queued(
+                PoolExhaustedError(
+                    f"no worker is left: {self.restarts} died, more than the limit of "
+                    f"{self._max_restarts} restarts"
+                )
+            )
         if self._queue:
             limit = self._in_flight_limit()
             open_workers = [
@@ -401,8 +409,18 @@ class Pool:
                 self._flush(worker)
         self._maybe_shut_down()
 
+    def _fill_empty_slots(self) -> None:
+        """Start workers in slots left empty by workers that retired while idle, if work waits."""
+        if not self._queue or self._terminated or len(self._workers) == self._processes:
+            return
+        if self._max_restarts is not None and self.restarts > self._max_restarts:
+            return
+        for slot in range(self._processes):
+            if slot not in self._workers:
+                self._start_worker(slot)
+
     def _maybe_shut_down(self) -> None:
-        if not self._closing or self._queue:
+        if not (self._closing or self._retire_idle) or self._queue:
             return
         for worker in self._workers.values():
             if not worker.jobs and not worker.stopping:
