@@ -1,0 +1,198 @@
+"""Inside a runner worker: run collected items by index with pytest's own runtest protocol.
+
+Data flow, in a worker forked from the controller after collection::
+
+    Pool task run_chunk([i, j, k]) ─▶ for each index: ItemStarted ─▶ pytest_runtest_protocol
+                                        │ every pytest_runtest_* hook of every plugin fires here;
+                                        │ _Forwarder records logstart/logreport/logfinish/warnings
+                                        └─▶ ItemFinished(index, recorded events) ─▶ emit
+    finalizer finish_worker() ─▶ the held item runs with nextitem=None (fixtures torn down)
+
+**nextitem at a chunk's end.**  pytest decides which fixtures to tear down after an item by
+looking at the next item.  A worker that reaches the end of a chunk does not know its next item
+yet, so it holds the chunk's last item back and runs it when the next chunk arrives (with that
+chunk's first item as ``nextitem``) or when the worker is shut down (with ``None``).  Scope
+fixtures are thus torn down exactly when, and on the item where, a serial run would tear them
+down for the same sequence of items.  ``run_chunk`` returns the held index so that the controller
+knows which item a worker holds if it dies.
+
+**Stopping early.**  The controller sets a shared one-byte flag (``-x``, ``--maxfail``); a worker
+checks it between items, runs nothing more, and on shutdown tears its fixtures down without
+running the held item.
+
+The collected session reaches a forked worker as a module global set by ``prepare`` in the
+controller before the pool forks: nothing is pickled, imported or collected again.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_poolrun import events
+from pytest_poolrun.poolworker import current_worker, emit, format_exception
+
+
+class _Shared:
+    session: pytest.Session | None = None
+    stop_flag: mmap.mmap | None = None
+    basetemp: Path | None = None
+    held: int | None = None
+    current: int | None = None
+    recorded: list[events.HookEvent] = []
+
+
+def new_stop_flag() -> mmap.mmap:
+    """A byte shared with every worker forked after this call."""
+    return mmap.mmap(-1, 1)
+
+
+def prepare(session: pytest.Session, stop_flag: mmap.mmap, basetemp: Path | None) -> None:
+    """Called in the controller just before the pool forks its workers."""
+    _Shared.session, _Shared.stop_flag, _Shared.basetemp = session, stop_flag, basetemp
+
+
+def stop_requested() -> bool:
+    return _Shared.stop_flag is not None and _Shared.stop_flag[0] == 1
+
+
+def worker_name(session: pytest.Session) -> str | None:
+    """This worker's name (``gw0``…) when ``session`` is the one it runs, else None."""
+    info = current_worker()
+    if info is None or _Shared.session is not session:
+        return None
+    return info.name
+
+
+def _session() -> pytest.Session:
+    assert _Shared.session is not None, "itemrunner.prepare() was not called before forking"
+    return _Shared.session
+
+
+class _Forwarder:
+    """Records the hook calls that the controller must replay (registered in each worker)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def _record(self, event: events.HookEvent) -> None:
+        if _Shared.current is None:
+            emit(events.LooseEvents((event,)))
+        else:
+            _Shared.recorded.append(event)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_logstart(self, nodeid: str, location: events.Location) -> None:
+        self._record(events.LogStart(nodeid, location))
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self._record(events.capture_report(self.config, report))
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_logfinish(self, nodeid: str, location: events.Location) -> None:
+        self._record(events.LogFinish(nodeid, location))
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_warning_recorded(
+        self,
+        warning_message: Any,
+        when: str,
+        nodeid: str,
+        location: events.Location | None,
+    ) -> None:
+        self._record(events.capture_warning(warning_message, when, nodeid, location))
+
+
+def start_worker(worker_count: int, testrun_uid: str) -> None:
+    """Pool initializer: make this forked process a worker of the run."""
+    info = current_worker()
+    assert info is not None
+    config = _session().config
+    os.environ["PYTEST_XDIST_WORKER"] = info.name
+    os.environ["PYTEST_XDIST_WORKER_COUNT"] = str(worker_count)
+    os.environ["PYTEST_XDIST_TESTRUNUID"] = testrun_uid
+    _own_capture(config)
+    _own_tmp_path(config, info.name)
+    _silence_terminal(config)
+    config.pluginmanager.register(_Forwarder(config), "poolrun-forwarder")
+
+
+def _own_capture(config: pytest.Config) -> None:
+    """Capture into files of its own: the inherited ones are shared with the controller."""
+    capman: Any = config.pluginmanager.getplugin("capturemanager")
+    if capman is None or getattr(capman, "_global_capturing", None) is None:
+        return
+    # Drop the inherited capture without reading or truncating its files, which the controller
+    # and the other workers share.
+    capman._global_capturing = None
+    capman.start_global_capturing()
+    capman.suspend_global_capture()
+
+
+def _own_tmp_path(config: pytest.Config, name: str) -> None:
+    """Give this worker a ``tmp_path`` base of its own, under the controller's."""
+    if _Shared.basetemp is None:
+        return
+    factory: Any = getattr(config, "_tmp_path_factory", None)
+    if factory is None:
+        return
+    factory._given_basetemp = _Shared.basetemp / f"popen-{name}"
+    factory._basetemp = None
+
+
+def _silence_terminal(config: pytest.Config) -> None:
+    """The controller prints progress; the worker's own terminal reporter writes nowhere."""
+    reporter: Any = config.pluginmanager.getplugin("terminalreporter")
+    if reporter is None:
+        return
+    from _pytest.config import create_terminal_writer
+
+    reporter._tw = create_terminal_writer(config, open(os.devnull, "w"))
+
+
+def _run(index: int, nextitem: pytest.Item | None) -> None:
+    session = _session()
+    item = session.items[index]
+    emit(events.ItemStarted(index))
+    _Shared.current, _Shared.recorded = index, []
+    try:
+        item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+    except BaseException as exc:
+        emit(events.ItemAborted(index, format_exception(exc)))
+        raise
+    finally:
+        recorded, _Shared.current, _Shared.recorded = tuple(_Shared.recorded), None, []
+    emit(events.ItemFinished(index, recorded))
+
+
+def run_chunk(indices: list[int]) -> tuple[str, int | None]:
+    """Pool task: run a chunk of items; returns (worker name, index of the item held back)."""
+    items = _session().items
+    for index in indices:
+        if stop_requested():
+            break
+        if _Shared.held is not None:
+            _run(_Shared.held, nextitem=items[index])
+        _Shared.held = index
+    info = current_worker()
+    assert info is not None
+    return info.name, _Shared.held
+
+
+def finish_worker() -> None:
+    """Pool finalizer: run the held item as the worker's last, tearing every fixture down."""
+    held, _Shared.held = _Shared.held, None
+    if held is not None and not stop_requested():
+        _run(held, nextitem=None)
+        return
+    session = _session()
+    try:
+        session._setupstate.teardown_exact(None)
+    except Exception as exc:
+        # A serial run stopped by -x reports such errors nowhere either; show them at least.
+        print(f"poolrun: error while tearing fixtures down after the run stopped: {exc!r}")

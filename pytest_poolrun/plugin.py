@@ -1,0 +1,157 @@
+"""The pytest plugin, read top to bottom as the user's story: options, configure, the run, fixtures.
+
+Data flow::
+
+    command line ─▶ pytest_addoption / pytest_configure (checks, usage errors)
+    collection (once, in this process, with every plugin's reordering and deselection)
+    pytest_runtestloop ─▶ runner.Controller: forked workers run the items, the controller replays
+                          their reports into its own hooks (terminal, junitxml, cache, warnings)
+    fixtures: worker_id, testrun_uid (identity.py, pytest-xdist's meanings), pool (fixture.py)
+
+Without ``--pool`` (or with ``--pool 0``) nothing here changes the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import uuid
+from typing import Any
+
+import pytest
+
+from pytest_poolrun import fixture, identity
+from pytest_poolrun.pool import threads_running
+from pytest_poolrun.runner import Controller, resolve_workers
+
+# A dead worker is replaced this many times per worker before the run gives up on the rest.
+RESTARTS_PER_WORKER = 4
+
+
+def _workers_value(text: str) -> str:
+    if text == "auto":
+        return text
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of workers; use a whole number >= 0 or 'auto'"
+        ) from None
+    if count < 0:
+        raise argparse.ArgumentTypeError(
+            f"{count} workers is not possible; use a whole number >= 0 or 'auto'"
+        )
+    return str(count)
+
+
+def _chunksize_value(text: str) -> int | None:
+    if text == "auto":
+        return None
+    try:
+        size = int(text)
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a chunk size; use a whole number >= 1 or 'auto'"
+        )
+    return size
+
+
+def _restarts_value(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count; use a whole number >= 0")
+    return count
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("poolrun", "parallel runs in a pool of worker processes (poolrun)")
+    group.addoption(
+        "--pool",
+        dest="pool",
+        metavar="N",
+        type=_workers_value,
+        default=None,
+        help="Run the tests in N worker processes ('auto': one per CPU this process may use; "
+        "0 or absent: a serial run).",
+    )
+    group.addoption(
+        "--pool-chunksize",
+        dest="pool_chunksize",
+        metavar="N",
+        type=_chunksize_value,
+        default=None,
+        help="Items per chunk sent to a worker ('auto', the default: large chunks first, "
+        "smaller ones toward the end, cut at module or class boundaries).",
+    )
+    group.addoption(
+        "--pool-max-restarts",
+        dest="pool_max_restarts",
+        metavar="N",
+        type=_restarts_value,
+        default=None,
+        help=f"Replace dead workers at most N times in a run (default: {RESTARTS_PER_WORKER} "
+        "per worker); past it the tests not yet run are reported as not run.",
+    )
+    fixture.add_fixture_options(parser)
+
+
+def _pool_requested(config: pytest.Config) -> bool:
+    value = config.getoption("pool", None)
+    return value is not None and value != "0"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[identity.testrun_uid_key] = uuid.uuid4().hex
+    # Registered now, after every entry-point plugin, so these fixtures take precedence over
+    # pytest-xdist's namesakes when both plugins are installed.
+    config.pluginmanager.register(identity, "poolrun-identity")
+    if not _pool_requested(config):
+        return
+    for option, flag in (("usepdb", "--pdb"), ("trace", "--trace")):
+        if config.getoption(option, False):
+            raise pytest.UsageError(
+                f"{flag} cannot be used with --pool: a debugger needs the terminal, which "
+                "workers do not have; drop --pool (or use --pool 0) to debug"
+            )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> bool | None:
+    config = session.config
+    if not _pool_requested(config) or config.option.collectonly:
+        return None
+    if session.testsfailed and not config.option.continue_on_collection_errors:
+        return None  # pytest's own loop interrupts the run as a serial run does
+    workers = resolve_workers(config.getoption("pool"), len(session.items))
+    if workers == 0:
+        return None
+    reporter: Any = config.pluginmanager.getplugin("terminalreporter")
+    if threads_running():
+        if reporter is not None:
+            reporter.write_line(
+                "poolrun: other threads run in this process and forking would be unsafe, "
+                "so this run is serial; stop them before the run starts to run in parallel"
+            )
+        return None
+    if reporter is not None and config.get_verbosity() >= -1:
+        plural = "s" if workers != 1 else ""
+        reporter.write_line(
+            f"poolrun: {workers} worker{plural}, forked after collection, "
+            f"for {len(session.items)} items"
+        )
+    max_restarts = config.getoption("pool_max_restarts")
+    if max_restarts is None:
+        max_restarts = RESTARTS_PER_WORKER * workers
+    controller = Controller(session, workers, config.getoption("pool_chunksize"), max_restarts)
+    controller.testrun_uid = config.stash[identity.testrun_uid_key]
+    controller.run()
+    if session.shouldfail:
+        raise session.Failed(session.shouldfail)
+    if session.shouldstop:
+        raise session.Interrupted(session.shouldstop)
+    return True
