@@ -99,15 +99,44 @@ def _find_unpicklable(obj: object, what: str) -> tuple[object, str]:
 
 
 def dump_error(exc: BaseException) -> bytes:
-    """Pickle an exception with its traceback text; one that cannot travel becomes RemoteError."""
+    """Pickle an exception with its traceback text, keeping its type whenever possible.
+
+    An exception whose ``__init__`` takes other arguments than its ``args`` pickles but cannot be
+    rebuilt the usual way; it is then rebuilt without calling ``__init__``.  Only one whose class
+    itself cannot travel becomes a ``RemoteError`` naming it.
+    """
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    try:
-        blob = dumps((exc, text))
-        pickle.loads(blob)  # some exceptions pickle but cannot be rebuilt
-    except Exception:
-        stand_in = RemoteError(f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}")
-        blob = pickle.dumps((stand_in, text), PROTOCOL)
-    return blob
+    for candidate in (exc, _ExceptionCopy(exc, with_state=True), _ExceptionCopy(exc)):
+        try:
+            blob = dumps((candidate, text))
+            pickle.loads(blob)
+            return blob
+        except Exception:
+            continue
+    stand_in = RemoteError(f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}")
+    return pickle.dumps((stand_in, text), PROTOCOL)
+
+
+class _ExceptionCopy:
+    """Pickles as an exception of the same class and ``args``, rebuilt without ``__init__``."""
+
+    def __init__(self, exc: BaseException, with_state: bool = False) -> None:
+        self.exc = exc
+        self.with_state = with_state
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        state = dict(getattr(self.exc, "__dict__", {})) if self.with_state else {}
+        return _rebuild_exception, (type(self.exc), self.exc.args, state)
+
+
+def _rebuild_exception(
+    cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]
+) -> BaseException:
+    exc = cls.__new__(cls, *args)
+    exc.args = args
+    if state:
+        exc.__dict__.update(state)
+    return exc
 
 
 def load_error(blob: bytes) -> BaseException:

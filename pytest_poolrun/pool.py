@@ -219,6 +219,7 @@ class Pool:
         self._retire_idle = False
         self._terminated = False
         self._pumping = False
+        self._callback_error: Exception | None = None
         _live_pools.add(self)
         for index in range(processes):
             self._start_worker(index)
@@ -320,9 +321,10 @@ class Pool:
         ):
             self._start_worker(worker.info.slot)
         if self._on_worker_exit is not None:
-            self._on_worker_exit(worker.info.name, worker.exitcode, expected)
+            self._guarded(self._on_worker_exit, worker.info.name, worker.exitcode, expected)
         if running is not None:
-            running.on_result(
+            self._deliver(
+                running,
                 False,
                 WorkerLostError(
                     f"worker {worker.info.name} (pid {worker.pid}) died while running this task: "
@@ -332,9 +334,30 @@ class Pool:
 
     def _fail_queued(self, error: BaseException) -> None:
         while self._queue:
-            job = self._queue.popleft()
-            job.finished = True
-            job.on_result(False, error)
+            self._deliver(self._queue.popleft(), False, error)
+        self._raise_deferred()
+
+    def _deliver(self, job: _Job, ok: bool, value: Any) -> None:
+        job.finished = True
+        self._guarded(job.on_result, ok, value)
+
+    def _guarded(self, callback: Callable[..., object], *args: Any) -> None:
+        """Run a callback; keep its exception for ``_raise_deferred`` instead of unwinding the loop.
+
+        An exception escaping half-way through a batch of messages would lose the rest of them.
+        """
+        try:
+            callback(*args)
+        except Exception as exc:
+            if self._callback_error is None:
+                self._callback_error = exc
+
+    def _raise_deferred(self) -> None:
+        """Raise the first exception a callback raised, once the event loop is consistent again."""
+        error = self._callback_error
+        if error is not None and not self._pumping:
+            self._callback_error = None
+            raise error
 
     # ------------------------------------------------------------------------------ the loop
 
@@ -446,7 +469,7 @@ class Pool:
     def _handle(self, worker: _Worker, message: Result | Event | Retiring) -> None:
         if isinstance(message, Event):
             if self._on_event is not None:
-                self._on_event(worker.info.name, pickle.loads(message.payload))
+                self._guarded(self._on_event, worker.info.name, pickle.loads(message.payload))
             return
         if isinstance(message, Retiring):
             worker.retiring = True
@@ -458,14 +481,30 @@ class Pool:
             worker.jobs[0].deadline = _deadline(worker.jobs[0].timeout)
         if job.finished:
             return
-        job.finished = True
         value = codec.load(message.payload) if message.ok else codec.load_error(message.payload)
-        job.on_result(message.ok, value)
+        self._deliver(job, message.ok, value)
 
     def _pump(self, timeout: float | None) -> None:
-        """Wait up to ``timeout`` seconds for I/O and handle everything that arrived."""
+        """Wait up to ``timeout`` seconds for I/O and handle everything that arrived.
+
+        Callbacks run in here; one that waits on the pool would re-enter it and is refused.
+        """
         if self._terminated:
             return
+        if self._pumping:
+            raise RuntimeError(
+                "a callback waited for a pool result: callbacks run inside the pool's event "
+                "loop, so they must return without waiting; collect results after the call "
+                "that ran the callback has returned"
+            )
+        self._pumping = True
+        try:
+            self._pump_once(timeout)
+        finally:
+            self._pumping = False
+        self._raise_deferred()
+
+    def _pump_once(self, timeout: float | None) -> None:
         wait = _earliest(timeout, self._next_deadline())
         ready = self._selector.select(wait) if self._selector.get_map() else []
         if not self._selector.get_map() and wait:
@@ -508,7 +547,8 @@ class Pool:
             job.finished = True
             self._kill(worker)
             self._worker_exited(worker)
-            job.on_result(
+            self._deliver(
+                job,
                 False,
                 TaskTimeoutError(
                     f"task ran longer than its timeout of {job.timeout:g} s; worker "
@@ -732,13 +772,12 @@ class Pool:
             self._forget_worker(worker)
         self._selector.close()
         error = PoolTerminatedError("the pool was terminated before this task finished")
+        _live_pools.discard(self)
         for worker in workers:
             for job in worker.jobs:
                 if not job.finished:
-                    job.finished = True
-                    job.on_result(False, error)
+                    self._deliver(job, False, error)
         self._fail_queued(error)
-        _live_pools.discard(self)
 
     def join(self) -> None:
         """Wait for the workers to exit; call ``close`` or ``terminate`` first."""
@@ -766,7 +805,12 @@ class Pool:
 
 
 class AsyncResult(Generic[T]):
-    """The future outcome of one ``apply_async`` (or, as ``MapResult``, of a whole map)."""
+    """The future outcome of one ``apply_async`` (or, as ``MapResult``, of a whole map).
+
+    ``callback`` and ``error_callback`` run in the caller's thread, inside whichever pool call
+    is waiting when the result arrives.  They must not wait on the pool themselves (that raises
+    ``RuntimeError``); an exception they raise is re-raised by that pool call.
+    """
 
     def __init__(
         self,
@@ -791,7 +835,7 @@ class AsyncResult(Generic[T]):
             self._error_callback(value)
 
     def ready(self) -> bool:
-        if not self._done:
+        if not self._done and not self._pool._pumping:
             self._pool._pump(0)
         return self._done
 
