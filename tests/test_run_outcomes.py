@@ -1,0 +1,172 @@
+"""Verdicts, output and reports of a --pool run match those of a serial run."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import POOL
+
+EVERY_OUTCOME = """
+import pytest, warnings
+
+@pytest.fixture
+def broken_setup():
+    raise RuntimeError("setup broke")
+
+@pytest.fixture
+def broken_teardown():
+    yield
+    raise RuntimeError("teardown broke")
+
+def test_pass(): pass
+def test_fail():
+    print("printed before failing")
+    assert 1 + 1 == 3
+def test_error_in_setup(broken_setup): pass
+def test_error_in_teardown(broken_teardown): pass
+@pytest.mark.skip(reason="not today")
+def test_skip(): pass
+@pytest.mark.xfail(reason="known bug")
+def test_xfail(): assert 0
+@pytest.mark.xfail(reason="fixed now")
+def test_xpass(): pass
+@pytest.mark.xfail(strict=True, reason="must fail")
+def test_strict_xpass(): pass
+def test_warns(): warnings.warn(UserWarning("mind the gap"))
+@pytest.mark.parametrize("n", range(6))
+def test_param(n): assert n != 4
+"""
+
+
+def test_every_outcome_matches_serial(pytester: pytest.Pytester, run_both) -> None:
+    pytester.makepyfile(test_outcomes=EVERY_OUTCOME)
+    serial, pooled, serial_xml, pool_xml = run_both("-rA")
+    assert pooled.ret == serial.ret == 1
+    assert pooled.parseoutcomes() == serial.parseoutcomes()
+    assert pool_xml == serial_xml
+    pooled.stdout.fnmatch_lines(
+        [
+            "poolrun: 2 workers, forked after collection, for 15 items",
+            "*printed before failing*",
+            "*UserWarning: mind the gap*",
+            "ERROR test_outcomes.py::test_error_in_setup - RuntimeError: setup broke",
+            "ERROR test_outcomes.py::test_error_in_teardown - RuntimeError: teardown broke",
+            "FAILED test_outcomes.py::test_fail - assert (1 + 1) == 3",
+            "FAILED test_outcomes.py::test_strict_xpass*",
+        ]
+    )
+
+
+def test_captured_output_and_logs_of_a_failing_test(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import logging, sys
+        def test_noisy():
+            print("to stdout")
+            sys.stderr.write("to stderr\\n")
+            logging.getLogger("app").warning("to the log")
+            assert False
+        """
+    )
+    result = pytester.runpytest_subprocess(*POOL, "--pool", "2")
+    result.stdout.fnmatch_lines(
+        [
+            "*- Captured stdout call -*",
+            "to stdout",
+            "*- Captured stderr call -*",
+            "to stderr",
+            "*- Captured log call -*",
+            "WARNING *app*to the log*",
+        ]
+    )
+
+
+def test_exitfirst_stops_like_serial(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_x="""
+        import pytest
+        @pytest.mark.parametrize("n", range(40))
+        def test_n(n):
+            assert n != 3
+        """
+    )
+    result = pytester.runpytest_subprocess(*POOL, "--pool", "2", "-x", "--pool-chunksize", "1")
+    assert result.ret == 1
+    outcomes = result.parseoutcomes()
+    assert outcomes["failed"] == 1
+    assert outcomes.get("passed", 0) < 39
+    result.stdout.fnmatch_lines(["*stopping after 1 failures*"])
+
+
+def test_maxfail(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_x="""
+        import pytest
+        @pytest.mark.parametrize("n", range(30))
+        def test_n(n):
+            assert n % 5 != 0
+        """
+    )
+    result = pytester.runpytest_subprocess(*POOL, "--pool", "2", "--maxfail", "2")
+    assert result.ret == 1
+    assert result.parseoutcomes()["failed"] == 2
+    result.stdout.fnmatch_lines(["*stopping after 2 failures*"])
+
+
+def test_last_failed_after_a_parallel_run(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_lf="""
+        import pytest
+        @pytest.mark.parametrize("n", range(12))
+        def test_n(n):
+            assert n not in (2, 9)
+        """
+    )
+    first = pytester.runpytest_subprocess(*POOL, "--pool", "2")
+    assert first.parseoutcomes() == {"failed": 2, "passed": 10}
+    again = pytester.runpytest_subprocess(*POOL, "--pool", "2", "--lf", "-v")
+    outcomes = again.parseoutcomes()
+    assert outcomes["failed"] == 2
+    assert "passed" not in outcomes
+    again.stdout.fnmatch_lines(["*test_n?2? FAILED*", "*test_n?9? FAILED*"])
+
+
+def test_durations_report(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import time
+        def test_slow(): time.sleep(0.2)
+        def test_fast(): pass
+        """
+    )
+    result = pytester.runpytest_subprocess(*POOL, "--pool", "2", "--durations=1")
+    result.stdout.fnmatch_lines(["*slowest 1 duration*", "0.2*s call *test_slow*"])
+
+
+def test_subtests_reports_survive(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        def test_with_subtests(subtests):
+            for n in range(3):
+                with subtests.test(msg="case", n=n):
+                    assert n != 1
+        def test_other(): pass
+        """
+    )
+    serial = pytester.runpytest_subprocess(*POOL, "-rA")
+    pooled = pytester.runpytest_subprocess(*POOL, "--pool", "2", "-rA")
+    assert pooled.ret == serial.ret == 1
+    assert pooled.parseoutcomes() == serial.parseoutcomes()
+    pooled.stdout.fnmatch_lines(["SUBFAILED*[[]case[]]*test_with_subtests*"])
+
+
+def test_verbose_progress_lists_every_test(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        @pytest.mark.parametrize("n", range(5))
+        def test_n(n): pass
+        """
+    )
+    result = pytester.runpytest_subprocess(*POOL, "--pool", "2", "-v")
+    result.stdout.fnmatch_lines_random([f"*test_n[[]{n}[]] PASSED*" for n in range(5)])
+    assert result.ret == 0
