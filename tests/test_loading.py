@@ -1,0 +1,51 @@
+"""Loading the plugin: by entry point, by -p, both, or not at all."""
+
+from __future__ import annotations
+
+import pytest
+
+TWO_TESTS = "def test_a(): pass\ndef test_b(): pass\n"
+
+
+def test_entry_point_loads_it(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(TWO_TESTS)
+    result = pytester.runpytest_subprocess("--pool", "2")
+    result.stdout.fnmatch_lines(["poolrun: 2 workers*"])
+    assert result.ret == 0
+
+
+def test_dash_p_works_without_autoload(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    pytester.makepyfile(TWO_TESTS)
+    result = pytester.runpytest_subprocess("-p", "pytest_poolrun", "--pool", "2")
+    result.stdout.fnmatch_lines(["poolrun: 2 workers*"])
+    assert result.ret == 0
+
+
+def test_loaded_twice_is_harmless(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(TWO_TESTS)
+    result = pytester.runpytest_subprocess("-p", "pytest_poolrun", "--pool", "2")
+    assert result.ret == 0
+    assert result.stdout.str().count("poolrun: 2 workers") == 1
+
+
+def test_dash_p_no_disables_it(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(TWO_TESTS)
+    result = pytester.runpytest_subprocess("-p", "no:pytest_poolrun", "--pool", "2")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*unrecognized arguments: --pool*"])
+
+
+def test_without_pool_option_the_run_is_serial(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import os
+        def test_here(): assert "PYTEST_XDIST_WORKER" not in os.environ
+        """
+    )
+    for args in ((), ("--pool", "0")):
+        result = pytester.runpytest_subprocess("-p", "pytest_poolrun", *args)
+        assert result.ret == 0
+        assert "poolrun:" not in result.stdout.str()
