@@ -220,6 +220,7 @@ class Pool:
         self._terminated = False
         self._pumping = False
         self._callback_error: Exception | None = None
+        self._owner_pid = os.getpid()
         _live_pools.add(self)
         for index in range(processes):
             self._start_worker(index)
@@ -233,6 +234,11 @@ class Pool:
     @property
     def start_method(self) -> str:
         return self._method
+
+    @property
+    def accepting(self) -> bool:
+        """Whether tasks may be submitted: neither ``close`` nor ``terminate`` was called."""
+        return not (self._closing or self._terminated)
 
     def worker_pids(self) -> list[int]:
         """Process ids of the live workers (for tests and diagnostics)."""
@@ -758,12 +764,38 @@ class Pool:
         self._closing = True
         self._maybe_shut_down()
 
+    def reset(self) -> None:
+        """Make the pool idle and ready again, with all its workers, without a new start-up.
+
+        Queued tasks are cancelled; workers busy with a task are killed (with the processes
+        their tasks started) and replaced.  Every unfinished task fails with
+        ``TaskCancelledError``.  The ``pool`` fixture calls this between tests.
+        """
+        if self._terminated:
+            return
+        error = TaskCancelledError("the task was cancelled: the pool was reset before it finished")
+        queued = list(self._queue)
+        self._queue.clear()
+        try:
+            self._pump(0)  # notice workers that died since the last wait, so they are replaced
+        finally:
+            self._queue.extend(queued)
+            busy = [worker for worker in self._workers.values() if worker.jobs]
+            for worker in busy:
+                self._kill(worker)
+            for worker in busy:
+                worker.retiring = True  # an exit asked for: replaced, and not counted as a crash
+                self._worker_exited(worker)
+            self._fail_queued(error)
+
     def terminate(self) -> None:
         """Stop every worker now; unfinished tasks fail with ``PoolTerminatedError``."""
         if self._terminated:
             return
         self._closing = True
         self._terminated = True
+        if os.getpid() != self._owner_pid:
+            return  # a forked copy of the pool: its workers belong to the parent process
         workers = list(self._workers.values())
         for worker in workers:
             self._kill(worker)
