@@ -22,6 +22,7 @@ run) and, once set, stops handing out work and tells the workers to stop between
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Sequence
 from enum import Enum
@@ -72,6 +73,10 @@ class Controller:
     def run(self) -> None:
         stop_flag = itemrunner.new_stop_flag()
         itemrunner.prepare(self.session, stop_flag, self._basetemp())
+        # Whatever sits in the stream buffers now would be inherited, and flushed again, by every
+        # forked worker.
+        sys.stdout.flush()
+        sys.stderr.flush()
         keys = [scheduling.scope_key(item.nodeid) for item in self.items]
         chunks = scheduling.plan_chunks(keys, self.workers, self.chunksize)
         self.pool = Pool(
