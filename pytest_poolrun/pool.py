@@ -811,15 +811,21 @@ class Pool:
                     self._deliver(job, False, error)
         self._fail_queued(error)
 
-    def join(self) -> None:
-        """Wait for the workers to exit; call ``close`` or ``terminate`` first."""
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the workers to exit; call ``close`` or ``terminate`` first.
+
+        With a ``timeout``, return False if they are still running when it has passed (an
+        extension: the caller can do periodic work between waits).
+        """
         if not (self._closing or self._retire_idle):
             raise ValueError("Pool is still running")
-        self._wait_until(lambda: not self._workers and not self._queue, None)
+        if not self._wait_until(lambda: not self._workers and not self._queue, timeout):
+            return False
         if not self._terminated:
             self._terminated = True
             self._selector.close()
             _live_pools.discard(self)
+        return True
 
     def __enter__(self) -> Pool:
         return self
