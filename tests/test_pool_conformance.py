@@ -1,0 +1,252 @@
+"""The same API cases against ``multiprocessing.Pool`` and against ``pytest_poolrun.Pool``.
+
+Every test here runs twice, once per implementation, and expects the same observable results:
+values, exception types, callback calls, and the errors raised for misuse.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from pytest_poolrun import Pool
+
+# Long enough that a task is certainly still running when the test looks at it; such tasks are
+# always ended by terminate(), never waited for.
+LONG_TASK = 60.0
+# A bound on waits that must not happen; hitting it shows up as multiprocessing.TimeoutError.
+NO_HANG = 10.0
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def add(a: int, b: int, c: int = 0) -> int:
+    return a + b + c
+
+
+def fail_on_three(x: int) -> int:
+    if x == 3:
+        raise ValueError(f"no threes: {x}")
+    return x
+
+
+def nothing() -> None:
+    return None
+
+
+def pid_of_worker(_: object = None) -> int:
+    return os.getpid()
+
+
+_initialized: list[Any] = []
+
+
+def remember(*args: Any) -> None:
+    _initialized[:] = args
+
+
+def remembered(_: object = None) -> list[Any]:
+    return list(_initialized)
+
+
+def big(size: int) -> bytes:
+    return b"x" * size
+
+
+def length(data: bytes) -> int:
+    return len(data)
+
+
+MakePool = Callable[..., Any]
+
+
+@pytest.fixture(params=["multiprocessing", "poolrun"])
+def make_pool(request: pytest.FixtureRequest) -> Iterator[MakePool]:
+    """Make pools of one implementation; every pool made is terminated after the test."""
+    made: list[Any] = []
+
+    def make(*args: Any, **kwargs: Any) -> Any:
+        if request.param == "multiprocessing":
+            pool = multiprocessing.get_context("fork").Pool(*args, **kwargs)
+        else:
+            pool = Pool(*args, start_method="fork", **kwargs)
+        made.append(pool)
+        return pool
+
+    yield make
+    for pool in made:
+        pool.terminate()
+        pool.join()
+
+
+def test_apply_with_args_and_kwds(make_pool: MakePool) -> None:
+    pool = make_pool(2)
+    assert pool.apply(add, (1, 2), {"c": 3}) == 6
+    assert pool.apply(nothing) is None
+
+
+def test_apply_async_get_wait_ready_successful(make_pool: MakePool) -> None:
+    pool = make_pool(2)
+    result = pool.apply_async(square, (7,))
+    result.wait(NO_HANG)
+    assert result.ready()
+    assert result.successful()
+    assert result.get(NO_HANG) == 49
+
+
+def test_failed_result_is_not_successful_and_reraises(make_pool: MakePool) -> None:
+    pool = make_pool(2)
+    result = pool.apply_async(fail_on_three, (3,))
+    result.wait(NO_HANG)
+    assert result.ready() and not result.successful()
+    with pytest.raises(ValueError, match="no threes: 3") as info:
+        result.get(NO_HANG)
+    assert "fail_on_three" in str(info.value.__cause__)
+
+
+def test_unfinished_result_times_out_and_is_not_ready(make_pool: MakePool) -> None:
+    pool = make_pool(1)
+    result = pool.apply_async(time.sleep, (LONG_TASK,))
+    assert not result.ready()
+    with pytest.raises(ValueError):
+        result.successful()
+    result.wait(0.01)
+    with pytest.raises(multiprocessing.TimeoutError):
+        result.get(0.01)
+
+
+def test_callbacks_are_called_as_results_arrive(make_pool: MakePool) -> None:
+    pool = make_pool(2)
+    values: list[Any] = []
+    errors: list[BaseException] = []
+    hooks = {"callback": values.append, "error_callback": errors.append}
+    ok = pool.apply_async(square, (3,), **hooks)
+    bad = pool.apply_async(fail_on_three, (3,), **hooks)
+    mapped = pool.map_async(square, [1, 2], callback=values.append)
+    for result in (ok, bad, mapped):
+        result.wait(NO_HANG)
+    assert sorted(map(str, values)) == ["9", "[1, 4]"]
+    assert [type(error) for error in errors] == [ValueError]
+
+
+@pytest.mark.parametrize("chunksize", [None, 1, 3, 100])
+def test_map_keeps_order_for_any_chunksize(make_pool: MakePool, chunksize: int | None) -> None:
+    pool = make_pool(2)
+    assert pool.map(square, range(50), chunksize) == [x * x for x in range(50)]
+    assert pool.map_async(square, range(50), chunksize).get(NO_HANG) == [x * x for x in range(50)]
+
+
+def test_map_of_nothing_is_empty(make_pool: MakePool) -> None:
+    pool = make_pool(2)
+    assert pool.map(square, []) == []
+    assert pool.starmap(add, []) == []
+    assert list(pool.imap(square, [])) == []
+
+
+def test_map_raises_the_tasks_exception(make_pool: MakePool) -> None:
+    pool = make_pool(2)
+    with pytest.raises(ValueError, match="no threes"):
+        pool.map(fail_on_three, range(6), 1)
+    errors: list[BaseException] = []
+    result = pool.map_async(fail_on_three, range(6), 2, error_callback=errors.append)
+    result.wait(NO_HANG)
+    assert not result.successful()
+    assert [type(error) for error in errors] == [ValueError]
+
+
+@pytest.mark.parametrize("chunksize", [1, 4])
+def test_imap_yields_in_order_and_unordered_yields_all(make_pool: MakePool, chunksize: int) -> None:
+    pool = make_pool(2)
+    assert list(pool.imap(square, iter(range(20)), chunksize)) == [x * x for x in range(20)]
+    unordered = pool.imap_unordered(square, range(20), chunksize)
+    assert sorted(unordered) == [x * x for x in range(20)]
+
+
+def test_imap_yields_results_before_the_failed_one(make_pool: MakePool) -> None:
+    pool = make_pool(2)
+    seen: list[int] = []
+    with pytest.raises(ValueError, match="no threes"):
+        for value in pool.imap(fail_on_three, range(6)):
+            seen.append(value)
+    assert seen == [0, 1, 2]
+
+
+def test_starmap_and_starmap_async(make_pool: MakePool) -> None:
+    pool = make_pool(2)
+    pairs = [(a, a + 1) for a in range(10)]
+    assert pool.starmap(add, pairs) == [2 * a + 1 for a in range(10)]
+    assert pool.starmap_async(add, pairs, 3).get(NO_HANG) == [2 * a + 1 for a in range(10)]
+
+
+def test_initializer_runs_in_every_worker(make_pool: MakePool) -> None:
+    pool = make_pool(2, remember, ("ready", 2))
+    assert pool.map(remembered, range(8), 1) == [["ready", 2]] * 8
+
+
+def test_maxtasksperchild_replaces_workers(make_pool: MakePool) -> None:
+    pool = make_pool(1, maxtasksperchild=1)
+    pids = [pool.apply(pid_of_worker) for _ in range(3)]
+    assert len(set(pids)) == 3
+
+
+def test_large_arguments_and_results_travel(make_pool: MakePool) -> None:
+    pool = make_pool(2)
+    size = 8 * 1024 * 1024
+    assert pool.apply(length, (big(size),)) == size
+    assert len(pool.apply(big, (size,))) == size
+
+
+def test_close_then_join_keeps_results_and_refuses_new_tasks(make_pool: MakePool) -> None:
+    pool = make_pool(2)
+    result = pool.map_async(square, range(10))
+    pool.close()
+    with pytest.raises(ValueError):
+        pool.apply(square, (1,))
+    pool.join()
+    assert result.get(NO_HANG) == [x * x for x in range(10)]
+
+
+def test_join_before_close_is_an_error(make_pool: MakePool) -> None:
+    pool = make_pool(1)
+    with pytest.raises(ValueError):
+        pool.join()
+
+
+def test_terminate_stops_workers_and_refuses_new_tasks(make_pool: MakePool) -> None:
+    pool = make_pool(2)
+    pool.apply_async(time.sleep, (LONG_TASK,))
+    pool.terminate()
+    pool.join()
+    with pytest.raises(ValueError):
+        pool.apply(square, (1,))
+
+
+def test_context_manager_returns_the_pool_and_terminates_it(make_pool: MakePool) -> None:
+    with make_pool(2) as pool:
+        assert pool.apply(square, (4,)) == 16
+    with pytest.raises(ValueError):
+        pool.apply(square, (1,))
+
+
+@pytest.mark.parametrize("processes", [0, -1])
+def test_invalid_process_count_is_refused(make_pool: MakePool, processes: int) -> None:
+    with pytest.raises(ValueError):
+        make_pool(processes)
+
+
+def test_invalid_chunksize_is_refused(make_pool: MakePool) -> None:
+    pool = make_pool(1)
+    with pytest.raises(ValueError):
+        list(pool.imap(square, range(3), 0))
+
+
+def test_default_size_uses_the_cpus(make_pool: MakePool) -> None:
+    pool = make_pool()
+    assert sorted(set(pool.map(square, range(4)))) == [0, 1, 4, 9]
