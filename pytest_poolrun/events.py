@@ -28,6 +28,7 @@ class ItemStarted(NamedTuple):
     """Sent at once when a worker starts an item, so a crash can be pinned on it."""
 
     item: int
+    pid: int
 
 
 class ItemAborted(NamedTuple):
@@ -64,6 +65,15 @@ class WarningRecorded(NamedTuple):
 HookEvent = Union[LogStart, LogReport, LogFinish, WarningRecorded]
 
 
+class SessionExit(NamedTuple):
+    """The item called ``pytest.exit()``: the whole run ends, as it would serially."""
+
+    item: int
+    message: str
+    returncode: int | None
+    recorded: tuple[HookEvent, ...]
+
+
 class ItemFinished(NamedTuple):
     """An item is done; ``events`` are its hook calls in the order the worker made them."""
 
@@ -77,7 +87,7 @@ class LooseEvents(NamedTuple):
     events: tuple[HookEvent, ...]
 
 
-WorkerEvent = Union[ItemStarted, ItemAborted, ItemFinished, LooseEvents]
+WorkerEvent = Union[ItemStarted, ItemAborted, ItemFinished, LooseEvents, SessionExit]
 
 
 # ------------------------------------------------------------------------------ worker side

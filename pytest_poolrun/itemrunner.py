@@ -26,19 +26,27 @@ controller before the pool forks: nothing is pickled, imported or collected agai
 
 from __future__ import annotations
 
+import faulthandler
 import mmap
 import os
+import signal
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
 from pytest_poolrun import events
 from pytest_poolrun.poolworker import current_worker, emit, format_exception
 
+# The signal on which a worker writes the Python stacks of all its threads to its fault file
+# (the controller sends it to a test that overran --pool-timeout, before killing the worker).
+DUMP_SIGNAL = signal.SIGUSR1
+
 
 class _Shared:
     session: pytest.Session | None = None
+    fault_dir: Path | None = None
+    fault_file: IO[str] | None = None
     stop_flag: mmap.mmap | None = None
     basetemp: Path | None = None
     held: int | None = None
@@ -51,9 +59,17 @@ def new_stop_flag() -> mmap.mmap:
     return mmap.mmap(-1, 1)
 
 
-def prepare(session: pytest.Session, stop_flag: mmap.mmap, basetemp: Path | None) -> None:
+def prepare(
+    session: pytest.Session, stop_flag: mmap.mmap, basetemp: Path | None, fault_dir: Path
+) -> None:
     """Called in the controller just before the pool forks its workers."""
     _Shared.session, _Shared.stop_flag, _Shared.basetemp = session, stop_flag, basetemp
+    _Shared.fault_dir = fault_dir
+
+
+def fault_path(fault_dir: Path, worker: str, pid: int) -> Path:
+    """Where worker ``worker`` (process ``pid``) writes crash tracebacks and stack dumps."""
+    return fault_dir / f"{worker}-{pid}.txt"
 
 
 def stop_requested() -> bool:
@@ -117,6 +133,7 @@ def start_worker(worker_count: int, testrun_uid: str) -> None:
     os.environ["PYTEST_XDIST_WORKER_COUNT"] = str(worker_count)
     os.environ["PYTEST_XDIST_TESTRUNUID"] = testrun_uid
     _own_capture(config)
+    _own_fault_file(info.name)
     _own_tmp_path(config, info.name)
     _silence_terminal(config)
     config.pluginmanager.register(_Forwarder(config), "poolrun-forwarder")
@@ -132,6 +149,15 @@ def _own_capture(config: pytest.Config) -> None:
     capman._global_capturing = None
     capman.start_global_capturing()
     capman.suspend_global_capture()
+
+
+def _own_fault_file(name: str) -> None:
+    """Send fatal-error tracebacks and on-demand stack dumps to a file the controller reads."""
+    if _Shared.fault_dir is None:
+        return
+    _Shared.fault_file = open(fault_path(_Shared.fault_dir, name, os.getpid()), "w")
+    faulthandler.enable(file=_Shared.fault_file, all_threads=True)
+    faulthandler.register(DUMP_SIGNAL, file=_Shared.fault_file, all_threads=True)
 
 
 def _own_tmp_path(config: pytest.Config, name: str) -> None:
@@ -158,10 +184,13 @@ def _silence_terminal(config: pytest.Config) -> None:
 def _run(index: int, nextitem: pytest.Item | None) -> None:
     session = _session()
     item = session.items[index]
-    emit(events.ItemStarted(index))
+    emit(events.ItemStarted(index, os.getpid()))
     _Shared.current, _Shared.recorded = index, []
     try:
         item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+    except pytest.exit.Exception as exc:
+        emit(events.SessionExit(index, exc.msg, exc.returncode, tuple(_Shared.recorded)))
+        raise
     except BaseException as exc:
         emit(events.ItemAborted(index, format_exception(exc)))
         raise

@@ -57,6 +57,18 @@ def _chunksize_value(text: str) -> int | None:
     return size
 
 
+def _timeout_value(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a timeout; use a number of seconds greater than 0"
+        )
+    return seconds
+
+
 def _restarts_value(text: str) -> int:
     try:
         count = int(text)
@@ -95,6 +107,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help=f"Replace dead workers at most N times in a run (default: {RESTARTS_PER_WORKER} "
         "per worker); past it the tests not yet run are reported as not run.",
+    )
+    group.addoption(
+        "--pool-timeout",
+        dest="pool_timeout",
+        metavar="SECONDS",
+        type=_timeout_value,
+        default=None,
+        help="Fail a test still running after SECONDS: its worker's stacks go into the report, "
+        "the worker is killed and replaced, and the run goes on.",
     )
     fixture.add_fixture_options(parser)
 
@@ -147,7 +168,13 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     max_restarts = config.getoption("pool_max_restarts")
     if max_restarts is None:
         max_restarts = RESTARTS_PER_WORKER * workers
-    controller = Controller(session, workers, config.getoption("pool_chunksize"), max_restarts)
+    controller = Controller(
+        session,
+        workers,
+        config.getoption("pool_chunksize"),
+        max_restarts,
+        config.getoption("pool_timeout"),
+    )
     controller.testrun_uid = config.stash[identity.testrun_uid_key]
     controller.run()
     if session.shouldfail:

@@ -9,33 +9,54 @@ Data flow, all in the controller's single thread::
       ├─ on_event(worker, ItemFinished)  ─▶ events.replay: logstart, logreport…, logfinish
       ├─ chunk task done                 ─▶ remember the item the worker holds back
       ├─ chunk task failed               ─▶ its items that never started go out again
-      └─ on_worker_exit(worker, code)    ─▶ its running item is reported failed ("worker gw1 died
-                                            while running it: signal 11 (SIGSEGV)"), the item
-                                            it held goes out again; the pool starts a new worker
+      ├─ on_worker_exit(worker, code)    ─▶ its running item is reported failed ("worker gw1 died
+      │                                     while running it: signal 11 (SIGSEGV)"), the item
+      │                                     it held goes out again; the pool starts a new worker
+      └─ an error outside any test       ─▶ the run stops; it is raised as pytest's INTERNALERROR
+                                            with the worker's traceback as its cause
 
 An item's events are replayed together when it finishes, so two workers' items never interleave
 in the terminal and every item gets exactly one set of reports.  After each replay the loop looks
 at ``session.shouldfail``/``shouldstop`` (set by ``-x``, ``--maxfail`` and plugins as in a serial
 run) and, once set, stops handing out work and tells the workers to stop between items.
+
+Ctrl-C (and SIGTERM, turned into KeyboardInterrupt while the run lasts) kills the workers with
+their process groups at once; pytest then prints its usual interrupted summary.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import sys
+import tempfile
+import threading
+import time
 import uuid
 from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pytest
 
 from pytest_poolrun import events, itemrunner, scheduling
-from pytest_poolrun.pool import Pool, PoolExhaustedError, TaskCancelledError
+from pytest_poolrun.pool import (
+    Pool,
+    PoolExhaustedError,
+    TaskCancelledError,
+    WorkerLostError,
+)
 from pytest_poolrun.poolworker import describe_exit
 
 WORKER_PREFIX = "gw"
+# Never wake more often than this to check for overdue tests: a busy loop would cost CPU.
+MIN_WAKEUP = 0.05
+# How long to wait for a worker to write its stacks after DUMP_SIGNAL, and how often to look.
+DUMP_WAIT = 1.0
+DUMP_POLL = 0.02
 
 
 class _State(Enum):
@@ -53,6 +74,7 @@ class Controller:
         workers: int,
         chunksize: int | None,
         max_restarts: int | None,
+        timeout: float | None = None,
     ) -> None:
         self.session = session
         self.config = session.config
@@ -60,19 +82,26 @@ class Controller:
         self.workers = workers
         self.chunksize = chunksize
         self.max_restarts = max_restarts
+        self.timeout = timeout
+        self.pids: dict[str, int] = {}
+        self.started_at: dict[str, float] = {}
+        self.timed_out: dict[str, str] = {}
         self.testrun_uid = uuid.uuid4().hex
         self.state = [_State.QUEUED] * len(self.items)
         self.running: dict[str, int] = {}
         self.held: dict[str, int] = {}
         self.aborted: dict[str, str] = {}
         self.stopping = False
+        self.session_exit: events.SessionExit | None = None
+        self.internal_error: BaseException | None = None
         self.pool: Pool | None = None
 
     # ------------------------------------------------------------------------------- running
 
     def run(self) -> None:
         stop_flag = itemrunner.new_stop_flag()
-        itemrunner.prepare(self.session, stop_flag, self._basetemp())
+        self.fault_dir = Path(tempfile.mkdtemp(prefix="poolrun-faults-"))
+        itemrunner.prepare(self.session, stop_flag, self._basetemp(), self.fault_dir)
         # Whatever sits in the stream buffers now would be inherited, and flushed again, by every
         # forked worker.
         sys.stdout.flush()
@@ -91,13 +120,22 @@ class Controller:
             max_restarts=self.max_restarts,
         )
         self._stop_flag = stop_flag
+        previous_sigterm = _sigterm_interrupts()
         try:
             for chunk in chunks:
                 self._submit(chunk)
             self.pool.shutdown_idle()
-            self.pool.join()
+            while not self.pool.join(timeout=self._until_next_deadline()):
+                self._expire_overdue_items()
         finally:
             self.pool.terminate()
+            shutil.rmtree(self.fault_dir, ignore_errors=True)
+            if previous_sigterm is not None:
+                signal.signal(signal.SIGTERM, previous_sigterm)
+        if self.internal_error is not None:
+            raise self.internal_error
+        if self.session_exit is not None:
+            raise pytest.exit.Exception(self.session_exit.message, self.session_exit.returncode)
 
     def _basetemp(self) -> Path | None:
         factory: Any = getattr(self.config, "_tmp_path_factory", None)
@@ -105,6 +143,64 @@ class Controller:
             return None
         base: Path = factory.getbasetemp()
         return base
+
+    # ------------------------------------------------------------------------------ timeouts
+
+    def _until_next_deadline(self) -> float | None:
+        if self.timeout is None:
+            return None
+        if not self.started_at:
+            return self.timeout
+        soonest = min(self.started_at.values()) + self.timeout
+        return max(MIN_WAKEUP, soonest - time.monotonic())
+
+    def _expire_overdue_items(self) -> None:
+        """Dump the stacks of each worker whose test overran --pool-timeout, then kill it."""
+        assert self.timeout is not None
+        now = time.monotonic()
+        for worker, started in list(self.started_at.items()):
+            if now - started < self.timeout or worker in self.timed_out:
+                continue
+            pid = self.pids[worker]
+            stacks = self._dump_stacks(worker, pid)
+            self.timed_out[worker] = (
+                f"Timeout: the test ran longer than --pool-timeout={self.timeout:g}s; "
+                f"worker {worker} was killed and replaced.\n\nStacks of the worker when it "
+                f"was stopped:\n{stacks}"
+            )
+            _kill_group(pid)
+
+    def _dump_stacks(self, worker: str, pid: int) -> str:
+        path = itemrunner.fault_path(self.fault_dir, worker, pid)
+        before = _size(path)
+        try:
+            os.kill(pid, itemrunner.DUMP_SIGNAL)
+        except ProcessLookupError:
+            return "(the worker had already exited)"
+        # faulthandler writes from its signal handler; wait until the file stops growing.
+        deadline = time.monotonic() + DUMP_WAIT
+        last = before
+        while time.monotonic() < deadline:
+            time.sleep(DUMP_POLL)
+            size = _size(path)
+            if size > before and size == last:
+                break
+            last = size
+        try:
+            with open(path) as dump:
+                dump.seek(before)
+                return _trim_stacks(dump.read()) or "(no stacks were written)"
+        except OSError:
+            return "(no stacks were written)"
+
+    def _fault_text(self, worker: str) -> str:
+        pid = self.pids.get(worker)
+        if pid is None:
+            return ""
+        try:
+            return _trim_stacks(itemrunner.fault_path(self.fault_dir, worker, pid).read_text())
+        except OSError:
+            return ""
 
     def _submit(self, chunk: list[int]) -> None:
         assert self.pool is not None
@@ -129,15 +225,25 @@ class Controller:
     def _on_event(self, worker: str, event: events.WorkerEvent) -> None:
         if isinstance(event, events.ItemStarted):
             self.running[worker] = event.item
+            self.pids[worker] = event.pid
+            self.started_at[worker] = time.monotonic()
             self.state[event.item] = _State.RUNNING
             if self.held.get(worker) == event.item:
                 del self.held[worker]
         elif isinstance(event, events.ItemFinished):
             self.running.pop(worker, None)
+            self.started_at.pop(worker, None)
             self.state[event.item] = _State.DONE
             self._replay(event.events)
         elif isinstance(event, events.ItemAborted):
             self.aborted[worker] = event.description
+        elif isinstance(event, events.SessionExit):
+            self.running.pop(worker, None)
+            self.started_at.pop(worker, None)
+            self.state[event.item] = _State.DONE
+            self._replay(event.recorded)
+            self.session_exit = event
+            self._stop()
         else:
             self._replay(event.events)
 
@@ -157,6 +263,12 @@ class Controller:
     def _chunk_failed(self, chunk: list[int], error: BaseException) -> None:
         if self.stopping or isinstance(error, TaskCancelledError):
             return
+        if isinstance(error, Exception) and not isinstance(error, WorkerLostError):
+            # Not a test's doing: pytest's protocol itself failed in the worker (a plugin hook
+            # raised, a report could not be sent).  A serial run would end with INTERNALERROR.
+            self.internal_error = error
+            self._stop()
+            return
         unstarted = [index for index in chunk if self.state[index] is _State.QUEUED]
         if isinstance(error, PoolExhaustedError):
             for index in unstarted:
@@ -167,13 +279,21 @@ class Controller:
 
     def _on_worker_exit(self, worker: str, exitcode: int | None, expected: bool) -> None:
         index = self.running.pop(worker, None)
+        self.started_at.pop(worker, None)
         aborted = self.aborted.pop(worker, None)
+        timed_out = self.timed_out.pop(worker, None)
         if index is not None and self.state[index] is _State.RUNNING:
             self.state[index] = _State.DONE
-            if aborted is not None:
-                why = f"worker {worker} stopped while running it:\n{aborted}"
+            if timed_out is not None:
+                why = timed_out
+            elif aborted is not None:
+                last_line = aborted.strip().splitlines()[-1]
+                why = f"worker {worker} stopped while running it: {last_line}\n\n{aborted}"
             else:
                 why = f"worker {worker} died while running it: {describe_exit(exitcode)}"
+                fault = self._fault_text(worker)
+                if fault:
+                    why += f"\n\n{fault}"
             self._report_crash(index, why)
         held = self.held.pop(worker, None)
         if held is not None and self.state[held] is _State.QUEUED and not self.stopping:
@@ -211,6 +331,50 @@ class Controller:
         hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
         if self.session.shouldfail or self.session.shouldstop:
             self._stop()
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _trim_stacks(dump: str) -> str:
+    """Drop the frames below the worker's item loop: a forked worker inherits the controller's
+    call stack, which says nothing about the test."""
+    kept: list[str] = []
+    skipping = False
+    for line in dump.splitlines():
+        if line.lstrip().startswith("File ") and "pytest_poolrun" in line:
+            skipping = True
+            continue
+        if not line.lstrip().startswith("File "):
+            skipping = False
+        if not skipping:
+            kept.append(line)
+    return "\n".join(kept).strip()
+
+
+def _kill_group(pid: int) -> None:
+    """Kill a worker with every process of its group (it leads its own)."""
+    for kill in (os.killpg, os.kill):
+        try:
+            kill(pid, signal.SIGKILL)
+            return
+        except (ProcessLookupError, PermissionError):
+            continue
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
+
+
+def _sigterm_interrupts() -> Any:
+    """Make SIGTERM end the run as Ctrl-C does; returns the handler to restore, if any."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
 def resolve_workers(requested: str, item_count: int) -> int:
