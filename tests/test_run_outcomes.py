@@ -127,7 +127,7 @@ def test_last_failed_after_a_parallel_run(pytester: pytest.Pytester) -> None:
     outcomes = again.parseoutcomes()
     assert outcomes["failed"] == 2
     assert "passed" not in outcomes
-    again.stdout.fnmatch_lines(["*test_n?2? FAILED*", "*test_n?9? FAILED*"])
+    again.stdout.fnmatch_lines_random(["*test_n?2? FAILED*", "*test_n?9? FAILED*"])
 
 
 def test_durations_report(pytester: pytest.Pytester) -> None:
