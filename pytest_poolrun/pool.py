@@ -552,6 +552,9 @@ class Pool:
                 continue
             job.finished = True
             self._kill(worker)
+            # An exit we caused, with its running task accounted for: the tasks queued behind
+            # it go back to the queue instead of the next one being blamed for the kill.
+            worker.retiring = True
             self._worker_exited(worker)
             self._deliver(
                 job,

@@ -1,0 +1,494 @@
+"""What ``pytest_poolrun.Pool`` does beyond ``multiprocessing.Pool``, and that the latter does not.
+
+Each promise is checked on ``Pool``, then shown to fail on ``multiprocessing.Pool``: either the
+same call raises there, or (where it would hang) a script doing it in a fresh interpreter is still
+waiting after ``MP_PATIENCE`` seconds; those scripts all run at once, so the hangs cost that long
+only once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import faulthandler
+import json
+import multiprocessing
+import os
+import select
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_poolrun import Pool, SendError, TaskTimeoutError, WorkerLostError
+from pytest_poolrun.pool import PoolTerminatedError, threads_running
+
+# How long a multiprocessing.Pool script may take before it counts as hanging.  Each script
+# reaches its blocking call within a fraction of a second; this leaves room on a busy machine.
+MP_PATIENCE = 2.5
+# A bound on waits that must not happen: reaching it fails the test instead of hanging it.
+NO_HANG = 10.0
+# A task that would run far longer than any test; only ever ended by a kill.
+LONG_TASK = 60.0
+# A timeout short enough to keep the tests quick.
+SHORT_TIMEOUT = 0.2
+
+
+# --------------------------------------------------------------------------- task functions
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def die_on_three(x: int, how: str) -> int:
+    if x == 3:
+        if how == "exit":
+            os._exit(3)
+        elif how == "sigkill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        else:
+            faulthandler.disable()  # no fault report on the terminal: the crash is the point
+            ctypes.string_at(0)  # reads address 0: SIGSEGV
+    return x
+
+
+def report_pid_then_wait(fifo: str) -> None:
+    with open(fifo, "w") as pipe:
+        pipe.write(str(os.getpid()))
+    time.sleep(LONG_TASK)
+
+
+def start_child_then_wait(fifo: str) -> None:
+    child = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({LONG_TASK})"])
+    with open(fifo, "w") as pipe:
+        pipe.write(str(child.pid))
+    child.wait()
+
+
+def sleep_on_three(x: int) -> int:
+    if x == 3:
+        time.sleep(LONG_TASK)
+    return x
+
+
+class Odd(Exception):
+    """An exception whose ``__init__`` takes other arguments than the ``args`` it stores."""
+
+    def __init__(self, code: int, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+
+
+def raise_odd() -> None:
+    raise Odd(7, "odd")
+
+
+def return_lock() -> object:
+    return threading.Lock()
+
+
+def identity(x: Any) -> Any:
+    return x
+
+
+def start_processes() -> list[Any]:
+    """Use multiprocessing, subprocess and a nested Pool from inside a worker."""
+    child = multiprocessing.get_context("fork").Process(target=os.getpid)
+    child.start()
+    child.join()
+    echoed = subprocess.run(
+        [sys.executable, "-c", "print('hi')"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    with Pool(2) as nested:
+        squares = nested.map(square, range(4))
+    return [child.exitcode, echoed, squares]
+
+
+def parent_pid(_: object = None) -> int:
+    return os.getppid()
+
+
+# --------------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture
+def pool() -> Iterator[Pool]:
+    with Pool(2) as made:
+        yield made
+
+
+def mp_pool(processes: int = 2, **kwargs: Any) -> Any:
+    return multiprocessing.get_context("fork").Pool(processes, **kwargs)
+
+
+def wait_for_exit(pid: int) -> None:
+    """Wait until process ``pid`` (not necessarily our child) has ended."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        readable, _, _ = select.select([fd], [], [], NO_HANG)
+        assert readable, f"process {pid} is still running"
+    finally:
+        os.close(fd)
+
+
+def read_fifo(path: Path) -> int:
+    with open(path) as pipe:  # blocks until the task opens it for writing
+        return int(pipe.read())
+
+
+# Scripts doing with multiprocessing.Pool what the tests below do with Pool.  Each prints
+# "waiting" right before the call that should come back with an error.
+MP_SCRIPTS = {
+    "worker killed mid-map": """
+        def die_on_three(x):
+            if x == 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return x
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            print("waiting", flush=True)
+            pool.map(die_on_three, range(8), 1)
+    """,
+    "exception with its own __init__": """
+        class Odd(Exception):
+            def __init__(self, code, detail):
+                super().__init__(f"{code}: {detail}")
+        def raise_odd():
+            raise Odd(7, "odd")
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            print("waiting", flush=True)
+            pool.apply(raise_odd)
+    """,
+    "result of a terminated pool": """
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            result = pool.apply_async(time.sleep, (60,))
+            pool.terminate()
+            print("waiting", flush=True)
+            result.get()
+    """,
+    "callback that raises": """
+        def callback(value):
+            raise RuntimeError("callback failed")
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            result = pool.apply_async(abs, (-1,), callback=callback)
+            print("waiting", flush=True)
+            result.get()
+    """,
+}
+MP_PRELUDE = "import multiprocessing, os, signal, time\n"
+
+
+@pytest.fixture(scope="module")
+def mp_hangs() -> dict[str, bool]:
+    """Run every MP_SCRIPTS entry at once; which of them were still waiting after MP_PATIENCE."""
+    started = {
+        name: subprocess.Popen(
+            [sys.executable, "-u", "-c", MP_PRELUDE + textwrap.dedent(code)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # so its pool's workers can be killed with it
+        )
+        for name, code in MP_SCRIPTS.items()
+    }
+    deadline = time.monotonic() + MP_PATIENCE
+    hangs: dict[str, bool] = {}
+    for name, process in started.items():
+        try:
+            output, _ = process.communicate(timeout=max(0.0, deadline - time.monotonic()))
+            hangs[name] = False
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            output, _ = process.communicate()
+            assert "waiting" in output, f"{name}: the script did not get to its call:\n{output}"
+            hangs[name] = True
+    return hangs
+
+
+def run_script(code: str) -> dict[str, Any]:
+    """Run ``code`` in a fresh interpreter; it prints one JSON object as its last line."""
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=NO_HANG * 3,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+# ------------------------------------------------------------------- a worker that dies
+
+
+@pytest.mark.parametrize(
+    ("how", "described"),
+    [("exit", "exit code 3"), ("sigkill", r"signal 9 \(SIGKILL\)"), ("segv", r"signal 11")],
+)
+def test_dead_worker_fails_only_its_task_and_is_replaced(
+    pool: Pool, how: str, described: str
+) -> None:
+    results = [pool.apply_async(die_on_three, (x, how)) for x in range(8)]
+    for x, result in enumerate(results):
+        if x == 3:
+            with pytest.raises(WorkerLostError, match=described):
+                result.get(NO_HANG)
+        else:
+            assert result.get(NO_HANG) == x
+    assert pool.map(square, range(4)) == [0, 1, 4, 9]
+    assert len(pool.worker_pids()) == 2
+
+
+def test_worker_killed_mid_map_fails_the_map_instead_of_hanging(
+    pool: Pool, mp_hangs: dict[str, bool]
+) -> None:
+    with pytest.raises(WorkerLostError, match="SIGKILL"):
+        pool.starmap_async(die_on_three, [(x, "sigkill") for x in range(8)], 1).get(NO_HANG)
+    assert mp_hangs["worker killed mid-map"]
+
+
+def test_worker_killed_from_outside_fails_its_task(pool: Pool, tmp_path: Path) -> None:
+    """As the kernel's OOM killer does it: SIGKILL from another process."""
+    fifo = tmp_path / "pid"
+    os.mkfifo(fifo)
+    result = pool.apply_async(report_pid_then_wait, (str(fifo),))
+    os.kill(read_fifo(fifo), signal.SIGKILL)
+    with pytest.raises(WorkerLostError, match=r"signal 9 \(SIGKILL\)"):
+        result.get(NO_HANG)
+    assert pool.apply(square, (5,)) == 25
+
+
+def test_results_of_a_terminated_pool_fail_instead_of_hanging(
+    pool: Pool, mp_hangs: dict[str, bool]
+) -> None:
+    result = pool.apply_async(time.sleep, (LONG_TASK,))
+    pool.terminate()
+    with pytest.raises(PoolTerminatedError):
+        result.get()
+    assert mp_hangs["result of a terminated pool"]
+
+
+def test_callback_error_is_raised_by_the_waiting_call(
+    pool: Pool, mp_hangs: dict[str, bool]
+) -> None:
+    def callback(value: int) -> None:
+        raise RuntimeError(f"callback failed on {value}")
+
+    result = pool.apply_async(square, (3,), callback=callback)
+    with pytest.raises(RuntimeError, match="callback failed on 9"):
+        result.get(NO_HANG)
+    assert result.get(NO_HANG) == 9
+    assert pool.map(square, range(3)) == [0, 1, 4]
+    assert mp_hangs["callback that raises"]
+
+
+# ---------------------------------------------------------------------------- timeouts
+
+
+def test_overdue_task_fails_with_timeout_and_its_worker_is_replaced(pool: Pool) -> None:
+    before = set(pool.worker_pids())
+    other = pool.apply_async(square, (5,))
+    with pytest.raises(TaskTimeoutError, match="longer than its timeout"):
+        pool.apply(time.sleep, (LONG_TASK,), timeout=SHORT_TIMEOUT)
+    after = set(pool.worker_pids())
+    assert len(after) == 2 and len(before & after) == 1
+    assert other.get(NO_HANG) == 25
+    with pytest.raises(TaskTimeoutError):
+        pool.map(sleep_on_three, range(6), 1, timeout=SHORT_TIMEOUT)
+    assert pool.map(square, range(3), timeout=NO_HANG) == [0, 1, 4]
+
+
+def test_timeout_kills_the_processes_the_task_started(pool: Pool, tmp_path: Path) -> None:
+    fifo = tmp_path / "pid"
+    os.mkfifo(fifo)
+    result = pool.apply_async(start_child_then_wait, (str(fifo),), timeout=SHORT_TIMEOUT)
+    child = read_fifo(fifo)
+    with pytest.raises(TaskTimeoutError):
+        result.get(NO_HANG)
+    wait_for_exit(child)
+
+
+def test_multiprocessing_pool_has_no_per_call_timeout() -> None:
+    with mp_pool() as other, pytest.raises(TypeError):
+        other.apply(square, (1,), timeout=SHORT_TIMEOUT)
+
+
+# --------------------------------------------------------------- what can be sent
+
+
+def test_lambdas_closures_and_local_classes_can_be_sent(pool: Pool) -> None:
+    offset = 10
+
+    class Point:
+        def __init__(self, x: int, y: int) -> None:
+            self.x, self.y = x, y
+
+    def shifted(x: int) -> int:
+        return x + offset
+
+    assert pool.map(lambda x: x * 2, range(3)) == [0, 2, 4]
+    assert pool.map(shifted, range(3)) == [10, 11, 12]
+    point = pool.apply(Point, (3, 4))
+    assert isinstance(point, Point) and (point.x, point.y) == (3, 4)
+    assert pool.apply(lambda p: p.x * p.y, (Point(2, 5),)) == 10
+
+    with mp_pool() as other, pytest.raises(Exception, match="(?i)pickle"):
+        other.map(lambda x: x * 2, range(3))
+
+
+@pytest.mark.parametrize("start_method", ["fork", "forkserver", "spawn"])
+def test_main_script_objects_can_be_sent_with_every_start_method(start_method: str) -> None:
+    """Defined in ``__main__`` after the pool started, and the interpreter's default differs."""
+    other = "spawn" if start_method == "fork" else "fork"
+    result = run_script(
+        f"""
+        import colorsys, json, multiprocessing, sys
+        from pytest_poolrun import Pool
+        multiprocessing.set_start_method({other!r})
+        with Pool(2, start_method={start_method!r}) as pool:
+            class Point:
+                def __init__(self, x, y):
+                    self.x, self.y = x, y
+            def norm(point):
+                return point.x ** 2 + point.y ** 2
+            point = pool.apply(Point, (1, 2))
+            print(json.dumps({{
+                "start_method": pool.start_method,
+                "norms": pool.map(norm, [Point(3, 4), Point(1, 1)]),
+                "same_class": isinstance(point, Point),
+                "memory_inherited": pool.apply(lambda: "colorsys" in sys.modules),
+            }}))
+        """
+    )
+    assert result == {
+        "start_method": start_method,
+        "norms": [25, 2],
+        "same_class": True,
+        "memory_inherited": start_method == "fork",
+    }
+
+
+def test_default_start_method_does_not_follow_the_interpreter() -> None:
+    result = run_script(
+        """
+        import json, multiprocessing
+        from pytest_poolrun import Pool
+        multiprocessing.set_start_method("spawn")
+        with Pool(1) as pool:
+            print(json.dumps({"start_method": pool.start_method}))
+        """
+    )
+    assert result == {"start_method": "fork"}
+    with pytest.raises(TypeError):
+        multiprocessing.Pool(1, start_method="fork")  # type: ignore[call-arg]
+
+
+# ------------------------------------------------------------------------- exceptions
+
+
+def test_exception_keeps_its_type_with_the_workers_traceback_as_cause(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        """
+        from pytest_poolrun import Pool
+
+        def explode(x):
+            raise KeyError(f"missing {x}")
+
+        def test_remote():
+            with Pool(1) as pool:
+                pool.apply(explode, ("key",))
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "pytest_poolrun")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*in explode*",
+            '*raise KeyError(f"missing {x}")*',
+            "*The above exception was the direct cause of the following exception*",
+            "*KeyError: 'missing key'*",
+        ]
+    )
+
+
+def test_exception_whose_init_differs_keeps_its_type(
+    pool: Pool, mp_hangs: dict[str, bool]
+) -> None:
+    with pytest.raises(Odd, match="7: odd") as info:
+        pool.apply(raise_odd)
+    assert info.value.code == 7
+    assert "raise_odd" in str(info.value.__cause__)
+    assert mp_hangs["exception with its own __init__"]
+
+
+def test_unpicklable_argument_is_named_with_its_type(pool: Pool) -> None:
+    lock = threading.Lock()
+    with pytest.raises(SendError, match=r"args\[1\]: .* of type lock"):
+        pool.apply(identity, (1, lock))
+    with pytest.raises(SendError, match=r"iterable\[4\]: .* of type lock"):
+        pool.map(identity, [0, 1, 2, 3, lock], 2)
+    assert pool.apply(square, (2,)) == 4
+
+    with mp_pool() as other, pytest.raises(Exception) as info:
+        other.apply(identity, (1, lock))
+    assert "args[1]" not in str(info.value)
+
+
+def test_unpicklable_result_is_named_with_its_type(pool: Pool) -> None:
+    with pytest.raises(SendError, match="the result: .* of type lock"):
+        pool.apply(return_lock)
+    assert pool.apply(square, (2,)) == 4
+
+    with mp_pool() as other, pytest.raises(Exception) as info:
+        other.apply(return_lock)
+    assert not isinstance(info.value, SendError)
+
+
+# -------------------------------------------------------------- processes in workers
+
+
+def test_tasks_may_start_processes_of_their_own(pool: Pool) -> None:
+    assert pool.apply(start_processes) == [0, "hi", [0, 1, 4, 9]]
+
+    with mp_pool() as other, pytest.raises(AssertionError, match="daemonic"):
+        other.apply(start_processes)
+
+
+# ------------------------------------------------------------------------------ threads
+
+
+def test_never_forks_while_threads_run() -> None:
+    """With a thread running, a fork pool's workers come from a forkserver, not this process."""
+    if threads_running():
+        pytest.skip("this test process already runs threads")
+    with Pool(1) as pool:
+        assert pool.apply(parent_pid) == os.getpid()  # no thread: a plain fork
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        with Pool(1, maxtasksperchild=1) as pool:
+            parents = {pool.apply(parent_pid) for _ in range(2)}
+            assert pool.start_method == "fork"
+    finally:
+        stop.set()
+        thread.join()
+    assert os.getpid() not in parents
+
+    # multiprocessing.Pool forks its workers (here: each replacement) while its threads run.
+    with mp_pool(1, maxtasksperchild=1) as other:
+        parents = {other.apply(parent_pid) for _ in range(2)}
+        assert threading.active_count() > 1
+    assert parents == {os.getpid()}
