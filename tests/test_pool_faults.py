@@ -342,7 +342,7 @@ def test_lambdas_closures_and_local_classes_can_be_sent(pool: Pool) -> None:
     assert isinstance(point, Point) and (point.x, point.y) == (3, 4)
     assert pool.apply(lambda p: p.x * p.y, (Point(2, 5),)) == 10
 
-    with mp_pool() as other, pytest.raises(Exception, match="(?i)pickle"):
+    with mp_pool() as other, pytest.raises(Exception, match=r"(?i)pickle"):
         other.map(lambda x: x * 2, range(3))
 
 
@@ -423,9 +423,7 @@ def test_exception_keeps_its_type_with_the_workers_traceback_as_cause(
     )
 
 
-def test_exception_whose_init_differs_keeps_its_type(
-    pool: Pool, mp_hangs: dict[str, bool]
-) -> None:
+def test_exception_whose_init_differs_keeps_its_type(pool: Pool, mp_hangs: dict[str, bool]) -> None:
     with pytest.raises(Odd, match="7: odd") as info:
         pool.apply(raise_odd)
     assert info.value.code == 7
@@ -447,7 +445,7 @@ def test_unpicklable_argument_is_named_with_its_type(pool: Pool) -> None:
 
 
 def test_unpicklable_result_is_named_with_its_type(pool: Pool) -> None:
-    with pytest.raises(SendError, match="the result: .* of type lock"):
+    with pytest.raises(SendError, match=r"the result: .* of type lock"):
         pool.apply(return_lock)
     assert pool.apply(square, (2,)) == 4
 
