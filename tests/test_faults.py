@@ -1,0 +1,286 @@
+"""Faults: crashed workers, hung tests, -x, Ctrl-C, SIGTERM, a dead controller, internal errors.
+
+Every case checks what the user sees (outcome and message of the guilty test, exit code), that
+every other test has exactly one outcome in --junitxml, and that no process of the run is left.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import POOL, junit_outcomes
+
+# Upper bound for the kernel to deliver a death signal and for us to see it; generous for CI.
+SETTLE_SECONDS = 5.0
+
+PID_LEDGER = """
+import os, pytest
+
+@pytest.fixture(autouse=True)
+def _note_pid():
+    with open(os.environ["PID_LEDGER"], "a") as ledger:
+        ledger.write(f"{os.getpid()}\\n")
+    yield
+"""
+
+BYSTANDERS = """
+import pytest
+@pytest.mark.parametrize("n", range(8))
+def test_bystander(n): pass
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            state = stat.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def assert_no_process_left(ledger: Path, *extra: int) -> None:
+    pids = {int(line) for line in ledger.read_text().split()} if ledger.exists() else set()
+    pids.update(extra)
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+        time.sleep(0.05)
+    assert [pid for pid in pids if _alive(pid)] == []
+
+
+@pytest.fixture
+def ledger(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = pytester.path / "pids.txt"
+    monkeypatch.setenv("PID_LEDGER", str(path))
+    pytester.makeconftest(PID_LEDGER)
+    pytester.makepyfile(test_bystanders=BYSTANDERS)
+    return path
+
+
+def _run(pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, dict]:
+    xml = pytester.path / "report.xml"
+    result = pytester.runpytest_subprocess(*POOL, f"--junitxml={xml}", *args)
+    return result, junit_outcomes(xml)
+
+
+def _assert_bystanders_passed(outcomes: dict) -> None:
+    bystanders = {key: value for key, value in outcomes.items() if "bystander" in key}
+    assert len(bystanders) == 8
+    assert all(outcome == ("passed", "") for outcome in bystanders.values()), bystanders
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            "import ctypes; ctypes.string_at(0)",
+            "*worker gw? died while running it: signal 11 (SIGSEGV)*",
+        ),
+        ("import os; os._exit(3)", "*worker gw? died while running it: exit code 3*"),
+        (
+            "import os, signal; os.kill(os.getpid(), signal.SIGKILL)",
+            "*worker gw? died while running it: signal 9 (SIGKILL)*",
+        ),
+        ("raise KeyboardInterrupt", "*worker gw? stopped while running it: KeyboardInterrupt*"),
+    ],
+    ids=["segfault", "os._exit", "sigkill", "keyboardinterrupt"],
+)
+def test_a_test_that_kills_its_worker_fails_once(
+    pytester: pytest.Pytester, ledger: Path, body: str, message: str
+) -> None:
+    pytester.makepyfile(
+        test_guilty=f"""
+        def test_before(): pass
+        def test_guilty():
+            print("said before dying")
+            {body}
+        def test_after(): pass
+        """
+    )
+    result, outcomes = _run(pytester, "--pool", "2", "--pool-chunksize", "2")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines([message, "*1 failed, 10 passed*"])
+    assert outcomes["test_guilty::test_guilty"][0] == "failure"
+    assert (
+        outcomes["test_guilty::test_before"]
+        == outcomes["test_guilty::test_after"]
+        == (
+            "passed",
+            "",
+        )
+    )
+    _assert_bystanders_passed(outcomes)
+    assert len(outcomes) == 11
+    assert_no_process_left(ledger)
+
+
+def test_segfault_report_carries_the_fatal_traceback(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import ctypes
+        def crash_here(): ctypes.string_at(0)
+        def test_guilty(): crash_here()
+        """
+    )
+    result, _ = _run(pytester, "--pool", "1")
+    result.stdout.fnmatch_lines(["*Fatal Python error: Segmentation fault*", "*in crash_here*"])
+
+
+def test_sys_exit_and_other_base_exceptions_fail_like_serial(
+    pytester: pytest.Pytester, ledger: Path
+) -> None:
+    pytester.makepyfile(
+        test_guilty="""
+        import sys
+        class Custom(BaseException): pass
+        def test_sys_exit(): sys.exit(4)
+        def test_custom(): raise Custom("out of band")
+        """
+    )
+    result, outcomes = _run(pytester, "--pool", "2")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines_random(
+        ["FAILED test_guilty.py::test_sys_exit - SystemExit: 4", "FAILED *test_custom*out of band"]
+    )
+    _assert_bystanders_passed(outcomes)
+    assert_no_process_left(ledger)
+
+
+def test_restarts_are_bounded(pytester: pytest.Pytester, ledger: Path) -> None:
+    pytester.makepyfile(
+        test_guilty="""
+        import os
+        def test_die_first(): os._exit(1)
+        def test_never_started(): pass
+        """
+    )
+    result, outcomes = _run(
+        pytester, "--pool", "1", "--pool-max-restarts", "0", "-p", "no:randomly"
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*no worker is left*limit of 0 restarts*"])
+    not_run = [key for key, (_, message) in outcomes.items() if "not run" in message]
+    assert "test_guilty::test_never_started" in not_run
+    assert len(outcomes) == 10, "every collected test has one outcome"
+    assert_no_process_left(ledger)
+
+
+def test_pool_timeout_dumps_stacks_and_goes_on(pytester: pytest.Pytester, ledger: Path) -> None:
+    pytester.makepyfile(
+        test_guilty="""
+        import time
+        def spin():
+            while True: pass
+        def test_sleeps(): time.sleep(60)
+        def test_spins(): spin()
+        """
+    )
+    result, outcomes = _run(pytester, "--pool", "2", "--pool-timeout", "1")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines_random(
+        [
+            "*Timeout: the test ran longer than --pool-timeout=1s*",
+            '*test_guilty.py", line * in test_sleeps',
+            '*test_guilty.py", line * in spin',
+        ]
+    )
+    assert outcomes["test_guilty::test_sleeps"][0] == "failure"
+    assert outcomes["test_guilty::test_spins"][0] == "failure"
+    _assert_bystanders_passed(outcomes)
+    assert_no_process_left(ledger)
+
+
+def test_exitfirst_stops_every_worker(pytester: pytest.Pytester, ledger: Path) -> None:
+    pytester.makepyfile(
+        test_guilty="""
+        import time
+        def test_fails(): assert False
+        def test_slow(): time.sleep(0.5)
+        """
+    )
+    result, _ = _run(pytester, "--pool", "2", "-x", "--pool-chunksize", "1")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*stopping after 1 failures*"])
+    assert_no_process_left(ledger)
+
+
+def _start_hanging_run(pytester: pytest.Pytester, ledger: Path) -> subprocess.Popen[bytes]:
+    started = pytester.path / "started"
+    pytester.makepyfile(
+        test_guilty=f"""
+        import time, pathlib
+        def test_hangs():
+            pathlib.Path({str(started)!r}).write_text("yes")
+            time.sleep(60)
+        """
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pytest", *POOL, "--pool", "2", "--junitxml=report.xml"],
+        cwd=pytester.path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PID_LEDGER": str(ledger)},
+    )
+    deadline = time.monotonic() + 30
+    while not started.exists():
+        assert process.poll() is None and time.monotonic() < deadline, "the run never started"
+        time.sleep(0.02)
+    return process
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_stops_within_two_seconds(
+    pytester: pytest.Pytester, ledger: Path, signum: int
+) -> None:
+    process = _start_hanging_run(pytester, ledger)
+    sent = time.monotonic()
+    process.send_signal(signum)
+    output, _ = process.communicate(timeout=10)
+    elapsed = time.monotonic() - sent
+    text = output.decode()
+    assert process.returncode == pytest.ExitCode.INTERRUPTED, text
+    assert elapsed < 2.0, f"took {elapsed:.1f}s to stop"
+    assert "KeyboardInterrupt" in text
+    assert "passed" in text.splitlines()[-1], "the summary of what ran is printed"
+    assert "poolworker" not in text, "no traceback from a worker reaches the terminal"
+    assert_no_process_left(ledger)
+
+
+def test_workers_exit_when_the_controller_is_killed(
+    pytester: pytest.Pytester, ledger: Path
+) -> None:
+    process = _start_hanging_run(pytester, ledger)
+    process.kill()
+    process.communicate(timeout=10)
+    assert_no_process_left(ledger)
+
+
+def test_error_outside_any_test_is_an_internal_error(
+    pytester: pytest.Pytester, ledger: Path
+) -> None:
+    pytester.makeconftest(
+        PID_LEDGER
+        + """
+import os
+def pytest_runtest_logreport(report):
+    if os.environ.get("PYTEST_XDIST_WORKER") and report.when == "call":
+        raise RuntimeError("plugin hook broke in the worker")
+"""
+    )
+    result = pytester.runpytest_subprocess(*POOL, "--pool", "2")
+    assert result.ret == pytest.ExitCode.INTERNAL_ERROR
+    result.stdout.fnmatch_lines(["INTERNALERROR>*RuntimeError: plugin hook broke in the worker*"])
+    assert_no_process_left(ledger)
+
+
+def test_bad_timeout_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_one(): pass")
+    result = pytester.runpytest_subprocess(*POOL, "--pool", "2", "--pool-timeout", "-5")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--pool-timeout: '-5' is not a timeout*"])
