@@ -71,6 +71,10 @@ SEND_ADVICE = "pass something picklable, or create it inside the task"
 MIN_DURATION = 1e-6
 # multiprocessing.Pool's automatic chunksize: about four chunks per worker.
 CHUNKS_PER_WORKER = 4
+# How long a thread that Python has joined may take to leave the kernel's list (a few ms on a
+# busy machine), and how often to look meanwhile.
+THREAD_EXIT_GRACE = 0.05
+THREAD_EXIT_POLL = 0.001
 # How long a worker that was asked to stop may take before it is killed.
 STOP_GRACE = 2.0
 
@@ -104,13 +108,23 @@ def default_start_method() -> str:
 
 
 def threads_running() -> bool:
-    """Whether another thread than this one exists (Python's or, on Linux, any native one)."""
+    """Whether another thread than this one exists (Python's or, on Linux, any native one).
+
+    A thread that Python has just joined lingers in the kernel's list for a moment while it
+    finishes exiting, so a native thread counts only if it is still there after a short grace.
+    """
     if threading.active_count() > 1:
         return True
-    try:
-        return len(os.listdir("/proc/self/task")) > 1
-    except OSError:
-        return False
+    deadline = time.monotonic() + THREAD_EXIT_GRACE
+    while True:
+        try:
+            if len(os.listdir("/proc/self/task")) <= 1:
+                return False
+        except OSError:
+            return False
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(THREAD_EXIT_POLL)
 
 
 # Controller ends of every pool's sockets in this process: a forked child closes them, so that

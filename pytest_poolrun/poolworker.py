@@ -19,6 +19,7 @@ controller dies.
 
 from __future__ import annotations
 
+import ctypes  # imported here, not in the worker: a forked worker then starts sooner
 import os
 import pickle
 import signal
@@ -71,8 +72,6 @@ def _die_with_parent() -> None:
     if not sys.platform.startswith("linux"):
         return
     try:
-        import ctypes
-
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
