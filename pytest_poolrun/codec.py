@@ -139,6 +139,22 @@ def _rebuild_exception(
     return exc
 
 
+class ReceiveError(pickle.UnpicklingError):
+    """A task's result or error arrived but could not be unpickled in the caller's process."""
+
+
+def load_outcome(ok: bool, blob: bytes) -> tuple[bool, Any]:
+    """``(ok, value or exception)`` from a worker's result; an unpicklable one becomes an error."""
+    try:
+        return ok, load(blob) if ok else load_error(blob)
+    except Exception as exc:
+        what = "result" if ok else "exception"
+        return False, ReceiveError(
+            f"the task's {what} arrived but cannot be unpickled here ({type(exc).__name__}: "
+            f"{exc}); return objects whose classes the calling process can import"
+        )
+
+
 def load_error(blob: bytes) -> BaseException:
     exc, text = pickle.loads(blob)
     exc.__cause__ = RemoteTraceback(text)

@@ -101,6 +101,7 @@ class TaskCancelledError(RuntimeError):
 
 RemoteTraceback = codec.RemoteTraceback
 SendError = codec.SendError
+ReceiveError = codec.ReceiveError
 
 
 def default_start_method() -> str:
@@ -401,7 +402,15 @@ class Pool:
             _raise_send_error(mode, args, kwargs, first)
         self._queue.append(_Job(next(self._ids), function, args_blob, on_result, timeout))
 
+    def _check_owner(self) -> None:
+        if os.getpid() != self._owner_pid:
+            raise RuntimeError(
+                f"this Pool belongs to process {self._owner_pid} and reached process "
+                f"{os.getpid()} through a fork, where it cannot work; create a new Pool here"
+            )
+
     def _check_submission(self, timeout: float | None) -> None:
+        self._check_owner()
         if self._closing or self._terminated:
             raise ValueError("Pool not running")
         if timeout is not None and timeout <= 0:
@@ -489,7 +498,7 @@ class Pool:
     def _handle(self, worker: _Worker, message: Result | Event | Retiring) -> None:
         if isinstance(message, Event):
             if self._on_event is not None:
-                self._guarded(self._on_event, worker.info.name, pickle.loads(message.payload))
+                self._guarded(self._emit_event, self._on_event, worker.info.name, message.payload)
             return
         if isinstance(message, Retiring):
             worker.retiring = True
@@ -501,8 +510,11 @@ class Pool:
             worker.jobs[0].deadline = _deadline(worker.jobs[0].timeout)
         if job.finished:
             return
-        value = codec.load(message.payload) if message.ok else codec.load_error(message.payload)
-        self._deliver(job, message.ok, value)
+        self._deliver(job, *codec.load_outcome(message.ok, message.payload))
+
+    @staticmethod
+    def _emit_event(on_event: Callable[[str, Any], None], name: str, payload: bytes) -> None:
+        on_event(name, pickle.loads(payload))
 
     def _pump(self, timeout: float | None) -> None:
         """Wait up to ``timeout`` seconds for I/O and handle everything that arrived.
@@ -581,6 +593,8 @@ class Pool:
 
     def _wait_until(self, done: Callable[[], bool], timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
+        if not done():
+            self._check_owner()
         while not done():
             if self._terminated and not done():
                 return done()

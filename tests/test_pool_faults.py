@@ -20,6 +20,7 @@ import sys
 import textwrap
 import threading
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from typing import Any
 import pytest
 
 from pytest_poolrun import Pool, SendError, TaskTimeoutError, WorkerLostError
-from pytest_poolrun.pool import PoolTerminatedError
+from pytest_poolrun.pool import PoolTerminatedError, ReceiveError
 
 # How long a multiprocessing.Pool script may take before it counts as hanging.  Each script
 # reaches its blocking call within a fraction of a second; this leaves room on a busy machine.
@@ -92,6 +93,14 @@ def raise_odd() -> None:
 
 def return_lock() -> object:
     return threading.Lock()
+
+
+def return_worker_only_object() -> object:
+    """An object of a module that exists only in the worker: it pickles, but not back here."""
+    module = types.ModuleType("only_in_the_worker")
+    exec("class Thing:\n    pass", module.__dict__)
+    sys.modules[module.__name__] = module
+    return module.Thing()
 
 
 def identity(x: Any) -> Any:
@@ -174,6 +183,17 @@ MP_SCRIPTS = {
             pool.terminate()
             print("waiting", flush=True)
             result.get()
+    """,
+    "result that cannot be unpickled": """
+        import sys, types
+        def return_worker_only_object():
+            module = types.ModuleType("only_in_the_worker")
+            exec("class Thing:\\n    pass", module.__dict__)
+            sys.modules[module.__name__] = module
+            return module.Thing()
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            print("waiting", flush=True)
+            pool.apply(return_worker_only_object)
     """,
     "callback that raises": """
         def callback(value):
@@ -455,6 +475,29 @@ def test_unpicklable_result_is_named_with_its_type(pool: Pool) -> None:
     with mp_pool() as other, pytest.raises(Exception) as info:
         other.apply(return_lock)
     assert not isinstance(info.value, SendError)
+
+
+def test_result_that_cannot_be_unpickled_here_fails_instead_of_hanging(
+    pool: Pool, mp_hangs: dict[str, bool]
+) -> None:
+    with pytest.raises(ReceiveError, match="No module named 'only_in_the_worker'"):
+        pool.apply(return_worker_only_object)
+    assert pool.apply(square, (2,)) == 4
+    assert mp_hangs["result that cannot be unpickled"]
+
+
+def test_a_pool_inherited_through_a_fork_refuses_work(pool: Pool) -> None:
+    assert pool.apply(square, (2,)) == 4
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the forked copy of this test process)
+        try:
+            pool.apply(square, (3,))
+        except RuntimeError as error:
+            os._exit(0 if "through a fork" in str(error) else 1)
+        os._exit(2)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert pool.apply(square, (4,)) == 16
 
 
 # -------------------------------------------------------------- processes in workers
