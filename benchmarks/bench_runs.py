@@ -465,7 +465,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     options.suite_names = [s.strip() for s in options.suites.split(",") if s.strip()]
     unknown = [s for s in options.suite_names if s not in suites.BUILDERS]
     if unknown:
-        parser.error(f"unknown suite(s) {', '.join(unknown)}; choose among {options.suites}")
+        parser.error(
+            f"unknown suite(s) {', '.join(unknown)}; choose among {', '.join(suites.BUILDERS)}"
+        )
     return options
 
 
