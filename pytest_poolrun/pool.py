@@ -19,9 +19,19 @@ Data flow (one controller thread, N worker processes)::
 process; a process with threads must not fork (Python 3.12+ warns, and ``-W error`` suites then
 fail), yet this pool forks replacement workers at any time.  So this pool has no threads: all
 I/O is done by ``_pump``, which runs in the caller's thread whenever the caller waits
-(``get``, ``wait``, ``map``, iterating ``imap``, ``join``) and briefly on every submission.
-Callbacks therefore run in the caller's thread, inside one of those calls, in the order results
-arrive.  The pool is meant to be used from one thread.
+(``get``, ``wait``, ``map``, iterating ``imap``, ``join``, and ``ready`` without blocking);
+a submission only writes.  Callbacks therefore run in the caller's thread, inside one of those
+calls, in the order results arrive; a result that arrives while the caller does something else
+waits in the socket until the next such call.  An exception raised by a callback is re-raised by
+that call once the batch of messages being handled is accounted for, and a callback that waits
+on the pool itself is refused (it would re-enter the loop).  The pool is meant to be used from
+one thread, and from the process that created it: a copy reaching a child through a fork
+refuses work.
+
+**Prefetch.**  Each worker holds its running task plus a couple of milliseconds' worth of the
+next ones (by the pool's running estimate of a task's duration, 2 to 64 tasks), so it never waits
+for a round trip between tiny tasks, while slow tasks are handed out one by one.  Tasks held but
+not started by a worker that dies go back to the queue.
 
 **Start methods.**  ``start_method`` is ``"fork"``, ``"forkserver"`` or ``"spawn"``.  The default
 is ``"fork"`` where the platform has it and ``"spawn"`` elsewhere, whatever the interpreter's own
