@@ -190,13 +190,15 @@ class Pool:
     """A pool of worker processes with the API of ``multiprocessing.Pool``.
 
     Beyond it: a dead worker fails only the task it was running (``WorkerLostError``) and is
-    replaced; ``timeout=`` on every call kills an overdue task's worker; lambdas and closures can
-    be sent; remote exceptions keep their type with the worker's traceback as their cause; workers
-    may start processes of their own.
+    replaced; ``timeout=`` on every call kills the worker of an overdue task (one ``apply``, or
+    one chunk of a map) and fails it with ``TaskTimeoutError``; lambdas and closures can be sent;
+    remote exceptions keep their type with the worker's traceback as their cause; workers may
+    start processes of their own; ``start_method`` is an argument (see the module docstring).
 
     Extensions used by the test runner: ``on_event`` receives what tasks ``emit``;
-    ``finalizer`` runs in each worker when it is shut down in an orderly way; ``names`` sets the
-    workers' names; ``max_restarts`` bounds the replacements of dead workers.
+    ``on_worker_exit(name, exitcode, expected)`` hears of every worker that ended; ``finalizer``
+    runs in each worker when it is shut down in an orderly way; ``name_prefix`` names the
+    workers (prefix + slot); ``max_restarts`` bounds the replacements of dead workers.
     """
 
     def __init__(
