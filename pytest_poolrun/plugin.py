@@ -19,10 +19,12 @@ from typing import Any
 
 import pytest
 
-from pytest_poolrun import fixture, identity
+from pytest_poolrun import fixture, identity, scheduling
+from pytest_poolrun.durations import DurationRecorder, Durations
 from pytest_poolrun.pool import threads_running
 from pytest_poolrun.runner import Controller, resolve_workers
 
+durations_key = pytest.StashKey[Durations]()
 # A dead worker is replaced this many times per worker before the run gives up on the rest.
 RESTARTS_PER_WORKER = 4
 
@@ -117,6 +119,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Fail a test still running after SECONDS: its worker's stacks go into the report, "
         "the worker is killed and replaced, and the run goes on.",
     )
+    group.addoption(
+        "--pool-dist",
+        dest="pool_dist",
+        choices=scheduling.DIST_MODES,
+        default="load",
+        help="How items are shared out: 'load' (default) balances by stored durations; "
+        "'module', 'class' and 'group' keep each module, class, or xdist_group on one worker.",
+    )
     fixture.add_fixture_options(parser)
 
 
@@ -128,11 +138,18 @@ def _pool_requested(config: pytest.Config) -> bool:
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[identity.testrun_uid_key] = uuid.uuid4().hex
+    recorder = DurationRecorder(config)
+    config.stash[durations_key] = recorder.durations
+    config.pluginmanager.register(recorder, "poolrun-durations")
     # Registered now, after every entry-point plugin, so these fixtures take precedence over
     # pytest-xdist's namesakes when both plugins are installed.
     config.pluginmanager.register(identity, "poolrun-identity")
     if not _pool_requested(config):
         return
+    if config.getoption("numprocesses", None):
+        raise pytest.UsageError(
+            "--pool and pytest-xdist's -n both ask for parallel workers; use one of them"
+        )
     for option, flag in (("usepdb", "--pdb"), ("trace", "--trace")):
         if config.getoption(option, False):
             raise pytest.UsageError(
@@ -174,6 +191,8 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
         config.getoption("pool_chunksize"),
         max_restarts,
         config.getoption("pool_timeout"),
+        config.getoption("pool_dist"),
+        config.stash[durations_key],
     )
     controller.testrun_uid = config.stash[identity.testrun_uid_key]
     controller.run()

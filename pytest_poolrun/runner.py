@@ -43,6 +43,7 @@ from typing import Any
 import pytest
 
 from pytest_poolrun import events, itemrunner, scheduling
+from pytest_poolrun.durations import Durations
 from pytest_poolrun.pool import (
     Pool,
     PoolExhaustedError,
@@ -75,6 +76,8 @@ class Controller:
         chunksize: int | None,
         max_restarts: int | None,
         timeout: float | None = None,
+        dist: str = "load",
+        durations: Durations | None = None,
     ) -> None:
         self.session = session
         self.config = session.config
@@ -83,6 +86,8 @@ class Controller:
         self.chunksize = chunksize
         self.max_restarts = max_restarts
         self.timeout = timeout
+        self.dist = dist
+        self.durations = durations or Durations()
         self.pids: dict[str, int] = {}
         self.started_at: dict[str, float] = {}
         self.timed_out: dict[str, str] = {}
@@ -106,8 +111,11 @@ class Controller:
         # forked worker.
         sys.stdout.flush()
         sys.stderr.flush()
-        keys = [scheduling.scope_key(item.nodeid) for item in self.items]
-        chunks = scheduling.plan_chunks(keys, self.workers, self.chunksize)
+        infos = [
+            scheduling.ItemInfo(item.nodeid, self.durations.get(item.nodeid), _group(item))
+            for item in self.items
+        ]
+        chunks = scheduling.plan_chunks(infos, self.workers, self.chunksize, self.dist)
         self.pool = Pool(
             self.workers,
             initializer=itemrunner.start_worker,
@@ -331,6 +339,15 @@ class Controller:
         hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
         if self.session.shouldfail or self.session.shouldstop:
             self._stop()
+
+
+def _group(item: pytest.Item) -> str | None:
+    """The ``xdist_group`` mark's name, which --pool-dist group keeps on one worker."""
+    marker = item.get_closest_marker("xdist_group")
+    if marker is None:
+        return None
+    name = marker.kwargs.get("name", marker.args[0] if marker.args else None)
+    return None if name is None else str(name)
 
 
 def _size(path: Path) -> int:

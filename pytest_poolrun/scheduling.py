@@ -2,81 +2,61 @@
 
 Data flow::
 
-    scope keys of the items (module or class of each, in collection order), worker count,
-    chunk size (fixed or automatic) ─▶ plan_chunks ─▶ [[0, 1, 2], [3, 4], …] (item indices)
+    items as ItemInfo (node id, module, class, xdist_group, estimated seconds), worker count,
+    distribution mode, fixed or automatic chunk size
+        ─▶ units: runs of items that share a module (load), or that must stay on one worker
+                  (module, class, group modes)
+        ─▶ order: longest unit first when durations are known (longest-processing-time first),
+                  collection order otherwise
+        ─▶ plan_chunks: [[0, 1, 2], [7, 8], …] (item indices, each exactly once)
 
-Chunks are runs of consecutive items, so items sharing a module or class stay together and their
-scope fixtures are set up once per chunk at most.  With an automatic size the chunks shrink as the
-run goes on (guided self-scheduling): the first ones are large, so few messages travel while
-plenty of work remains, and the last ones are small, so no worker is left with a long tail while
-the others are idle.  A chunk's end moves to a nearby scope boundary when one is close.
+Chunk sizes are measured in estimated seconds.  With an automatic size each chunk takes about
+``1 / (SHARE_DIVISOR * workers)`` of the time still to hand out (guided self-scheduling): the
+first chunks are large, so few messages travel while plenty of work remains, and the last ones are
+small, so no worker is left with a long tail while the others are idle.  A chunk takes whole units
+(modules) when they fit, so module fixtures are set up few times; a unit longer than a chunk is
+cut, at a class boundary where one is near.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
-# Each chunk takes about 1/(SHARE_DIVISOR * workers) of the items still to hand out: large enough
+DIST_MODES = ("load", "module", "class", "group")
+# Each chunk takes about 1/(SHARE_DIVISOR * workers) of the time still to hand out: large enough
 # to keep messages few, small enough that the last chunks of all workers end close together.
 SHARE_DIVISOR = 2
-# Never cut chunks smaller than this while many items remain: a message per item costs more than
-# the imbalance it would save for fast tests.
-MIN_CHUNK = 1
-# How far (as a fraction of the chunk's size) a chunk's end may move to land on a scope boundary.
+# Once durations are known, no automatic chunk is planned shorter than this: cutting finer costs
+# a message and possibly a module-fixture setup per chunk, for an imbalance at the end of the run
+# of at most this long.  Without durations, chunks are cut by count down to a single item.
+MIN_CHUNK_SECONDS = 0.2
+# A chunk may grow this much past its target to take a whole unit (module) instead of cutting it.
+UNIT_SLACK = 0.5
+# How far (as a fraction of the chunk's items) a cut inside a unit may move to a class boundary.
 BOUNDARY_SLACK = 0.3
+# A test longer than 1/LONG_ITEM_DIVISOR of the first chunk's time is scheduled on its own.
+LONG_ITEM_DIVISOR = 2
+# Estimate for a test never timed when no test has been timed either: small, so that a first run
+# cuts chunks by count much as a count-based scheduler would.
+DEFAULT_SECONDS = 0.01
 
 
-def chunk_sizes(count: int, workers: int, chunksize: int | None) -> list[int]:
-    """Sizes of consecutive chunks covering ``count`` items (before boundary alignment)."""
-    if chunksize is not None:
-        return [min(chunksize, count - start) for start in range(0, count, chunksize)]
-    sizes: list[int] = []
-    remaining = count
-    while remaining > 0:
-        size = max(MIN_CHUNK, math.ceil(remaining / (SHARE_DIVISOR * max(workers, 1))))
-        size = min(size, remaining)
-        sizes.append(size)
-        remaining -= size
-    return sizes
+class ItemInfo(NamedTuple):
+    """What the scheduler knows of one collected item."""
 
+    nodeid: str
+    seconds: float | None = None
+    group: str | None = None
 
-def _aligned_end(keys: Sequence[str], start: int, end: int, slack: int) -> int:
-    """The scope boundary nearest to ``end`` within ``slack`` items, or ``end`` itself."""
-    if end >= len(keys) or keys[end] != keys[end - 1]:
-        return end
-    for distance in range(1, slack + 1):
-        for candidate in (end - distance, end + distance):
-            if start < candidate < len(keys) and keys[candidate] != keys[candidate - 1]:
-                return candidate
-            if candidate == len(keys):
-                return candidate
-    return end
+    @property
+    def module(self) -> str:
+        return self.nodeid.partition("::")[0]
 
-
-def plan_chunks(keys: Sequence[str], workers: int, chunksize: int | None) -> list[list[int]]:
-    """Chunks of item indices, in collection order; every index appears exactly once.
-
-    ``keys[i]`` names the scope item ``i`` belongs to (its module or class); a fixed
-    ``chunksize`` is honoured exactly, an automatic one shrinks and aligns to scope boundaries.
-    """
-    count = len(keys)
-    chunks: list[list[int]] = []
-    start = 0
-    planned = chunk_sizes(count, workers, chunksize)
-    for size in planned:
-        if start >= count:
-            break
-        end = min(start + size, count)
-        if chunksize is None:
-            end = _aligned_end(keys, start, end, int(size * BOUNDARY_SLACK))
-        chunks.append(list(range(start, end)))
-        start = end
-    if start < count:
-        # Alignment moved ends forward and used the sizes up: cut the rest afresh.
-        rest = plan_chunks(keys[start:], workers, chunksize)
-        chunks.extend([index + start for index in chunk] for chunk in rest)
-    return chunks
+    @property
+    def scope(self) -> str:
+        """Module and class: what a cut inside a module should not split."""
+        return scope_key(self.nodeid)
 
 
 def scope_key(nodeid: str) -> str:
@@ -84,3 +64,155 @@ def scope_key(nodeid: str) -> str:
     path, _, rest = nodeid.partition("::")
     parts = rest.split("::")
     return "::".join([path, *parts[:-1]])
+
+
+def estimates(items: Sequence[ItemInfo]) -> list[float]:
+    """Seconds per item: its stored duration, or the mean of the known ones for a new test."""
+    known = [item.seconds for item in items if item.seconds is not None]
+    fallback = sum(known) / len(known) if known else DEFAULT_SECONDS
+    return [fallback if item.seconds is None else item.seconds for item in items]
+
+
+def units(items: Sequence[ItemInfo], dist: str) -> list[list[int]]:
+    """Groups of item indices that a chunk takes whole when it can (load) or always (others)."""
+    if dist == "group":
+        groups: dict[str, list[int]] = {}
+        loose: list[int] = []
+        for index, item in enumerate(items):
+            if item.group is None:
+                loose.append(index)
+            else:
+                groups.setdefault(item.group, []).append(index)
+        rest = units([items[index] for index in loose], "load")
+        return list(groups.values()) + [[loose[i] for i in unit] for unit in rest]
+    result: list[list[int]] = []
+    previous: str | None = None
+    for index, item in enumerate(items):
+        current = item.scope if dist == "class" else item.module
+        if result and current == previous:
+            result[-1].append(index)
+        else:
+            result.append([index])
+        previous = current
+    return result
+
+
+def plan_chunks(
+    items: Sequence[ItemInfo],
+    workers: int,
+    chunksize: int | None = None,
+    dist: str = "load",
+) -> list[list[int]]:
+    """Chunks of item indices; every index appears exactly once.
+
+    ``chunksize`` fixes the number of items per chunk (units are still kept whole in the
+    module, class and group modes); ``None`` sizes chunks by estimated time.
+    """
+    if dist not in DIST_MODES:
+        raise ValueError(f"unknown distribution mode {dist!r}; use one of {', '.join(DIST_MODES)}")
+    seconds = estimates(items)
+    grouped = units(items, dist)
+    timed = any(item.seconds is not None for item in items)
+    if timed and dist == "load":
+        grouped = _isolate_long_items(grouped, seconds, max(workers, 1))
+    if timed:
+        # Longest work first (LPT); sorted() is stable, so ties keep collection order.
+        grouped = sorted(grouped, key=lambda unit: -sum(seconds[i] for i in unit))
+    if dist != "load":
+        return _whole_units(grouped, chunksize)
+    if chunksize is not None:
+        order = [index for unit in grouped for index in unit]
+        return [order[start : start + chunksize] for start in range(0, len(order), chunksize)]
+    scopes = [item.scope for item in items]
+    return _guided(grouped, seconds, scopes, max(workers, 1), MIN_CHUNK_SECONDS if timed else 0.0)
+
+
+def _isolate_long_items(
+    grouped: list[list[int]], seconds: list[float], workers: int
+) -> list[list[int]]:
+    """Make each long test a unit of its own, so that LPT can start it early.
+
+    A test longer than a guided chunk would be cut around anyway; keeping it inside its module's
+    unit would leave it wherever the module happens to fall, often at the end of the run.
+    """
+    threshold = sum(seconds) / (SHARE_DIVISOR * workers * LONG_ITEM_DIVISOR)
+    result: list[list[int]] = []
+    for unit in grouped:
+        rest: list[int] = []
+        for index in unit:
+            if seconds[index] >= threshold:
+                result.append([index])
+            else:
+                rest.append(index)
+        if rest:
+            result.append(rest)
+    return result
+
+
+def _whole_units(grouped: list[list[int]], chunksize: int | None) -> list[list[int]]:
+    """Modes that keep units on one worker: one chunk per unit, or several small units merged."""
+    if chunksize is None:
+        return grouped
+    chunks: list[list[int]] = []
+    for unit in grouped:
+        if chunks and len(chunks[-1]) + len(unit) <= chunksize:
+            chunks[-1].extend(unit)
+        else:
+            chunks.append(list(unit))
+    return chunks
+
+
+def _guided(
+    grouped: list[list[int]],
+    seconds: list[float],
+    scopes: list[str],
+    workers: int,
+    floor: float,
+) -> list[list[int]]:
+    remaining = sum(seconds)
+    # The floor must never leave a worker without a chunk of its own.
+    floor = min(floor, remaining / workers)
+    pending = [list(unit) for unit in grouped]
+    chunks: list[list[int]] = []
+    position = 0
+    while position < len(pending):
+        target = max(floor, remaining / (SHARE_DIVISOR * workers))
+        chunk: list[int] = []
+        taken = 0.0
+        while position < len(pending):
+            unit = pending[position]
+            unit_seconds = sum(seconds[i] for i in unit)
+            if taken + unit_seconds <= target * (1 + UNIT_SLACK):
+                chunk.extend(unit)
+                taken += unit_seconds
+                position += 1
+                if taken >= target:
+                    break
+                continue
+            if not chunk:
+                head, tail = _cut(unit, seconds, scopes, target)
+                chunk, taken = head, sum(seconds[i] for i in head)
+                if tail:
+                    pending[position] = tail
+                else:
+                    position += 1
+            break
+        chunks.append(chunk)
+        remaining -= taken
+    return chunks
+
+
+def _cut(
+    unit: list[int], seconds: list[float], scopes: list[str], target: float
+) -> tuple[list[int], list[int]]:
+    """Split a unit longer than ``target`` after about ``target`` seconds, near a class edge."""
+    end, taken = 0, 0.0
+    while end < len(unit) and (taken < target or end == 0):
+        taken += seconds[unit[end]]
+        end += 1
+    slack = int(end * BOUNDARY_SLACK)
+    for distance in range(slack + 1):
+        for candidate in (end - distance, end + distance):
+            if 0 < candidate < len(unit) and scopes[unit[candidate]] != scopes[unit[candidate - 1]]:
+                return unit[:candidate], unit[candidate:]
+    return unit[:end], unit[end:]

@@ -1,0 +1,128 @@
+"""Scheduling seen from a run: stored durations, longest first, distribution modes."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+import pytest
+from conftest import POOL
+
+LEDGER = """
+import os, time, pytest
+
+@pytest.fixture(autouse=True)
+def _note(request, worker_id):
+    with open(os.environ["LEDGER"], "a") as ledger:
+        ledger.write(f"{time.monotonic()} {worker_id} {request.node.nodeid}\\n")
+"""
+
+
+@pytest.fixture
+def ledger(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch):
+    path = pytester.path / "ledger.txt"
+    monkeypatch.setenv("LEDGER", str(path))
+    pytester.makeconftest(LEDGER)
+
+    def read() -> list[tuple[float, str, str]]:
+        rows = [line.split(" ", 2) for line in path.read_text().splitlines()]
+        path.unlink()
+        return [(float(when), worker, nodeid) for when, worker, nodeid in rows]
+
+    return read
+
+
+def test_durations_are_stored_and_the_longest_test_goes_first(
+    pytester: pytest.Pytester, ledger
+) -> None:
+    pytester.makepyfile(
+        test_a="""
+        import pytest
+        @pytest.mark.parametrize("n", range(30))
+        def test_fast(n): pass
+        """,
+        test_z="""
+        import time
+        def test_slow(): time.sleep(0.4)
+        """,
+    )
+    first = pytester.runpytest_subprocess(*POOL, "--pool", "2")
+    assert first.ret == 0
+    stored = json.loads((pytester.path / ".pytest_cache/v/poolrun/durations").read_text())
+    assert stored["test_z.py::test_slow"] >= 0.4
+    assert len(stored) == 31
+    ledger()
+    second = pytester.runpytest_subprocess(*POOL, "--pool", "2")
+    assert second.ret == 0
+    rows = sorted(ledger())
+    # Both workers start at once; the slow test is the first one its worker runs.
+    assert "test_z.py::test_slow" in {nodeid for _, _, nodeid in rows[:2]}
+
+
+def test_serial_runs_store_durations_too(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_one(): pass")
+    pytester.runpytest_subprocess(*POOL).assert_outcomes(passed=1)
+    assert (pytester.path / ".pytest_cache/v/poolrun/durations").exists()
+
+
+MODULES = {
+    f"test_m{m}": """
+import pytest
+@pytest.mark.parametrize("n", range(6))
+def test_n(n): pass
+"""
+    for m in range(4)
+}
+
+
+def test_dist_module_keeps_each_module_on_one_worker(pytester: pytest.Pytester, ledger) -> None:
+    pytester.makepyfile(**MODULES)
+    result = pytester.runpytest_subprocess(*POOL, "--pool", "2", "--pool-dist", "module")
+    assert result.ret == 0
+    workers_of = defaultdict(set)
+    for _, worker, nodeid in ledger():
+        workers_of[nodeid.split("::")[0]].add(worker)
+    assert len(workers_of) == 4
+    assert all(len(workers) == 1 for workers in workers_of.values()), workers_of
+    assert set().union(*workers_of.values()) == {"gw0", "gw1"}
+
+
+def test_dist_group_keeps_each_xdist_group_on_one_worker(pytester: pytest.Pytester, ledger) -> None:
+    pytester.makepyfile(
+        test_a="""
+        import pytest
+        @pytest.mark.xdist_group(name="db")
+        def test_db_1(): pass
+        @pytest.mark.parametrize("n", range(10))
+        def test_free(n): pass
+        """,
+        test_b="""
+        import pytest
+        @pytest.mark.xdist_group("db")
+        def test_db_2(): pass
+        @pytest.mark.xdist_group("db")
+        def test_db_3(): pass
+        """,
+    )
+    result = pytester.runpytest_subprocess(
+        *POOL, "--pool", "2", "--pool-dist", "group", "--pool-chunksize", "1"
+    )
+    assert result.ret == 0
+    db_workers = {worker for _, worker, nodeid in ledger() if "test_db" in nodeid}
+    assert len(db_workers) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--pool", "2", "--pool-dist", "random"), "*--pool-dist: invalid choice: 'random'*"),
+        (("--pool", "2", "-n", "2"), "*--pool and pytest-xdist's -n both ask*"),
+    ],
+)
+def test_bad_distribution_input(
+    pytester: pytest.Pytester, args: tuple[str, ...], message: str
+) -> None:
+    pytester.makepyfile("def test_one(): pass")
+    result = pytester.runpytest_subprocess(*POOL, *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])

@@ -1,0 +1,126 @@
+"""The scheduler on plain data: chunk sizes, longest-first order, scope boundaries, estimates."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_poolrun.scheduling import (
+    DEFAULT_SECONDS,
+    MIN_CHUNK_SECONDS,
+    ItemInfo,
+    estimates,
+    plan_chunks,
+    units,
+)
+
+
+def suite(modules: int, tests: int, seconds: float | None = None) -> list[ItemInfo]:
+    return [
+        ItemInfo(f"test_m{m}.py::test_t[{t}]", seconds)
+        for m in range(modules)
+        for t in range(tests)
+    ]
+
+
+def covers_each_once(chunks: list[list[int]], count: int) -> bool:
+    flat = [index for chunk in chunks for index in chunk]
+    return sorted(flat) == list(range(count))
+
+
+@pytest.mark.parametrize("dist", ["load", "module", "class", "group"])
+@pytest.mark.parametrize("chunksize", [None, 1, 7])
+def test_every_item_is_planned_exactly_once(dist: str, chunksize: int | None) -> None:
+    items = [*suite(9, 13, 0.01), ItemInfo("test_z.py::TestK::test_a", 2.0, group="g")]
+    chunks = plan_chunks(items, 3, chunksize, dist)
+    assert covers_each_once(chunks, len(items))
+    assert all(chunks)
+
+
+def test_fixed_chunksize_is_exact_and_in_collection_order_without_durations() -> None:
+    chunks = plan_chunks(suite(2, 5), 2, 3)
+    assert chunks == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
+
+
+def test_automatic_chunks_shrink_toward_the_end() -> None:
+    sizes = [len(chunk) for chunk in plan_chunks(suite(50, 100), 2)]
+    assert sizes[0] >= 1000
+    assert sizes == sorted(sizes, reverse=True)
+    assert sizes[-1] <= 2
+    assert len(sizes) < 40, "few messages for 5,000 items"
+
+
+def test_automatic_chunks_take_whole_modules_when_they_fit() -> None:
+    # 30 modules of 20 tests: every chunk starts and ends on a module boundary, so each module
+    # fixture is set up once, as in a serial run.
+    chunks = plan_chunks(suite(30, 20, 0.01), 2)
+    assert all(chunk[0] % 20 == 0 and (chunk[-1] + 1) % 20 == 0 for chunk in chunks)
+
+
+def test_a_cut_inside_a_module_prefers_a_class_boundary() -> None:
+    # 20 tests of 0.5 s on 2 workers: the first chunk wants about 2.5 s, i.e. 5 tests; TestA
+    # ends one test later, near enough to cut there instead.
+    items = [ItemInfo(f"test_m.py::TestA::test_{n}", 0.5) for n in range(6)] + [
+        ItemInfo(f"test_m.py::TestB::test_{n}", 0.5) for n in range(14)
+    ]
+    first = plan_chunks(items, 2)[0]
+    assert first == list(range(6)), "the first cut falls where TestA ends"
+
+
+def test_longest_work_goes_first_once_durations_are_known() -> None:
+    items = [ItemInfo(f"test_a.py::test_fast[{n}]", 0.01) for n in range(100)] + [
+        ItemInfo(f"test_b.py::test_slow[{n}]", 1.5 + n * 0.1) for n in range(3)
+    ]
+    chunks = plan_chunks(items, 2)
+    first_of_each = [chunk[0] for chunk in chunks]
+    slow_positions = [first_of_each.index(index) for index in (100, 101, 102)]
+    assert max(slow_positions) < len(chunks) - 1, "no slow test is left for the end"
+    assert chunks[0] == [102], "the longest test starts first"
+
+
+def test_no_durations_keeps_collection_order() -> None:
+    chunks = plan_chunks(suite(4, 10), 2)
+    assert [index for chunk in chunks for index in chunk] == list(range(40))
+
+
+def test_new_tests_are_estimated_from_the_known_ones() -> None:
+    items = [ItemInfo("a::t1", 1.0), ItemInfo("a::t2", 3.0), ItemInfo("a::new")]
+    assert estimates(items) == [1.0, 3.0, 2.0]
+    assert estimates([ItemInfo("a::new")]) == [DEFAULT_SECONDS]
+
+
+def test_durations_known_floor_the_chunk_time() -> None:
+    items = suite(1, 2000, 0.001)
+    chunks = plan_chunks(items, 2)
+    assert all(len(chunk) * 0.001 >= MIN_CHUNK_SECONDS * 0.99 for chunk in chunks[:-1])
+    assert len(chunks) >= 2, "still one chunk per worker at least"
+
+
+@pytest.mark.parametrize(("dist", "expected"), [("module", 3), ("class", 4)])
+def test_module_and_class_modes_keep_units_whole(dist: str, expected: int) -> None:
+    items = [
+        ItemInfo("test_a.py::test_1"),
+        ItemInfo("test_a.py::TestK::test_2"),
+        ItemInfo("test_a.py::TestK::test_3"),
+        ItemInfo("test_b.py::test_4"),
+        ItemInfo("test_c.py::test_5"),
+    ]
+    chunks = plan_chunks(items, 2, dist=dist)
+    assert len(chunks) == expected
+    assert [1, 2] in chunks or [0, 1, 2] in chunks
+
+
+def test_group_mode_gathers_each_group_even_when_apart() -> None:
+    items = [
+        ItemInfo("test_a.py::test_1", group="db"),
+        ItemInfo("test_a.py::test_2"),
+        ItemInfo("test_b.py::test_3", group="db"),
+        ItemInfo("test_c.py::test_4", group="net"),
+    ]
+    grouped = units(items, "group")
+    assert [0, 2] in grouped and [3] in grouped
+    assert [0, 2] in plan_chunks(items, 2, dist="group")
+
+
+def test_unknown_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown distribution mode"):
+        plan_chunks(suite(1, 2), 2, dist="random")
