@@ -6,7 +6,13 @@ and are re-exported here, so that loading the plugin either way registers this o
 """
 
 from pytest_poolrun.fixture import pool
-from pytest_poolrun.plugin import pytest_addoption, pytest_configure, pytest_runtestloop
+from pytest_poolrun.plugin import (
+    pytest_addoption,
+    pytest_collection_modifyitems,
+    pytest_configure,
+    pytest_report_collectionfinish,
+    pytest_runtestloop,
+)
 from pytest_poolrun.pool import (
     AsyncResult,
     Pool,
@@ -29,6 +35,8 @@ __all__ = [
     "WorkerLostError",
     "pool",
     "pytest_addoption",
+    "pytest_collection_modifyitems",
     "pytest_configure",
+    "pytest_report_collectionfinish",
     "pytest_runtestloop",
 ]

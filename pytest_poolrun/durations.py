@@ -8,11 +8,18 @@ Data flow::
         (merged with what was stored before, so a run of a few tests keeps the others' times)
     next run ─▶ Durations.load ─▶ scheduling (longest first, estimates for new tests)
 
-Nothing is stored when the cache provider is disabled (``-p no:cacheprovider``).
+With ``--pool-durations FILE`` the durations are read from, and written back to, a JSON file
+(``{"node id": seconds}``) that can be committed; CI shards each write their own copy, and
+``python -m pytest_poolrun.durations merge FILE SHARD_FILE...`` folds them into one: a value
+that a shard changed from FILE's wins.  Otherwise nothing is stored when the cache provider is
+disabled (``-p no:cacheprovider``).
 """
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,6 +36,9 @@ class Durations:
 
     @classmethod
     def load(cls, config: pytest.Config) -> Durations:
+        path = durations_file(config)
+        if path is not None:
+            return cls(read_file(path))
         cache: Any = getattr(config, "cache", None)
         if cache is None:
             return cls()
@@ -44,11 +54,69 @@ class Durations:
         return self.stored.get(nodeid)
 
     def save(self, config: pytest.Config) -> None:
-        cache: Any = getattr(config, "cache", None)
-        if cache is None or not self.measured:
+        if not self.measured:
             return
         merged = {**self.stored, **{k: round(v, 6) for k, v in self.measured.items()}}
-        cache.set(CACHE_KEY, merged)
+        path = durations_file(config)
+        if path is not None:
+            write_file(path, merged)
+        cache: Any = getattr(config, "cache", None)
+        if cache is not None:
+            cache.set(CACHE_KEY, merged)
+
+
+def durations_file(config: pytest.Config) -> Path | None:
+    value = config.getoption("pool_durations", None)
+    return None if value is None else Path(config.invocation_params.dir, value)
+
+
+def read_file(path: Path) -> dict[str, float]:
+    """The durations in ``path``; an absent file is an empty one (a first run)."""
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise pytest.UsageError(
+            f"cannot read durations from {path}: {exc}; fix or delete the file"
+        ) from None
+    if not isinstance(raw, dict):
+        raise pytest.UsageError(f"{path} holds no durations object; fix or delete the file")
+    return {str(k): float(v) for k, v in raw.items() if isinstance(v, (int, float))}
+
+
+def write_file(path: Path, durations: dict[str, float]) -> None:
+    path.write_text(json.dumps(dict(sorted(durations.items())), indent=1) + "\n")
+
+
+def merge(base: dict[str, float], shards: list[dict[str, float]]) -> dict[str, float]:
+    """Fold shard files into ``base``: each value a shard changed from ``base`` wins."""
+    merged = dict(base)
+    for shard in shards:
+        for nodeid, seconds in shard.items():
+            if base.get(nodeid) != seconds:
+                merged[nodeid] = seconds
+    return merged
+
+
+def main(argv: list[str]) -> int:
+    """``merge OUT SHARD...``: merge shard files into OUT (read first as the base, if present)."""
+    if len(argv) < 3 or argv[0] != "merge":
+        print("usage: python -m pytest_poolrun.durations merge OUT SHARD_FILE...", file=sys.stderr)
+        return 2
+    out = Path(argv[1])
+    try:
+        merged = merge(read_file(out), [read_file(Path(name)) for name in argv[2:]])
+    except pytest.UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    write_file(out, merged)
+    print(f"merged {len(argv) - 2} files into {out}: {len(merged)} tests")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
 
 
 class DurationRecorder:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from pytest_poolrun import fixture, identity, scheduling
+from pytest_poolrun import fixture, identity, scheduling, sharding
 from pytest_poolrun.durations import DurationRecorder, Durations
 from pytest_poolrun.pool import threads_running
 from pytest_poolrun.runner import Controller, resolve_workers
@@ -127,6 +127,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="How items are shared out: 'load' (default) balances by stored durations; "
         "'module', 'class' and 'group' keep each module, class, or xdist_group on one worker.",
     )
+    group.addoption(
+        "--pool-shard",
+        dest="pool_shard",
+        metavar="K/N",
+        type=sharding.parse_shard,
+        default=None,
+        help="Run only shard K of N: a deterministic split of the collected tests, balanced by "
+        "stored durations, so that N CI jobs together run every test once.",
+    )
+    group.addoption(
+        "--pool-durations",
+        dest="pool_durations",
+        metavar="PATH",
+        default=None,
+        help="Read test durations from PATH (JSON) instead of pytest's cache, and write them "
+        "back after the run; merge shards' files with 'python -m pytest_poolrun.durations merge'.",
+    )
     fixture.add_fixture_options(parser)
 
 
@@ -201,3 +218,23 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     if session.shouldstop:
         raise session.Interrupted(session.shouldstop)
     return True
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    shard = config.getoption("pool_shard", None)
+    if shard is None:
+        return
+    durations = config.stash[durations_key]
+    infos = [scheduling.ItemInfo(item.nodeid, durations.get(item.nodeid)) for item in items]
+    mine = set(sharding.split(infos, shard.total)[shard.number - 1])
+    kept = [item for index, item in enumerate(items) if index in mine]
+    dropped = [item for index, item in enumerate(items) if index not in mine]
+    items[:] = kept
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+
+
+def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Item]) -> str | None:
+    shard = config.getoption("pool_shard", None)
+    return None if shard is None else f"poolrun: shard {shard}: {len(items)} tests"
