@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from pytest_poolrun import Pool, SendError, TaskTimeoutError, WorkerLostError
+from pytest_poolrun import Pool, SendError, TaskTimeoutError, WorkerLostError, poolworker
 from pytest_poolrun.pool import PoolTerminatedError, ReceiveError
 
 # How long a multiprocessing.Pool script may take before it counts as hanging.  Each script
@@ -39,6 +39,8 @@ NO_HANG = 10.0
 LONG_TASK = 60.0
 # A timeout short enough to keep the tests quick.
 SHORT_TIMEOUT = 0.2
+# Long enough for a task to start a child process and report it, even on a busy machine.
+CHILD_TIMEOUT = 1.0
 
 
 # --------------------------------------------------------------------------- task functions
@@ -66,10 +68,9 @@ def report_pid_then_wait(fifo: str) -> None:
     time.sleep(LONG_TASK)
 
 
-def start_child_then_wait(fifo: str) -> None:
+def start_child_then_wait() -> None:
     child = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({LONG_TASK})"])
-    with open(fifo, "w") as pipe:
-        pipe.write(str(child.pid))
+    poolworker.emit(child.pid)
     child.wait()
 
 
@@ -328,14 +329,14 @@ def test_overdue_task_fails_with_timeout_and_its_worker_is_replaced(pool: Pool) 
     assert pool.map(square, range(3), timeout=NO_HANG) == [0, 1, 4]
 
 
-def test_timeout_kills_the_processes_the_task_started(pool: Pool, tmp_path: Path) -> None:
-    fifo = tmp_path / "pid"
-    os.mkfifo(fifo)
-    result = pool.apply_async(start_child_then_wait, (str(fifo),), timeout=SHORT_TIMEOUT)
-    child = read_fifo(fifo)
-    with pytest.raises(TaskTimeoutError):
-        result.get(NO_HANG)
-    wait_for_exit(child)
+def test_timeout_kills_the_processes_the_task_started() -> None:
+    children: list[int] = []
+    with Pool(1, on_event=lambda worker, pid: children.append(pid)) as pool:
+        result = pool.apply_async(start_child_then_wait, timeout=CHILD_TIMEOUT)
+        with pytest.raises(TaskTimeoutError):
+            result.get(NO_HANG)
+    assert len(children) == 1, "the task did not get to start its child before its timeout"
+    wait_for_exit(children[0])
 
 
 def test_multiprocessing_pool_has_no_per_call_timeout() -> None:
