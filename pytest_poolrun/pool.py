@@ -54,13 +54,22 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, NoReturn, TypeVar
 
 from pytest_poolrun import codec
+from pytest_poolrun.gateway import bridge_main, expand_specs
 from pytest_poolrun.poolworker import APPLY, MAP, STARMAP, WorkerInfo, describe_exit, worker_main
-from pytest_poolrun.wire import ControllerEnd, Event, Result, Retiring, Shutdown, Task
+from pytest_poolrun.wire import (
+    ControllerEnd,
+    Event,
+    Retiring,
+    SetupFailed,
+    Shutdown,
+    Task,
+    ToController,
+)
 
 T = TypeVar("T")
 START_METHODS = ("fork", "forkserver", "spawn")
@@ -214,10 +223,12 @@ class Pool:
         finalizer: Callable[[], object] | None = None,
         name_prefix: str = "pool",
         max_restarts: int | None = None,
+        tx: Sequence[str] = (),
     ) -> None:
+        specs = expand_specs(list(tx))
         if processes is None:
-            processes = available_cpus()
-        if not isinstance(processes, int) or processes < 1:
+            processes = 0 if specs else available_cpus()
+        if not isinstance(processes, int) or processes < (0 if specs else 1):
             raise ValueError(f"Number of processes must be at least 1, not {processes!r}")
         if maxtasksperchild is not None and (
             not isinstance(maxtasksperchild, int) or maxtasksperchild < 1
@@ -227,7 +238,11 @@ class Pool:
         if method not in START_METHODS:
             choices = ", ".join(START_METHODS)
             raise ValueError(f"start_method must be one of {choices}, not {method!r}")
-        self._processes = processes
+        # One entry per slot: None for a local worker, an execnet spec for a gateway worker.
+        self._slot_specs: list[str | None] = [None] * processes + list(specs)
+        self._processes = len(self._slot_specs)
+        self._disabled_slots: set[int] = set()
+        self.setup_errors: dict[str, BaseException] = {}
         self._method = method
         self._maxtasks = maxtasksperchild
         self._setup = codec.dumps((initializer, tuple(initargs), finalizer))
@@ -249,7 +264,7 @@ class Pool:
         self._callback_error: Exception | None = None
         self._owner_pid = os.getpid()
         _live_pools.add(self)
-        for index in range(processes):
+        for index in range(self._processes):
             self._start_worker(index)
 
     # ----------------------------------------------------------------------------- workers
@@ -278,9 +293,12 @@ class Pool:
         context: Any = multiprocessing.get_context(method)
         ours, theirs = socket.socketpair()
         info = WorkerInfo(f"{self._name_prefix}{index}", index)
+        spec = self._slot_specs[index]
+        target: Callable[..., None] = worker_main if spec is None else bridge_main
+        args: tuple[Any, ...] = (theirs, info, self._setup, self._maxtasks)
         process = context.Process(
-            target=worker_main,
-            args=(theirs, info, self._setup, self._maxtasks),
+            target=target,
+            args=args if spec is None else (*args, spec),
             name=info.name,
             daemon=False,
         )
@@ -334,6 +352,7 @@ class Pool:
         except (ProcessLookupError, PermissionError):
             pass
         self._forget_worker(worker)
+        disabled = worker.info.slot in self._disabled_slots
         expected = worker.retiring or worker.stopping
         jobs = [job for job in worker.jobs if not job.finished]
         worker.jobs.clear()
@@ -343,11 +362,12 @@ class Pool:
         else:
             running, unstarted = None, jobs
         self._queue.extendleft(reversed(unstarted))
-        if not expected:
+        if not expected and not disabled:
             self.restarts += 1
         within_limit = self._max_restarts is None or self.restarts <= self._max_restarts
         if (
             not self._terminated
+            and not disabled
             and not worker.stopping
             and (self._queue or not self._closing)
             and (expected or within_limit)
@@ -361,7 +381,8 @@ class Pool:
                 False,
                 WorkerLostError(
                     f"worker {worker.info.name} (pid {worker.pid}) died while running this task: "
-                    f"{describe_exit(worker.exitcode)}"
+                    f"{describe_exit(worker.exitcode)}; it was replaced.  Look for os._exit, a "
+                    "crash in native code, or memory use (the OOM killer sends SIGKILL)"
                 ),
             )
 
@@ -480,7 +501,7 @@ class Pool:
         if self._max_restarts is not None and self.restarts > self._max_restarts:
             return
         for slot in range(self._processes):
-            if slot not in self._workers:
+            if slot not in self._workers and slot not in self._disabled_slots:
                 self._start_worker(slot)
 
     def _maybe_shut_down(self) -> None:
@@ -507,7 +528,12 @@ class Pool:
         else:
             self._write_interest.discard(id(worker))
 
-    def _handle(self, worker: _Worker, message: Result | Event | Retiring) -> None:
+    def _handle(self, worker: _Worker, message: ToController) -> None:
+        if isinstance(message, SetupFailed):
+            # The initializer failed; a replacement would fail the same way.
+            self._disabled_slots.add(worker.info.slot)
+            self.setup_errors[worker.info.name] = codec.load_error(message.payload)
+            return
         if isinstance(message, Event):
             if self._on_event is not None:
                 self._guarded(self._emit_event, self._on_event, worker.info.name, message.payload)
@@ -599,7 +625,8 @@ class Pool:
                 False,
                 TaskTimeoutError(
                     f"task ran longer than its timeout of {job.timeout:g} s; worker "
-                    f"{worker.info.name} was killed and replaced"
+                    f"{worker.info.name} was killed and replaced.  Raise the timeout if the "
+                    "task needs longer"
                 ),
             )
 
@@ -816,7 +843,10 @@ class Pool:
         """
         if self._terminated:
             return
-        error = TaskCancelledError("the task was cancelled: the pool was reset before it finished")
+        error = TaskCancelledError(
+            "the task was cancelled: the pool was reset (as the pool fixture does after each "
+            "test) before it finished; wait for a task's result before the test ends"
+        )
         queued = list(self._queue)
         self._queue.clear()
         try:
@@ -846,7 +876,10 @@ class Pool:
             worker.process.join()
             self._forget_worker(worker)
         self._selector.close()
-        error = PoolTerminatedError("the pool was terminated before this task finished")
+        error = PoolTerminatedError(
+            "the pool was terminated before this task finished; call close() and join() "
+            "instead of terminate() to let submitted tasks finish"
+        )
         _live_pools.discard(self)
         for worker in workers:
             for job in worker.jobs:

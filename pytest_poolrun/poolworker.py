@@ -28,10 +28,19 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from pytest_poolrun import codec
-from pytest_poolrun.wire import Event, Result, Retiring, Shutdown, WorkerEnd
+from pytest_poolrun.wire import (
+    Event,
+    Result,
+    Retiring,
+    SetupFailed,
+    Shutdown,
+    ToController,
+    ToWorker,
+    WorkerEnd,
+)
 
 APPLY, MAP, STARMAP = 0, 1, 2
 # Functions are sent as blobs; a map sends the same blob with every chunk, so keep a few decoded.
@@ -46,9 +55,17 @@ class WorkerInfo(NamedTuple):
     slot: int
 
 
+class End(Protocol):
+    """What ``serve`` needs of its connection: ``wire.WorkerEnd`` or ``gateway.ChannelEnd``."""
+
+    def send(self, message: ToController) -> None: ...
+
+    def recv(self) -> ToWorker | None: ...
+
+
 class _State:
     info: WorkerInfo | None = None
-    end: WorkerEnd | None = None
+    end: End | None = None
     task_id: int = -1
 
 
@@ -80,7 +97,7 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-def _prepare_process() -> None:
+def prepare_process() -> None:
     os.setpgid(0, 0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
@@ -92,13 +109,22 @@ def worker_main(
     setup: bytes,
     maxtasks: int | None,
 ) -> None:
-    """Entry point of a worker process (the target of its ``multiprocessing.Process``)."""
-    _prepare_process()
-    end = WorkerEnd(sock)
+    """Entry point of a local worker process (the target of its ``multiprocessing.Process``)."""
+    prepare_process()
+    serve(WorkerEnd(sock), info, setup, maxtasks)
+
+
+def serve(end: End, info: WorkerInfo, setup: bytes, maxtasks: int | None) -> None:
+    """Run the initializer, then tasks until told to stop; the same loop for every transport."""
     _State.info, _State.end = info, end
     initializer, initargs, finalizer = pickle.loads(setup)
     if initializer is not None:
-        initializer(*initargs)
+        try:
+            initializer(*initargs)
+        except BaseException as exc:
+            # Replacing this worker would fail the same way: tell the pool not to.
+            end.send(SetupFailed(codec.dump_error(exc)))
+            raise
     functions: dict[bytes, Callable[..., Any]] = {}
     done = 0
     while True:

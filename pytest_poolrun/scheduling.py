@@ -133,9 +133,12 @@ def _isolate_long_items(
     """Make each long test a unit of its own, so that LPT can start it early.
 
     A test longer than a guided chunk would be cut around anyway; keeping it inside its module's
-    unit would leave it wherever the module happens to fall, often at the end of the run.
+    unit would leave it wherever the module happens to fall, often at the end of the run.  Tests
+    shorter than the smallest chunk stay with their module.
     """
-    threshold = sum(seconds) / (SHARE_DIVISOR * workers * LONG_ITEM_DIVISOR)
+    threshold = max(
+        MIN_CHUNK_SECONDS, sum(seconds) / (SHARE_DIVISOR * workers * LONG_ITEM_DIVISOR)
+    )
     result: list[list[int]] = []
     for unit in grouped:
         rest: list[int] = []

@@ -63,8 +63,14 @@ class Retiring(NamedTuple):
     """The worker reached ``maxtasksperchild`` and will exit; not a crash."""
 
 
+class SetupFailed(NamedTuple):
+    """The pool's initializer raised (pickled error); the worker exits and is not replaced."""
+
+    payload: bytes
+
+
 ToWorker = Union[Task, Shutdown]
-ToController = Union[Event, Result, Retiring]
+ToController = Union[Event, Result, Retiring, SetupFailed]
 
 
 def encode(message: ToWorker | ToController) -> bytes:
