@@ -64,6 +64,7 @@ from pytest_poolrun.poolworker import APPLY, MAP, STARMAP, WorkerInfo, describe_
 from pytest_poolrun.wire import (
     ControllerEnd,
     Event,
+    Ready,
     Retiring,
     SetupFailed,
     Shutdown,
@@ -185,6 +186,9 @@ class _Worker:
     end: ControllerEnd
     exit_fd: int
     jobs: deque[_Job] = field(default_factory=deque)
+    # Whether the worker has started (sent ``Ready``).  Tasks go to started workers first, and
+    # a task's timeout only counts from then: a worker's start-up is not the task's time.
+    ready: bool = False
     retiring: bool = False
     stopping: bool = False
     exitcode: int | None = None
@@ -483,7 +487,7 @@ class Pool:
             while self._queue and open_workers:
                 worker = min(open_workers, key=_load)
                 job = self._queue.popleft()
-                if not worker.jobs:
+                if not worker.jobs and worker.ready:
                     job.deadline = _deadline(job.timeout)
                 worker.jobs.append(job)
                 worker.end.send(Task(job.task_id, job.function, job.args))
@@ -537,6 +541,11 @@ class Pool:
         if isinstance(message, Event):
             if self._on_event is not None:
                 self._guarded(self._emit_event, self._on_event, worker.info.name, message.payload)
+            return
+        if isinstance(message, Ready):
+            worker.ready = True
+            if worker.jobs:
+                worker.jobs[0].deadline = _deadline(worker.jobs[0].timeout)
             return
         if isinstance(message, Retiring):
             worker.retiring = True
@@ -1026,8 +1035,9 @@ def _raise_send_error(mode: int, args: Any, kwargs: Mapping[str, Any], first: in
     raise AssertionError("unreachable: the arguments did not pickle as a whole")
 
 
-def _load(worker: _Worker) -> int:
-    return len(worker.jobs)
+def _load(worker: _Worker) -> tuple[bool, int]:
+    """Started workers first, then the fewest tasks in flight."""
+    return not worker.ready, len(worker.jobs)
 
 
 def _deadline(timeout: float | None) -> float | None:

@@ -33,6 +33,7 @@ from typing import Any, NamedTuple, Protocol
 from pytest_poolrun import codec
 from pytest_poolrun.wire import (
     Event,
+    Ready,
     Result,
     Retiring,
     SetupFailed,
@@ -125,6 +126,7 @@ def serve(end: End, info: WorkerInfo, setup: bytes, maxtasks: int | None) -> Non
             # Replacing this worker would fail the same way: tell the pool not to.
             end.send(SetupFailed(codec.dump_error(exc)))
             raise
+    end.send(Ready())
     functions: dict[bytes, Callable[..., Any]] = {}
     done = 0
     while True:

@@ -4,7 +4,7 @@ Data flow::
 
     controller (non-blocking)                      worker (blocking)
     ControllerEnd.send(Task|Shutdown) ── frame ──▶ WorkerEnd.recv()
-    ControllerEnd.feed() ◀──────────── frame ──── WorkerEnd.send(Event|Result|Retiring)
+    ControllerEnd.feed() ◀──────────── frame ──── WorkerEnd.send(Ready, then Event|Result|…)
 
 A frame is an 8-byte big-endian length followed by a pickled message.  Messages are a small closed
 set of NamedTuples; the payloads they carry (functions, arguments, results, events) are already
@@ -63,6 +63,10 @@ class Retiring(NamedTuple):
     """The worker reached ``maxtasksperchild`` and will exit; not a crash."""
 
 
+class Ready(NamedTuple):
+    """The worker has started and run the initializer: it takes tasks from now on."""
+
+
 class SetupFailed(NamedTuple):
     """The pool's initializer raised (pickled error); the worker exits and is not replaced."""
 
@@ -70,7 +74,7 @@ class SetupFailed(NamedTuple):
 
 
 ToWorker = Union[Task, Shutdown]
-ToController = Union[Event, Result, Retiring, SetupFailed]
+ToController = Union[Ready, Event, Result, Retiring, SetupFailed]
 
 
 def encode(message: ToWorker | ToController) -> bytes:

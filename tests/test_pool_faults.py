@@ -39,6 +39,9 @@ NO_HANG = 10.0
 LONG_TASK = 60.0
 # A timeout short enough to keep the tests quick.
 SHORT_TIMEOUT = 0.2
+# A spawned worker needs well over this to start (a new interpreter importing this package),
+# while the task given this timeout takes microseconds.
+SHORTER_THAN_A_SPAWN = 0.05
 # Long enough for a task to start a child process and report it, even on a busy machine.
 CHILD_TIMEOUT = 1.0
 
@@ -327,6 +330,11 @@ def test_overdue_task_fails_with_timeout_and_its_worker_is_replaced(pool: Pool) 
     with pytest.raises(TaskTimeoutError):
         pool.map(sleep_on_three, range(6), 1, timeout=SHORT_TIMEOUT)
     assert pool.map(square, range(3), timeout=NO_HANG) == [0, 1, 4]
+
+
+def test_timeout_does_not_count_the_workers_start_up() -> None:
+    with Pool(1, start_method="spawn") as pool:
+        assert pool.apply(square, (3,), timeout=SHORTER_THAN_A_SPAWN) == 9
 
 
 def test_timeout_kills_the_processes_the_task_started() -> None:
