@@ -7,7 +7,8 @@ Data flow (one controller thread, N worker processes)::
                                                    ▼
     ControllerEnd.send(Task) ── socket pair ──▶ worker_main (poolworker.py) runs it
                                                    │
-    _pump ◀── Result / Event / Retiring ───────────┘
+    _pump ◀── Ready / Result / Event / Retiring ───┘
+      │  Ready  ─▶ the worker has started: its first task's timeout starts counting
       │  Result ─▶ job.on_result ─▶ AsyncResult filled, callback or error_callback called
       │  Event  ─▶ on_event(worker name, payload)
       │  worker exited (pidfd / sentinel) ─▶ its running job fails with WorkerLostError,
