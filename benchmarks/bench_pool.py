@@ -4,8 +4,9 @@ Run on demand (not part of the test suite)::
 
     python benchmarks/bench_pool.py [--repeat 5] [--processes N]
 
-All contenders are measured in one run, interleaved within each repeat so that a busy moment of
-the machine hits them alike; each figure is the median of the repeats.  Measures:
+All contenders are measured in one run, interleaved within each repeat (in an order that
+rotates) so that a busy moment of the machine hits them alike; each figure is the median of the
+repeats.  Measures:
 
 - start-up: from constructing a pool to the first result of a trivial task, with each start
   method the contender offers (loky always uses its own);
@@ -168,6 +169,11 @@ def steady_state(contender: Contender, processes: int) -> dict[str, float]:
         contender.stop(pool)
 
 
+def rotated(items: list[Contender], turn: int) -> list[Contender]:
+    shift = turn % len(items)
+    return items[shift:] + items[:shift]
+
+
 def measure(repeat: int, processes: int) -> dict[str, dict[str, float]]:
     """{measure name: {contender name: median seconds}}."""
     everyone = contenders()
@@ -176,12 +182,15 @@ def measure(repeat: int, processes: int) -> dict[str, dict[str, float]]:
     def note(measure_name: str, contender: str, seconds: float) -> None:
         samples.setdefault(measure_name, {}).setdefault(contender, []).append(seconds)
 
-    for _ in range(repeat):
-        for contender in everyone:
+    # Start-ups first, apart from the busy steady-state runs whose exiting workers would slow the
+    # next start-up down; the order rotates each repeat so that no contender always goes first.
+    for turn in range(repeat):
+        for contender in rotated(everyone, turn):
             for method in contender.start_methods:
                 key = f"start-up, {'fork' if method == 'fork' else 'spawn/own'} (ms)"
                 note(key, contender.name, first_result(contender, processes, method))
-        for contender in everyone:
+    for turn in range(repeat):
+        for contender in rotated(everyone, turn):
             for measure_name, seconds in steady_state(contender, processes).items():
                 note(measure_name, contender.name, seconds)
     return {
