@@ -27,8 +27,9 @@ import sys
 import threading
 from typing import Any
 
+from pytest_poolrun import codec
 from pytest_poolrun.poolworker import WorkerInfo, prepare_process
-from pytest_poolrun.wire import HEADER, ToController, ToWorker
+from pytest_poolrun.wire import HEADER, SetupFailed, ToController, ToWorker, WorkerEnd
 
 # Exit code of a bridge whose remote side went away: the pool reports it like a crash.
 REMOTE_LOST = 75
@@ -102,9 +103,13 @@ def bridge_main(
     try:
         gateway = execnet.makegateway(with_execmodel(spec))
         channel = gateway.remote_exec(REMOTE_SOURCE)
-        channel.send((tuple(info), setup, maxtasks, os.getcwd()))
+        # A spec that names its own directory (ssh …//chdir=…) keeps it.
+        cwd = None if "chdir=" in spec else os.getcwd()
+        channel.send((tuple(info), setup, maxtasks, cwd))
     except Exception as exc:
-        print(f"poolrun: cannot reach execnet worker {spec!r}: {exc}", file=sys.stderr)
+        # Tell the pool not to retry this slot: the gateway is unreachable, not crashed.
+        error = ConnectionError(f"cannot reach execnet worker {info.name} ({spec}): {exc}")
+        WorkerEnd(sock).send(SetupFailed(codec.dump_error(error)))
         os._exit(REMOTE_LOST)
     sock.setblocking(True)
     send_lock = threading.Lock()

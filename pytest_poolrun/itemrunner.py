@@ -26,12 +26,14 @@ controller before the pool forks: nothing is pickled, imported or collected agai
 
 from __future__ import annotations
 
+import difflib
 import faulthandler
+import itertools
 import mmap
 import os
 import signal
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import pytest
 
@@ -52,6 +54,7 @@ class _Shared:
     held: int | None = None
     current: int | None = None
     recorded: list[events.HookEvent] = []
+    inherited_capture: object = None
 
 
 def new_stop_flag() -> mmap.mmap:
@@ -121,22 +124,78 @@ class _Forwarder:
         nodeid: str,
         location: events.Location | None,
     ) -> None:
+        # The hook is historic: registering this plugin replays the configuration and
+        # collection warnings, which the controller has reported already.
+        if when != "runtest":
+            return
         self._record(events.capture_warning(warning_message, when, nodeid, location))
 
 
-def start_worker(worker_count: int, testrun_uid: str) -> None:
-    """Pool initializer: make this forked process a worker of the run."""
+class Invocation(NamedTuple):
+    """What a worker started fresh (spawn, execnet) needs to collect as the controller did."""
+
+    args: tuple[str, ...]
+    directory: str
+    expected_ids: tuple[str, ...]
+
+
+class CollectionMismatch(Exception):
+    """A fresh worker collected other tests than the controller: it must not get work."""
+
+
+def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) -> None:
+    """Pool initializer: make this process a worker of the run.
+
+    A forked worker already holds the controller's session; a fresh one (spawn, execnet)
+    collects for itself and checks that it found the very same tests, in the same order.
+    """
     info = current_worker()
     assert info is not None
-    config = _session().config
     os.environ["PYTEST_XDIST_WORKER"] = info.name
     os.environ["PYTEST_XDIST_WORKER_COUNT"] = str(worker_count)
     os.environ["PYTEST_XDIST_TESTRUNUID"] = testrun_uid
-    _own_capture(config)
-    _own_fault_file(info.name)
-    _own_tmp_path(config, info.name)
-    _silence_terminal(config)
+    if _Shared.session is None:
+        config = _collect_here(invocation, info.name)
+    else:
+        config = _session().config
+        _own_capture(config)
+        _own_fault_file(info.name)
+        _own_tmp_path(config, info.name)
+        _silence_terminal(config)
     config.pluginmanager.register(_Forwarder(config), "poolrun-forwarder")
+
+
+def _collect_here(invocation: Invocation, name: str) -> pytest.Config:
+    from _pytest.config import _prepareconfig
+
+    if os.path.isdir(invocation.directory):
+        os.chdir(invocation.directory)
+    config = _prepareconfig(list(invocation.args))
+    config._do_configure()
+    _silence_terminal(config)
+    session = pytest.Session.from_config(config)
+    config.hook.pytest_sessionstart(session=session)
+    config.hook.pytest_collection(session=session)
+    ids = tuple(item.nodeid for item in session.items)
+    if ids != invocation.expected_ids:
+        raise CollectionMismatch(_mismatch_message(name, invocation.expected_ids, ids))
+    _Shared.session = session
+    return config
+
+
+# Lines of the id diff shown for a worker that collected differently.
+MISMATCH_LINES = 12
+
+
+def _mismatch_message(name: str, expected: tuple[str, ...], found: tuple[str, ...]) -> str:
+    diff = difflib.unified_diff(list(expected), list(found), "controller", name, lineterm="", n=0)
+    shown = list(itertools.islice(diff, MISMATCH_LINES))
+    return (
+        f"worker {name} collected {len(found)} tests, the controller {len(expected)}; "
+        "it gets no work. First differences:\n"
+        + "\n".join(shown)
+        + "\nMake the worker's checkout, Python and plugins match this one."
+    )
 
 
 def _own_capture(config: pytest.Config) -> None:
@@ -144,8 +203,10 @@ def _own_capture(config: pytest.Config) -> None:
     capman: Any = config.pluginmanager.getplugin("capturemanager")
     if capman is None or getattr(capman, "_global_capturing", None) is None:
         return
-    # Drop the inherited capture without reading or truncating its files, which the controller
-    # and the other workers share.
+    # Set the inherited capture aside without reading or truncating its files, which the
+    # controller and the other workers share.  It stays referenced for the worker's lifetime:
+    # collected, its files would raise ResourceWarning, an error under -W error.
+    _Shared.inherited_capture = capman._global_capturing
     capman._global_capturing = None
     capman.start_global_capturing()
     capman.suspend_global_capture()
@@ -153,7 +214,7 @@ def _own_capture(config: pytest.Config) -> None:
 
 def _own_fault_file(name: str) -> None:
     """Send fatal-error tracebacks and on-demand stack dumps to a file the controller reads."""
-    if _Shared.fault_dir is None:
+    if _Shared.fault_dir is None or not _Shared.fault_dir.is_dir():
         return
     _Shared.fault_file = open(fault_path(_Shared.fault_dir, name, os.getpid()), "w")
     faulthandler.enable(file=_Shared.fault_file, all_threads=True)

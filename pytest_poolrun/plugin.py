@@ -14,12 +14,14 @@ Without ``--pool`` (or with ``--pool 0``) nothing here changes the run.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import uuid
 from typing import Any
 
 import pytest
 
-from pytest_poolrun import fixture, identity, scheduling, sharding
+from pytest_poolrun import fixture, gateway, identity, scheduling, sharding
 from pytest_poolrun.durations import DurationRecorder, Durations
 from pytest_poolrun.pool import threads_running
 from pytest_poolrun.runner import Controller, resolve_workers
@@ -144,12 +146,30 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Read test durations from PATH (JSON) instead of pytest's cache, and write them "
         "back after the run; merge shards' files with 'python -m pytest_poolrun.durations merge'.",
     )
+    group.addoption(
+        "--pool-tx",
+        dest="pool_tx",
+        metavar="SPEC",
+        action="append",
+        default=[],
+        help="Add a worker behind an execnet gateway (repeatable; N*SPEC for N): 'popen', "
+        "'popen//python=...', 'ssh=host//python=...//chdir=...', 'socket=host:port'. Such a "
+        "worker collects for itself; a collection that differs from this one gets no work.",
+    )
+    group.addoption(
+        "--pool-start",
+        dest="pool_start",
+        choices=("fork", "spawn"),
+        default=None,
+        help="How local workers start: 'fork' (after collection, the default where fork is "
+        "safe) or 'spawn' (fresh interpreters that collect for themselves).",
+    )
     fixture.add_fixture_options(parser)
 
 
 def _pool_requested(config: pytest.Config) -> bool:
     value = config.getoption("pool", None)
-    return value is not None and value != "0"
+    return (value is not None and value != "0") or bool(config.getoption("pool_tx", None))
 
 
 @pytest.hookimpl(trylast=True)
@@ -182,23 +202,15 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
         return None
     if session.testsfailed and not config.option.continue_on_collection_errors:
         return None  # pytest's own loop interrupts the run as a serial run does
-    workers = resolve_workers(config.getoption("pool"), len(session.items))
-    if workers == 0:
+    tx = gateway.expand_specs(config.getoption("pool_tx"))
+    local = resolve_workers(config.getoption("pool") or "0", len(session.items) - len(tx))
+    workers = local + len(tx)
+    if workers == 0 or not session.items:
         return None
+    start = config.getoption("pool_start") or ("fork" if fork_is_safe() else "spawn")
     reporter: Any = config.pluginmanager.getplugin("terminalreporter")
-    if threads_running():
-        if reporter is not None:
-            reporter.write_line(
-                "poolrun: other threads run in this process and forking would be unsafe, "
-                "so this run is serial; stop them before the run starts to run in parallel"
-            )
-        return None
     if reporter is not None and config.get_verbosity() >= -1:
-        plural = "s" if workers != 1 else ""
-        reporter.write_line(
-            f"poolrun: {workers} worker{plural}, forked after collection, "
-            f"for {len(session.items)} items"
-        )
+        reporter.write_line(_header(local, tx, start, len(session.items)))
     max_restarts = config.getoption("pool_max_restarts")
     if max_restarts is None:
         max_restarts = RESTARTS_PER_WORKER * workers
@@ -210,6 +222,8 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
         config.getoption("pool_timeout"),
         config.getoption("pool_dist"),
         config.stash[durations_key],
+        tx,
+        start,
     )
     controller.testrun_uid = config.stash[identity.testrun_uid_key]
     controller.run()
@@ -218,6 +232,21 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     if session.shouldstop:
         raise session.Interrupted(session.shouldstop)
     return True
+
+
+def fork_is_safe() -> bool:
+    """Fork after collection only where fork exists and no other thread runs in this process."""
+    return hasattr(os, "fork") and sys.platform != "win32" and not threads_running()
+
+
+def _header(local: int, tx: list[str], start: str, items: int) -> str:
+    parts = []
+    if local:
+        how = "forked after collection" if start == "fork" else "spawned, collecting for themselves"
+        parts.append(f"{local} worker{'s' if local != 1 else ''}, {how}")
+    if tx:
+        parts.append(f"{len(tx)} execnet worker{'s' if len(tx) != 1 else ''} ({', '.join(tx)})")
+    return f"poolrun: {' + '.join(parts)}, for {items} item{'s' if items != 1 else ''}"
 
 
 @pytest.hookimpl(trylast=True)

@@ -287,6 +287,13 @@ class Pool:
         """Whether tasks may be submitted: neither ``close`` nor ``terminate`` was called."""
         return not (self._closing or self._terminated)
 
+    def pid_of(self, name: str) -> int | None:
+        """Process id of the live local process behind worker ``name`` (its bridge, for execnet)."""
+        for worker in self._workers.values():
+            if worker.info.name == name:
+                return worker.pid
+        return None
+
     def worker_pids(self) -> list[int]:
         """Process ids of the live workers (for tests and diagnostics)."""
         return [worker.pid for worker in self._workers.values()]

@@ -44,6 +44,7 @@ import pytest
 
 from pytest_poolrun import events, itemrunner, scheduling
 from pytest_poolrun.durations import Durations
+from pytest_poolrun.gateway import REMOTE_LOST
 from pytest_poolrun.pool import (
     Pool,
     PoolExhaustedError,
@@ -78,6 +79,8 @@ class Controller:
         timeout: float | None = None,
         dist: str = "load",
         durations: Durations | None = None,
+        tx: Sequence[str] = (),
+        start: str = "fork",
     ) -> None:
         self.session = session
         self.config = session.config
@@ -88,7 +91,12 @@ class Controller:
         self.timeout = timeout
         self.dist = dist
         self.durations = durations or Durations()
+        self.tx = list(tx)
+        self.start = start
         self.pids: dict[str, int] = {}
+        # Workers whose items run in the local process the pool started (forked or spawned),
+        # whose stacks can be dumped; execnet workers run theirs elsewhere.
+        self.local_items: set[str] = set()
         self.started_at: dict[str, float] = {}
         self.timed_out: dict[str, str] = {}
         self.testrun_uid = uuid.uuid4().hex
@@ -116,10 +124,18 @@ class Controller:
             for item in self.items
         ]
         chunks = scheduling.plan_chunks(infos, self.workers, self.chunksize, self.dist)
+        invocation = itemrunner.Invocation(
+            tuple(self.config.invocation_params.args),
+            str(self.config.invocation_params.dir),
+            tuple(item.nodeid for item in self.items),
+        )
+        local = self.workers - len(self.tx)
+        specs = self.tx if self.start == "fork" else ["popen"] * local + self.tx
         self.pool = Pool(
-            self.workers,
+            local if self.start == "fork" else 0,
             initializer=itemrunner.start_worker,
-            initargs=(self.workers, self.testrun_uid),
+            initargs=(self.workers, self.testrun_uid, invocation),
+            tx=specs,
             finalizer=itemrunner.finish_worker,
             start_method="fork",
             on_event=self._on_event,
@@ -169,14 +185,19 @@ class Controller:
         for worker, started in list(self.started_at.items()):
             if now - started < self.timeout or worker in self.timed_out:
                 continue
-            pid = self.pids[worker]
-            stacks = self._dump_stacks(worker, pid)
+            assert self.pool is not None
+            local_pid = self.pool.pid_of(worker)
+            if worker in self.local_items:
+                stacks = self._dump_stacks(worker, self.pids[worker])
+            else:
+                stacks = "(not available: the test ran behind an execnet gateway)"
             self.timed_out[worker] = (
                 f"Timeout: the test ran longer than --pool-timeout={self.timeout:g}s; "
                 f"worker {worker} was killed and replaced.\n\nStacks of the worker when it "
                 f"was stopped:\n{stacks}"
             )
-            _kill_group(pid)
+            if local_pid is not None:
+                _kill_group(local_pid)
 
     def _dump_stacks(self, worker: str, pid: int) -> str:
         path = itemrunner.fault_path(self.fault_dir, worker, pid)
@@ -203,7 +224,7 @@ class Controller:
 
     def _fault_text(self, worker: str) -> str:
         pid = self.pids.get(worker)
-        if pid is None:
+        if pid is None or worker not in self.local_items:
             return ""
         try:
             return _trim_stacks(itemrunner.fault_path(self.fault_dir, worker, pid).read_text())
@@ -234,6 +255,11 @@ class Controller:
         if isinstance(event, events.ItemStarted):
             self.running[worker] = event.item
             self.pids[worker] = event.pid
+            assert self.pool is not None
+            if self.pool.pid_of(worker) == event.pid:
+                self.local_items.add(worker)
+            else:
+                self.local_items.discard(worker)
             self.started_at[worker] = time.monotonic()
             self.state[event.item] = _State.RUNNING
             if self.held.get(worker) == event.item:
@@ -286,6 +312,10 @@ class Controller:
             self._submit(unstarted)
 
     def _on_worker_exit(self, worker: str, exitcode: int | None, expected: bool) -> None:
+        assert self.pool is not None
+        setup_error = self.pool.setup_errors.pop(worker, None)
+        if setup_error is not None:
+            self._say(f"poolrun: {setup_error}")
         index = self.running.pop(worker, None)
         self.started_at.pop(worker, None)
         aborted = self.aborted.pop(worker, None)
@@ -298,7 +328,7 @@ class Controller:
                 last_line = aborted.strip().splitlines()[-1]
                 why = f"worker {worker} stopped while running it: {last_line}\n\n{aborted}"
             else:
-                why = f"worker {worker} died while running it: {describe_exit(exitcode)}"
+                why = f"worker {worker} died while running it: {_describe_exit(exitcode)}"
                 fault = self._fault_text(worker)
                 if fault:
                     why += f"\n\n{fault}"
@@ -306,6 +336,12 @@ class Controller:
         held = self.held.pop(worker, None)
         if held is not None and self.state[held] is _State.QUEUED and not self.stopping:
             self._submit([held])
+
+    def _say(self, line: str) -> None:
+        reporter: Any = self.config.pluginmanager.getplugin("terminalreporter")
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.write_line(line)
 
     # ------------------------------------------------------------------------ synthetic reports
 
@@ -339,6 +375,12 @@ class Controller:
         hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
         if self.session.shouldfail or self.session.shouldstop:
             self._stop()
+
+
+def _describe_exit(exitcode: int | None) -> str:
+    if exitcode == REMOTE_LOST:
+        return "its execnet gateway disconnected (the remote process ended or the link broke)"
+    return describe_exit(exitcode)
 
 
 def _group(item: pytest.Item) -> str | None:

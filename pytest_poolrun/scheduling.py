@@ -136,9 +136,7 @@ def _isolate_long_items(
     unit would leave it wherever the module happens to fall, often at the end of the run.  Tests
     shorter than the smallest chunk stay with their module.
     """
-    threshold = max(
-        MIN_CHUNK_SECONDS, sum(seconds) / (SHARE_DIVISOR * workers * LONG_ITEM_DIVISOR)
-    )
+    threshold = max(MIN_CHUNK_SECONDS, sum(seconds) / (SHARE_DIVISOR * workers * LONG_ITEM_DIVISOR))
     result: list[list[int]] = []
     for unit in grouped:
         rest: list[int] = []

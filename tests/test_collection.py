@@ -67,7 +67,7 @@ def test_selection_options_apply_once(
 def test_never_more_workers_than_items(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_one(): pass")
     result = pytester.runpytest_subprocess(*POOL, "--pool", "4")
-    result.stdout.fnmatch_lines(["poolrun: 1 worker, forked after collection, for 1 items"])
+    result.stdout.fnmatch_lines(["poolrun: 1 worker, forked after collection, for 1 item"])
 
 
 def test_auto_uses_the_cpus_this_process_may_use(pytester: pytest.Pytester) -> None:

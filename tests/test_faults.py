@@ -45,9 +45,10 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def assert_no_process_left(ledger: Path, *extra: int) -> None:
+def assert_no_process_left(ledger: Path, ignore: frozenset[int] = frozenset()) -> None:
+    """No process whose id the run noted in ``ledger`` is alive (``ignore``: not the run's)."""
     pids = {int(line) for line in ledger.read_text().split()} if ledger.exists() else set()
-    pids.update(extra)
+    pids -= ignore
     deadline = time.monotonic() + SETTLE_SECONDS
     while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
         time.sleep(0.05)

@@ -171,3 +171,17 @@ def test_verbose_progress_lists_every_test(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess(*POOL, "--pool", "2", "-v")
     result.stdout.fnmatch_lines_random([f"*test_n[[]{n}[]] PASSED*" for n in range(5)])
     assert result.ret == 0
+
+
+def test_suites_that_turn_warnings_into_errors_still_pass(pytester: pytest.Pytester) -> None:
+    # Workers must not leave anything behind (threads, unclosed files) that would warn.
+    pytester.makeini("[pytest]\nfilterwarnings = error\n")
+    pytester.makepyfile(
+        """
+        import pytest
+        @pytest.mark.parametrize("n", range(6))
+        def test_n(n): print(n)
+        """
+    )
+    result = pytester.runpytest_subprocess(*POOL, "--pool", "2", "-W", "error")
+    result.assert_outcomes(passed=6)

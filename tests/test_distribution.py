@@ -1,0 +1,174 @@
+"""Beyond one machine: execnet socket "hosts", spawned workers, collection checks."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import POOL, junit_outcomes
+from test_faults import assert_no_process_left
+
+PROJECT_TESTS = Path(__file__).parent
+
+SUITE = """
+import os, time, pytest
+@pytest.mark.parametrize("n", range(24))
+def test_n(n):
+    time.sleep(0.05)
+    assert n % 11 != 5
+@pytest.mark.skip(reason="skipped here")
+def test_skipped(): pass
+"""
+
+
+def pid_ledger(path: Path) -> str:
+    """A conftest noting each test's process id in ``path`` (named literally: the socket
+    servers, like real remote hosts, do not share this process's environment)."""
+    return f"""
+import os, pytest
+
+@pytest.fixture(autouse=True)
+def _note_pid():
+    with open({str(path)!r}, "a") as ledger:
+        ledger.write(f"{{os.getpid()}}\\n")
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _start_socket_server(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """An execnet socket server on loopback, standing for a second host."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "execnet.script.socketserver", f"127.0.0.1:{port}"],
+        cwd=directory,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            assert server.poll() is None and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.05)
+    return server, f"socket=127.0.0.1:{port}"
+
+
+@pytest.fixture
+def two_hosts(pytester: pytest.Pytester) -> Iterator[list[tuple[subprocess.Popen[bytes], str]]]:
+    servers = [_start_socket_server(pytester.path) for _ in range(2)]
+    # The probe connection above used up each server's first accept: it loops for the next.
+    yield servers
+    for server, _ in servers:
+        server.kill()
+        server.wait()
+
+
+def test_local_and_execnet_workers_give_serial_verdicts(
+    pytester: pytest.Pytester, two_hosts
+) -> None:
+    ledger = pytester.path / "pids.txt"
+    pytester.makeconftest(pid_ledger(ledger))
+    pytester.makepyfile(test_suite=SUITE)
+    serial = pytester.runpytest_subprocess(*POOL, "--junitxml=serial.xml")
+    tx = [arg for _, spec in two_hosts for arg in ("--pool-tx", spec)]
+    pooled = pytester.runpytest_subprocess(
+        *POOL, "--pool", "2", *tx, "--pool-chunksize", "2", "--junitxml=pooled.xml"
+    )
+    pooled.stdout.fnmatch_lines(["poolrun: 2 workers, forked after collection + 2 execnet*"])
+    assert pooled.ret == serial.ret == 1
+    assert junit_outcomes(pytester.path / "pooled.xml") == junit_outcomes(
+        pytester.path / "serial.xml"
+    )
+    hosts = frozenset(server.pid for server, _ in two_hosts)
+    assert_no_process_left(ledger, ignore=hosts)
+
+
+def test_a_host_lost_mid_run_still_gives_every_verdict_once(
+    pytester: pytest.Pytester, two_hosts
+) -> None:
+    ledger = pytester.path / "pids.txt"
+    doomed, _ = two_hosts[0]
+    pytester.makeconftest(
+        pid_ledger(ledger)
+        + f"""
+import os, signal
+def pytest_runtest_call(item):
+    # the first test that runs inside the doomed server's process kills that server
+    if os.getpid() == {doomed.pid}:
+        os.kill({doomed.pid}, signal.SIGKILL)
+"""
+    )
+    pytester.makepyfile(test_suite=SUITE)
+    tx = [arg for _, spec in two_hosts for arg in ("--pool-tx", spec)]
+    result = pytester.runpytest_subprocess(
+        *POOL, "--pool", "1", *tx, "--pool-chunksize", "3", "--junitxml=pooled.xml"
+    )
+    outcomes = junit_outcomes(pytester.path / "pooled.xml")
+    assert len(outcomes) == 25, "every test has exactly one outcome"
+    lost = [key for key, (_, message) in outcomes.items() if "gateway disconnected" in message]
+    assert len(lost) == 1
+    result.stdout.fnmatch_lines(["*its execnet gateway disconnected*"])
+    doomed.wait(timeout=10)
+    assert_no_process_left(ledger, ignore=frozenset({two_hosts[1][0].pid}))
+
+
+def test_unreachable_host_gets_no_work(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    result = pytester.runpytest_subprocess(
+        *POOL, "--pool", "1", "--pool-tx", f"socket=127.0.0.1:{_free_port()}"
+    )
+    result.stdout.fnmatch_lines(["poolrun: cannot reach execnet worker gw1*"])
+    result.assert_outcomes(passed=22, failed=2, skipped=1)
+
+
+def test_collection_mismatch_names_the_worker_and_skips_it(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        """
+        import os
+        def pytest_collection_modifyitems(items):
+            if os.environ.get("PYTEST_XDIST_WORKER") == "gw1":
+                del items[-1]
+        """
+    )
+    pytester.makepyfile(test_suite=SUITE)
+    result = pytester.runpytest_subprocess(*POOL, "--pool", "1", "--pool-tx", "popen")
+    result.stdout.fnmatch_lines(
+        [
+            "poolrun: worker gw1 collected 24 tests, the controller 25; it gets no work.*",
+            "-test_suite.py::test_skipped",
+        ]
+    )
+    result.assert_outcomes(passed=22, failed=2, skipped=1)
+
+
+def test_spawned_workers_run_the_projects_own_scheduler_tests(pytester: pytest.Pytester) -> None:
+    target = PROJECT_TESTS / "test_scheduling.py"
+    pytester.makepyfile(test_copy=target.read_text())
+    serial = pytester.runpytest_subprocess(*POOL, "--junitxml=serial.xml")
+    spawned = pytester.runpytest_subprocess(
+        *POOL, "--pool", "2", "--pool-start", "spawn", "--junitxml=spawned.xml"
+    )
+    spawned.stdout.fnmatch_lines(["poolrun: 2 workers, spawned, collecting for themselves*"])
+    assert spawned.ret == serial.ret == 0
+    assert junit_outcomes(pytester.path / "spawned.xml") == junit_outcomes(
+        pytester.path / "serial.xml"
+    )
+
+
+def test_bad_start_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_one(): pass")
+    result = pytester.runpytest_subprocess(*POOL, "--pool", "2", "--pool-start", "vfork")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--pool-start: invalid choice: 'vfork'*"])
