@@ -3,40 +3,86 @@
 This package is also the pytest plugin (``-p pytest_poolrun``, or the ``pytest_poolrun`` entry
 point): its hooks and fixtures live in ``pytest_poolrun.plugin`` and ``pytest_poolrun.fixture``
 and are re-exported here, so that loading the plugin either way registers this one module object.
+
+The names load lazily (PEP 562), so ``from pytest_poolrun import Pool`` does not import pytest:
+a pool used outside pytest, and every spawned worker, starts without that cost.
 """
 
-from pytest_poolrun.fixture import pool
-from pytest_poolrun.plugin import (
-    pytest_addoption,
-    pytest_collection_modifyitems,
-    pytest_configure,
-    pytest_report_collectionfinish,
-    pytest_runtestloop,
-)
-from pytest_poolrun.pool import (
-    AsyncResult,
-    Pool,
-    PoolTerminatedError,
-    RemoteTraceback,
-    SendError,
-    TaskTimeoutError,
-    WorkerLostError,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_HOMES = {
+    "AsyncResult": "pytest_poolrun.pool",
+    "Pool": "pytest_poolrun.pool",
+    "PoolExhaustedError": "pytest_poolrun.pool",
+    "PoolTerminatedError": "pytest_poolrun.pool",
+    "TaskCancelledError": "pytest_poolrun.pool",
+    "TaskTimeoutError": "pytest_poolrun.pool",
+    "WorkerLostError": "pytest_poolrun.pool",
+    "ReceiveError": "pytest_poolrun.codec",
+    "RemoteTraceback": "pytest_poolrun.codec",
+    "SendError": "pytest_poolrun.codec",
+    "pool_fixture": "pytest_poolrun.fixture",
+    "pytest_addoption": "pytest_poolrun.plugin",
+    "pytest_collection_modifyitems": "pytest_poolrun.plugin",
+    "pytest_configure": "pytest_poolrun.plugin",
+    "pytest_report_collectionfinish": "pytest_poolrun.plugin",
+    "pytest_runtestloop": "pytest_poolrun.plugin",
+}
 
 __all__ = [
     "AsyncResult",
     "Pool",
+    "PoolExhaustedError",
     "PoolTerminatedError",
+    "ReceiveError",
     "RemoteTraceback",
     "SendError",
+    "TaskCancelledError",
     "TaskTimeoutError",
     "WorkerLostError",
-    "pool",
+    "pool_fixture",
     "pytest_addoption",
     "pytest_collection_modifyitems",
     "pytest_configure",
     "pytest_report_collectionfinish",
     "pytest_runtestloop",
 ]
+
+if TYPE_CHECKING:
+    from pytest_poolrun.codec import ReceiveError, RemoteTraceback, SendError
+    from pytest_poolrun.fixture import pool_fixture
+    from pytest_poolrun.plugin import (
+        pytest_addoption,
+        pytest_collection_modifyitems,
+        pytest_configure,
+        pytest_report_collectionfinish,
+        pytest_runtestloop,
+    )
+    from pytest_poolrun.pool import (
+        AsyncResult,
+        Pool,
+        PoolExhaustedError,
+        PoolTerminatedError,
+        TaskCancelledError,
+        TaskTimeoutError,
+        WorkerLostError,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'pytest_poolrun' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    # pluggy and pytest find hooks and fixtures through dir(); list the lazy names too.
+    return sorted(set(globals()) | set(_HOMES))

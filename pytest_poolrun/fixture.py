@@ -135,8 +135,10 @@ def _shared(request: pytest.FixtureRequest) -> SharedPool:
     return shared
 
 
-@pytest.fixture
-def pool(request: pytest.FixtureRequest) -> Iterator[Pool]:
+# Named pool_fixture in Python: the package re-exports it, and a package attribute called "pool"
+# would be replaced by the submodule pytest_poolrun.pool as soon as that is imported.
+@pytest.fixture(name="pool")
+def pool_fixture(request: pytest.FixtureRequest) -> Iterator[Pool]:
     """A ready ``Pool`` (``multiprocessing.Pool``'s API, see ``pytest_poolrun.Pool``).
 
     Its workers are started once per session and reused, so a test pays no start-up.  Whatever
