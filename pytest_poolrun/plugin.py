@@ -17,6 +17,7 @@ import argparse
 import os
 import sys
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -31,56 +32,46 @@ durations_key = pytest.StashKey[Durations]()
 RESTARTS_PER_WORKER = 4
 
 
-def _workers_value(text: str) -> str:
-    if text == "auto":
-        return text
-    try:
-        count = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a number of workers; use a whole number >= 0 or 'auto'"
-        ) from None
-    if count < 0:
-        raise argparse.ArgumentTypeError(
-            f"{count} workers is not possible; use a whole number >= 0 or 'auto'"
-        )
-    return str(count)
+_NO_AUTO = object()
 
 
-def _chunksize_value(text: str) -> int | None:
-    if text == "auto":
-        return None
-    try:
-        size = int(text)
-    except ValueError:
-        size = 0
-    if size < 1:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a chunk size; use a whole number >= 1 or 'auto'"
-        )
-    return size
+def _number_type(
+    convert: Callable[[str], float],
+    valid: Callable[[float], bool],
+    what: str,
+    hint: str,
+    auto: object = _NO_AUTO,
+) -> Callable[[str], Any]:
+    """An argparse type: ``convert`` the text, check it, or fail with a one-line usage error.
+
+    With ``auto`` given, the text ``auto`` stands for that value.
+    """
+
+    def parse(text: str) -> Any:
+        if auto is not _NO_AUTO and text == "auto":
+            return auto
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not valid(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}; use {hint}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
 
 
-def _timeout_value(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = -1.0
-    if not seconds > 0:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a timeout; use a number of seconds greater than 0"
-        )
-    return seconds
-
-
-def _restarts_value(text: str) -> int:
-    try:
-        count = int(text)
-    except ValueError:
-        count = -1
-    if count < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a count; use a whole number >= 0")
-    return count
+_workers_value = _number_type(
+    int, lambda n: n >= 0, "a number of workers", "a whole number >= 0 or 'auto'", auto="auto"
+)
+_chunksize_value = _number_type(
+    int, lambda n: n >= 1, "a chunk size", "a whole number >= 1 or 'auto'", auto=None
+)
+_timeout_value = _number_type(
+    float, lambda n: n > 0, "a timeout", "a number of seconds greater than 0"
+)
+_restarts_value = _number_type(int, lambda n: n >= 0, "a count", "a whole number >= 0")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -169,7 +160,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def _pool_requested(config: pytest.Config) -> bool:
     value = config.getoption("pool", None)
-    return (value is not None and value != "0") or bool(config.getoption("pool_tx", None))
+    return bool(value) or bool(config.getoption("pool_tx", None))
 
 
 @pytest.hookimpl(trylast=True)
@@ -203,7 +194,7 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     if session.testsfailed and not config.option.continue_on_collection_errors:
         return None  # pytest's own loop interrupts the run as a serial run does
     tx = gateway.expand_specs(config.getoption("pool_tx"))
-    local = resolve_workers(config.getoption("pool") or "0", len(session.items) - len(tx))
+    local = resolve_workers(config.getoption("pool"), len(session.items) - len(tx))
     workers = local + len(tx)
     if workers == 0 or not session.items:
         return None

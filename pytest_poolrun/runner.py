@@ -436,11 +436,11 @@ def _sigterm_interrupts() -> Any:
     return signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
-def resolve_workers(requested: str, item_count: int) -> int:
+def resolve_workers(requested: int | str | None, item_count: int) -> int:
     """``auto`` → the CPUs this process may use; never more workers than items."""
     from pytest_poolrun.pool import available_cpus
 
-    wanted = available_cpus() if requested == "auto" else int(requested)
+    wanted = available_cpus() if requested == "auto" else int(requested or 0)
     return max(0, min(wanted, item_count))
 
 

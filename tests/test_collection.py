@@ -102,7 +102,7 @@ def test_continue_on_collection_errors(pytester: pytest.Pytester) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--pool", "-1"), "*--pool: -1 workers is not possible*"),
+        (("--pool", "-1"), "*--pool: '-1' is not a number of workers*"),
         (("--pool", "two"), "*--pool: 'two' is not a number of workers*"),
         (("--pool", "2", "--pool-chunksize", "0"), "*--pool-chunksize: '0' is not a chunk size*"),
         (("--pool", "2", "--pdb"), "*--pdb cannot be used with --pool*"),
