@@ -10,12 +10,16 @@ Data flow::
 This module is where a test report crosses the process boundary: reports travel as the dicts made
 by pytest's own ``pytest_report_to_serializable`` hook and are rebuilt with
 ``pytest_report_from_serializable``, so plugins that extend reports (pytest's subtests among them)
-take part.  Warnings travel as text with their category named by module and qualified name.
+take part.  One shortcut keeps fast suites fast: a plain ``TestReport`` without a failure
+representation, in a run where only pytest itself implements those hooks, travels as its pickled
+attributes (what the hooks would produce and rebuild for it, at a fraction of the cost).
+Warnings travel as text with their category named by module and qualified name.
 """
 
 from __future__ import annotations
 
 import importlib
+import pickle
 import warnings
 from typing import Any, NamedTuple, Union
 
@@ -47,6 +51,12 @@ class LogReport(NamedTuple):
     data: dict[str, Any]
 
 
+class PlainReport(NamedTuple):
+    """A plain passing ``TestReport``'s attributes, pickled (see the module docstring)."""
+
+    state: bytes
+
+
 class LogFinish(NamedTuple):
     nodeid: str
     location: Location
@@ -62,7 +72,7 @@ class WarningRecorded(NamedTuple):
     location: Location | None
 
 
-HookEvent = Union[LogStart, LogReport, LogFinish, WarningRecorded]
+HookEvent = Union[LogStart, LogReport, PlainReport, LogFinish, WarningRecorded]
 
 
 class SessionExit(NamedTuple):
@@ -93,7 +103,23 @@ WorkerEvent = Union[ItemStarted, ItemAborted, ItemFinished, LooseEvents, Session
 # ------------------------------------------------------------------------------ worker side
 
 
-def capture_report(config: pytest.Config, report: pytest.TestReport) -> LogReport:
+# Plugins whose pytest_report_to_serializable leaves a plain TestReport to pytest's own code.
+BUILTIN_SERIALIZERS = frozenset({"reports", "subtests"})
+
+
+def only_builtin_serializers(config: pytest.Config) -> bool:
+    impls = config.hook.pytest_report_to_serializable.get_hookimpls()
+    return all(impl.plugin_name in BUILTIN_SERIALIZERS for impl in impls)
+
+
+def capture_report(
+    config: pytest.Config, report: pytest.TestReport, shortcut: bool
+) -> LogReport | PlainReport:
+    if shortcut and type(report) is pytest.TestReport and report.longrepr is None:
+        try:
+            return PlainReport(pickle.dumps(report.__dict__, pickle.HIGHEST_PROTOCOL))
+        except Exception:
+            pass  # something a plugin attached does not pickle: take the hooks' way
     data = config.hook.pytest_report_to_serializable(config=config, report=report)
     return LogReport(data)
 
@@ -141,7 +167,11 @@ def rebuild_warning(event: WarningRecorded) -> warnings.WarningMessage:
 def replay(config: pytest.Config, event: HookEvent) -> None:
     """Call the controller's hook that ``event`` stands for."""
     hook = config.hook
-    if isinstance(event, LogReport):
+    if isinstance(event, PlainReport):
+        report = pytest.TestReport.__new__(pytest.TestReport)
+        report.__dict__.update(pickle.loads(event.state))
+        hook.pytest_runtest_logreport(report=report)
+    elif isinstance(event, LogReport):
         report = hook.pytest_report_from_serializable(config=config, data=event.data)
         hook.pytest_runtest_logreport(report=report)
     elif isinstance(event, LogStart):

@@ -16,7 +16,12 @@ fixtures are thus torn down exactly when, and on the item where, a serial run wo
 down for the same sequence of items.  ``run_chunk`` returns the held index so that the controller
 knows which item a worker holds if it dies.
 
-**Stopping early.**  The controller sets a shared one-byte flag (``-x``, ``--maxfail``); a worker
+**Messages.**  A forked worker shares a ``Board`` (shared memory) with the controller and writes
+there which item it runs, so it needs no message per item: results of finished items go out
+in batches (every ``BATCH_SECONDS`` and at each chunk's end).  A worker started fresh announces
+each item with ``ItemStarted`` instead.
+
+**Stopping early.**  The controller sets the board's stop flag (``-x``, ``--maxfail``); a worker
 checks it between items, runs nothing more, and on shutdown tears its fixtures down without
 running the held item.
 
@@ -29,17 +34,21 @@ from __future__ import annotations
 import difflib
 import faulthandler
 import itertools
-import mmap
 import os
 import signal
+import time
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 import pytest
 
 from pytest_poolrun import events
+from pytest_poolrun.board import Board
 from pytest_poolrun.poolworker import current_worker, emit, format_exception
 
+# A forked worker sends the results of finished items at least this often (and at the end of
+# each chunk): often enough for live progress, rarely enough that fast tests share messages.
+BATCH_SECONDS = 0.05
 # The signal on which a worker writes the Python stacks of all its threads to its fault file
 # (the controller sends it to a test that overran --pool-timeout, before killing the worker).
 DUMP_SIGNAL = signal.SIGUSR1
@@ -49,24 +58,21 @@ class _Shared:
     session: pytest.Session | None = None
     fault_dir: Path | None = None
     fault_file: IO[str] | None = None
-    stop_flag: mmap.mmap | None = None
+    board: Board | None = None
     basetemp: Path | None = None
     held: int | None = None
     current: int | None = None
     recorded: list[events.HookEvent] = []
+    outbox: list[events.WorkerEvent] = []
+    batch_started: float = 0.0
+    forked: bool = False
     inherited_capture: object = None
+    null_output: IO[str] | None = None
 
 
-def new_stop_flag() -> mmap.mmap:
-    """A byte shared with every worker forked after this call."""
-    return mmap.mmap(-1, 1)
-
-
-def prepare(
-    session: pytest.Session, stop_flag: mmap.mmap, basetemp: Path | None, fault_dir: Path
-) -> None:
+def prepare(session: pytest.Session, board: Board, basetemp: Path | None, fault_dir: Path) -> None:
     """Called in the controller just before the pool forks its workers."""
-    _Shared.session, _Shared.stop_flag, _Shared.basetemp = session, stop_flag, basetemp
+    _Shared.session, _Shared.board, _Shared.basetemp = session, board, basetemp
     _Shared.fault_dir = fault_dir
 
 
@@ -76,7 +82,7 @@ def fault_path(fault_dir: Path, worker: str, pid: int) -> Path:
 
 
 def stop_requested() -> bool:
-    return _Shared.stop_flag is not None and _Shared.stop_flag[0] == 1
+    return _Shared.board is not None and _Shared.board.stop_requested()
 
 
 def worker_name(session: pytest.Session) -> str | None:
@@ -97,10 +103,11 @@ class _Forwarder:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
+        self.shortcut = events.only_builtin_serializers(config)
 
     def _record(self, event: events.HookEvent) -> None:
         if _Shared.current is None:
-            emit(events.LooseEvents((event,)))
+            emit((events.LooseEvents((event,)),))
         else:
             _Shared.recorded.append(event)
 
@@ -110,7 +117,11 @@ class _Forwarder:
 
     @pytest.hookimpl(trylast=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        self._record(events.capture_report(self.config, report))
+        # The terminal reporter, unregistered here, would have asked for the test status; some
+        # plugins settle a report's outcome in that hook (pytest's subtests fails a test whose
+        # subtests failed, from counts only this process has), so ask as it would have.
+        self.config.hook.pytest_report_teststatus(report=report, config=self.config)
+        self._record(events.capture_report(self.config, report, self.shortcut))
 
     @pytest.hookimpl(trylast=True)
     def pytest_runtest_logfinish(self, nodeid: str, location: events.Location) -> None:
@@ -158,6 +169,7 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
         config = _collect_here(invocation, info.name)
     else:
         config = _session().config
+        _Shared.forked = True
         _own_capture(config)
         _own_fault_file(info.name)
         _own_tmp_path(config, info.name)
@@ -233,31 +245,74 @@ def _own_tmp_path(config: pytest.Config, name: str) -> None:
 
 
 def _silence_terminal(config: pytest.Config) -> None:
-    """The controller prints progress; the worker's own terminal reporter writes nowhere."""
-    reporter: Any = config.pluginmanager.getplugin("terminalreporter")
-    if reporter is None:
-        return
-    from _pytest.config import create_terminal_writer
+    """Leave reporting to the controller: the worker's reporters neither print nor listen.
 
-    reporter._tw = create_terminal_writer(config, open(os.devnull, "w"))
+    The terminal reporter and the junitxml writer are unregistered, since the controller runs
+    its own copies on every replayed report and running them here too would cost as much again
+    per test.  The objects stay reachable (with the terminal writing to the null device) for
+    any code that kept a reference to them.
+    """
+    from _pytest.config import create_terminal_writer
+    from _pytest.junitxml import xml_key
+
+    reporter: Any = config.pluginmanager.getplugin("terminalreporter")
+    if reporter is not None:
+        _Shared.null_output = open(os.devnull, "w")
+        reporter._tw = create_terminal_writer(config, _Shared.null_output)
+        config.pluginmanager.unregister(reporter)
+    xml = config.stash.get(xml_key, None)
+    if xml is not None and config.pluginmanager.is_registered(xml):
+        config.pluginmanager.unregister(xml)
+
+
+def _send(event: events.WorkerEvent) -> None:
+    """Queue ``event`` for the controller; ``_flush`` sends what is queued as one message."""
+    if not _Shared.outbox:
+        _Shared.batch_started = time.monotonic()
+    _Shared.outbox.append(event)
+
+
+def _flush() -> None:
+    if _Shared.outbox:
+        batch, _Shared.outbox = tuple(_Shared.outbox), []
+        emit(batch)
+
+
+def _flush_if_due() -> None:
+    if time.monotonic() - _Shared.batch_started >= BATCH_SECONDS:
+        _flush()
 
 
 def _run(index: int, nextitem: pytest.Item | None) -> None:
     session = _session()
     item = session.items[index]
-    emit(events.ItemStarted(index, os.getpid()))
+    info = current_worker()
+    assert info is not None
+    board = _Shared.board if _Shared.forked else None
+    if board is not None:
+        board.set_running(info.slot, index, time.monotonic())
+    else:
+        # No shared board: announce the item, so that a crash can be pinned on it.  The
+        # previous item's results travel in the same message.
+        _send(events.ItemStarted(index, os.getpid()))
+        _flush()
     _Shared.current, _Shared.recorded = index, []
     try:
         item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
     except pytest.exit.Exception as exc:
-        emit(events.SessionExit(index, exc.msg, exc.returncode, tuple(_Shared.recorded)))
+        _send(events.SessionExit(index, exc.msg, exc.returncode, tuple(_Shared.recorded)))
+        _flush()
         raise
     except BaseException as exc:
-        emit(events.ItemAborted(index, format_exception(exc)))
+        _send(events.ItemAborted(index, format_exception(exc)))
+        _flush()
         raise
     finally:
         recorded, _Shared.current, _Shared.recorded = tuple(_Shared.recorded), None, []
-    emit(events.ItemFinished(index, recorded))
+    _send(events.ItemFinished(index, recorded))
+    if board is not None:
+        board.clear(info.slot)
+        _flush_if_due()
 
 
 def run_chunk(indices: list[int]) -> tuple[str, int | None]:
@@ -269,6 +324,7 @@ def run_chunk(indices: list[int]) -> tuple[str, int | None]:
         if _Shared.held is not None:
             _run(_Shared.held, nextitem=items[index])
         _Shared.held = index
+    _flush()
     info = current_worker()
     assert info is not None
     return info.name, _Shared.held
@@ -279,6 +335,7 @@ def finish_worker() -> None:
     held, _Shared.held = _Shared.held, None
     if held is not None and not stop_requested():
         _run(held, nextitem=None)
+        _flush()
         return
     session = _session()
     try:

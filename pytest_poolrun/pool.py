@@ -287,6 +287,10 @@ class Pool:
         """Whether tasks may be submitted: neither ``close`` nor ``terminate`` was called."""
         return not (self._closing or self._terminated)
 
+    def worker_names(self) -> list[str]:
+        """Names of the live workers."""
+        return [worker.info.name for worker in self._workers.values()]
+
     def pid_of(self, name: str) -> int | None:
         """Process id of the live local process behind worker ``name`` (its bridge, for execnet)."""
         for worker in self._workers.values():

@@ -43,6 +43,7 @@ from typing import Any
 import pytest
 
 from pytest_poolrun import events, itemrunner, scheduling
+from pytest_poolrun.board import Board
 from pytest_poolrun.durations import Durations
 from pytest_poolrun.gateway import REMOTE_LOST
 from pytest_poolrun.pool import (
@@ -93,10 +94,7 @@ class Controller:
         self.durations = durations or Durations()
         self.tx = list(tx)
         self.start = start
-        self.pids: dict[str, int] = {}
-        # Workers whose items run in the local process the pool started (forked or spawned),
-        # whose stacks can be dumped; execnet workers run theirs elsewhere.
-        self.local_items: set[str] = set()
+        self.board = Board(0)
         self.started_at: dict[str, float] = {}
         self.timed_out: dict[str, str] = {}
         self.testrun_uid = uuid.uuid4().hex
@@ -112,9 +110,10 @@ class Controller:
     # ------------------------------------------------------------------------------- running
 
     def run(self) -> None:
-        stop_flag = itemrunner.new_stop_flag()
+        local = self.workers - len(self.tx)
+        self.board = Board(local if self.start == "fork" else 0)
         self.fault_dir = Path(tempfile.mkdtemp(prefix="poolrun-faults-"))
-        itemrunner.prepare(self.session, stop_flag, self._basetemp(), self.fault_dir)
+        itemrunner.prepare(self.session, self.board, self._basetemp(), self.fault_dir)
         # Whatever sits in the stream buffers now would be inherited, and flushed again, by every
         # forked worker.
         sys.stdout.flush()
@@ -129,7 +128,6 @@ class Controller:
             str(self.config.invocation_params.dir),
             tuple(item.nodeid for item in self.items),
         )
-        local = self.workers - len(self.tx)
         specs = self.tx if self.start == "fork" else ["popen"] * local + self.tx
         self.pool = Pool(
             local if self.start == "fork" else 0,
@@ -143,7 +141,6 @@ class Controller:
             name_prefix=WORKER_PREFIX,
             max_restarts=self.max_restarts,
         )
-        self._stop_flag = stop_flag
         previous_sigterm = _sigterm_interrupts()
         try:
             for chunk in chunks:
@@ -170,25 +167,36 @@ class Controller:
 
     # ------------------------------------------------------------------------------ timeouts
 
+    def _current(self, worker: str) -> tuple[int, float] | None:
+        """(item, start time) that ``worker`` runs now, from its announcement or the board."""
+        if worker in self.running:
+            return self.running[worker], self.started_at[worker]
+        return self.board.running(_slot(worker))
+
     def _until_next_deadline(self) -> float | None:
         if self.timeout is None:
             return None
-        if not self.started_at:
+        assert self.pool is not None
+        starts = [
+            current[1]
+            for worker in self.pool.worker_names()
+            if (current := self._current(worker)) is not None
+        ]
+        if not starts:
             return self.timeout
-        soonest = min(self.started_at.values()) + self.timeout
-        return max(MIN_WAKEUP, soonest - time.monotonic())
+        return max(MIN_WAKEUP, min(starts) + self.timeout - time.monotonic())
 
     def _expire_overdue_items(self) -> None:
         """Dump the stacks of each worker whose test overran --pool-timeout, then kill it."""
-        assert self.timeout is not None
+        assert self.timeout is not None and self.pool is not None
         now = time.monotonic()
-        for worker, started in list(self.started_at.items()):
-            if now - started < self.timeout or worker in self.timed_out:
+        for worker in self.pool.worker_names():
+            current = self._current(worker)
+            if current is None or now - current[1] < self.timeout or worker in self.timed_out:
                 continue
-            assert self.pool is not None
             local_pid = self.pool.pid_of(worker)
-            if worker in self.local_items:
-                stacks = self._dump_stacks(worker, self.pids[worker])
+            if local_pid is not None and _slot(worker) < self.board.slots:
+                stacks = self._dump_stacks(worker, local_pid)
             else:
                 stacks = "(not available: the test ran behind an execnet gateway)"
             self.timed_out[worker] = (
@@ -223,13 +231,14 @@ class Controller:
             return "(no stacks were written)"
 
     def _fault_text(self, worker: str) -> str:
-        pid = self.pids.get(worker)
-        if pid is None or worker not in self.local_items:
-            return ""
-        try:
-            return _trim_stacks(itemrunner.fault_path(self.fault_dir, worker, pid).read_text())
-        except OSError:
-            return ""
+        """What the dead ``worker`` wrote to its fault files (a fatal error's traceback)."""
+        texts = []
+        for path in sorted(self.fault_dir.glob(f"{worker}-*.txt")):
+            text = path.read_text()
+            if text:
+                texts.append(_trim_stacks(text))
+                path.unlink()
+        return "\n".join(texts)
 
     def _submit(self, chunk: list[int]) -> None:
         assert self.pool is not None
@@ -245,21 +254,19 @@ class Controller:
         if self.stopping:
             return
         self.stopping = True
-        self._stop_flag[0] = 1
+        self.board.request_stop()
         assert self.pool is not None
         self.pool.cancel_queued()
 
     # ----------------------------------------------------------------------------- callbacks
 
-    def _on_event(self, worker: str, event: events.WorkerEvent) -> None:
+    def _on_event(self, worker: str, batch: tuple[events.WorkerEvent, ...]) -> None:
+        for event in batch:
+            self._on_worker_event(worker, event)
+
+    def _on_worker_event(self, worker: str, event: events.WorkerEvent) -> None:
         if isinstance(event, events.ItemStarted):
             self.running[worker] = event.item
-            self.pids[worker] = event.pid
-            assert self.pool is not None
-            if self.pool.pid_of(worker) == event.pid:
-                self.local_items.add(worker)
-            else:
-                self.local_items.discard(worker)
             self.started_at[worker] = time.monotonic()
             self.state[event.item] = _State.RUNNING
             if self.held.get(worker) == event.item:
@@ -270,6 +277,10 @@ class Controller:
             self.state[event.item] = _State.DONE
             self._replay(event.events)
         elif isinstance(event, events.ItemAborted):
+            # Known now, before the failed chunk's callback: that item must not go out again.
+            self.running[worker] = event.item
+            self.started_at[worker] = time.monotonic()
+            self.state[event.item] = _State.RUNNING
             self.aborted[worker] = event.description
         elif isinstance(event, events.SessionExit):
             self.running.pop(worker, None)
@@ -316,11 +327,13 @@ class Controller:
         setup_error = self.pool.setup_errors.pop(worker, None)
         if setup_error is not None:
             self._say(f"poolrun: {setup_error}")
-        index = self.running.pop(worker, None)
+        current = self._current(worker)
+        index = None if current is None else current[0]
+        self.running.pop(worker, None)
         self.started_at.pop(worker, None)
         aborted = self.aborted.pop(worker, None)
         timed_out = self.timed_out.pop(worker, None)
-        if index is not None and self.state[index] is _State.RUNNING:
+        if index is not None and self.state[index] is not _State.DONE:
             self.state[index] = _State.DONE
             if timed_out is not None:
                 why = timed_out
@@ -390,6 +403,10 @@ def _group(item: pytest.Item) -> str | None:
         return None
     name = marker.kwargs.get("name", marker.args[0] if marker.args else None)
     return None if name is None else str(name)
+
+
+def _slot(worker: str) -> int:
+    return int(worker[len(WORKER_PREFIX) :])
 
 
 def _size(path: Path) -> int:

@@ -54,9 +54,10 @@ def test_durations_are_stored_and_the_longest_test_goes_first(
     ledger()
     second = pytester.runpytest_subprocess(*POOL, "--pool", "2")
     assert second.ret == 0
-    rows = sorted(ledger())
-    # Both workers start at once; the slow test is the first one its worker runs.
-    assert "test_z.py::test_slow" in {nodeid for _, _, nodeid in rows[:2]}
+    order = [nodeid for _, _, nodeid in sorted(ledger())]
+    # Collected last, it now starts while most fast tests still wait (a worker holds the last
+    # item of a chunk for a moment, so it need not be the very first to start).
+    assert order.index("test_z.py::test_slow") < len(order) // 4
 
 
 def test_serial_runs_store_durations_too(pytester: pytest.Pytester) -> None:
