@@ -114,9 +114,14 @@ def plan_chunks(
     grouped = units(items, dist)
     timed = any(item.seconds is not None for item in items)
     if timed and dist == "load":
-        grouped = _isolate_long_items(grouped, seconds, max(workers, 1))
-    if timed:
-        # Longest work first (LPT); sorted() is stable, so ties keep collection order.
+        long_items, rest = _isolate_long_items(grouped, seconds, max(workers, 1))
+        # Longest work first (LPT): each long test, longest first, then the divisible units
+        # (cut into chunks as needed), longest first; sorted() is stable, so ties keep
+        # collection order.
+        grouped = sorted(long_items, key=lambda unit: -seconds[unit[0]]) + sorted(
+            rest, key=lambda unit: -sum(seconds[i] for i in unit)
+        )
+    elif timed:
         grouped = sorted(grouped, key=lambda unit: -sum(seconds[i] for i in unit))
     if dist != "load":
         return _whole_units(grouped, chunksize)
@@ -129,25 +134,26 @@ def plan_chunks(
 
 def _isolate_long_items(
     grouped: list[list[int]], seconds: list[float], workers: int
-) -> list[list[int]]:
-    """Make each long test a unit of its own, so that LPT can start it early.
+) -> tuple[list[list[int]], list[list[int]]]:
+    """Make each long test a unit of its own, so that LPT can start it early: (long, rest).
 
     A test longer than a guided chunk would be cut around anyway; keeping it inside its module's
     unit would leave it wherever the module happens to fall, often at the end of the run.  Tests
     shorter than the smallest chunk stay with their module.
     """
     threshold = max(MIN_CHUNK_SECONDS, sum(seconds) / (SHARE_DIVISOR * workers * LONG_ITEM_DIVISOR))
-    result: list[list[int]] = []
+    long_items: list[list[int]] = []
+    rest_units: list[list[int]] = []
     for unit in grouped:
         rest: list[int] = []
         for index in unit:
             if seconds[index] >= threshold:
-                result.append([index])
+                long_items.append([index])
             else:
                 rest.append(index)
         if rest:
-            result.append(rest)
-    return result
+            rest_units.append(rest)
+    return long_items, rest_units
 
 
 def _whole_units(grouped: list[list[int]], chunksize: int | None) -> list[list[int]]:
