@@ -31,6 +31,8 @@ SHARE_DIVISOR = 2
 # a message and possibly a module-fixture setup per chunk, for an imbalance at the end of the run
 # of at most this long.  Without durations, chunks are cut by count down to a single item.
 MIN_CHUNK_SECONDS = 0.2
+# A short run is cut into at least this many chunks per worker, whatever MIN_CHUNK_SECONDS says.
+TAIL_CHUNKS_PER_WORKER = 8
 # A chunk may grow this much past its target to take a whole unit (module) instead of cutting it.
 UNIT_SLACK = 0.5
 # How far (as a fraction of the chunk's items) a cut inside a unit may move to a class boundary.
@@ -177,8 +179,9 @@ def _guided(
     floor: float,
 ) -> list[list[int]]:
     remaining = sum(seconds)
-    # The floor must never leave a worker without a chunk of its own.
-    floor = min(floor, remaining / workers)
+    # In a short run the floor shrinks: it must leave each worker several chunks, or the end of
+    # the run would wait for one worker's last chunk.
+    floor = min(floor, remaining / (workers * TAIL_CHUNKS_PER_WORKER))
     pending = [list(unit) for unit in grouped]
     chunks: list[list[int]] = []
     position = 0

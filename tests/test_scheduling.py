@@ -7,6 +7,7 @@ import pytest
 from pytest_poolrun.scheduling import (
     DEFAULT_SECONDS,
     MIN_CHUNK_SECONDS,
+    TAIL_CHUNKS_PER_WORKER,
     ItemInfo,
     estimates,
     plan_chunks,
@@ -89,10 +90,17 @@ def test_new_tests_are_estimated_from_the_known_ones() -> None:
 
 
 def test_durations_known_floor_the_chunk_time() -> None:
-    items = suite(1, 2000, 0.001)
-    chunks = plan_chunks(items, 2)
+    # 20 s of 1 ms tests: no chunk is planned below MIN_CHUNK_SECONDS (the last takes the rest).
+    chunks = plan_chunks(suite(1, 20000, 0.001), 2)
     assert all(len(chunk) * 0.001 >= MIN_CHUNK_SECONDS * 0.99 for chunk in chunks[:-1])
-    assert len(chunks) >= 2, "still one chunk per worker at least"
+
+
+def test_a_short_run_still_gets_several_chunks_per_worker() -> None:
+    # 1 s of work: a floor of MIN_CHUNK_SECONDS would leave 5 chunks for 2 workers, and the
+    # run would wait up to 0.2 s for the last; the floor shrinks to keep the tail short.
+    chunks = plan_chunks(suite(1, 1000, 0.001), 2)
+    tail = max(len(chunk) for chunk in chunks[-3:]) * 0.001
+    assert tail <= 1.0 / (2 * TAIL_CHUNKS_PER_WORKER) + 0.001
 
 
 @pytest.mark.parametrize(("dist", "expected"), [("module", 3), ("class", 4)])
