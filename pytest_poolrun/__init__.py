@@ -6,6 +6,9 @@ and are re-exported here, so that loading the plugin either way registers this o
 
 The names load lazily (PEP 562), so ``from pytest_poolrun import Pool`` does not import pytest:
 a pool used outside pytest, and every spawned worker, starts without that cost.
+
+PYTEST_DONT_REWRITE: the plugin has no assertions to rewrite, and a worker that imports it before
+pytest reads ``-p pytest_poolrun`` must not be warned that it cannot be rewritten.
 """
 
 from __future__ import annotations

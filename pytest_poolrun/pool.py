@@ -482,12 +482,11 @@ class Pool:
         """Hand queued jobs to the least loaded workers with room, then flush each socket once."""
         self._fill_empty_slots()
         if self._queue and not self._workers and not self._terminated:
-            self._fail_queued(
-                PoolExhaustedError(
-                    f"no worker is left: {self.restarts} died, more than the limit of "
-                    f"{self._max_restarts} restarts"
-                )
-            )
+            if len(self._disabled_slots) == self._processes:
+                why = "every worker failed to start (its initializer raised; see above)"
+            else:
+                why = f"{self.restarts} died, more than the limit of {self._max_restarts} restarts"
+            self._fail_queued(PoolExhaustedError(f"no worker is left: {why}"))
         if self._queue:
             limit = self._in_flight_limit()
             open_workers = [

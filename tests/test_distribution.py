@@ -172,3 +172,18 @@ def test_bad_start_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess(*POOL, "--pool", "2", "--pool-start", "vfork")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--pool-start: invalid choice: 'vfork'*"])
+
+
+def test_a_thread_in_the_controller_means_spawned_workers(pytester: pytest.Pytester) -> None:
+    # Forking with a thread running is unsafe (Python 3.12+ warns, an error under -W error).
+    pytester.makeconftest(
+        """
+        import threading, time
+        def pytest_configure(config):
+            threading.Thread(target=time.sleep, args=(30,), daemon=True).start()
+        """
+    )
+    pytester.makepyfile(test_suite=SUITE)
+    result = pytester.runpytest_subprocess(*POOL, "--pool", "2", "-W", "error")
+    result.stdout.fnmatch_lines(["poolrun: 2 workers, spawned, collecting for themselves*"])
+    result.assert_outcomes(passed=22, failed=2, skipped=1)
