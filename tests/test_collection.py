@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 
 import pytest
 from conftest import POOL
@@ -97,24 +96,3 @@ def test_continue_on_collection_errors(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess(*POOL, "--pool", "2", "--continue-on-collection-errors")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["poolrun: 1 worker*", "*1 passed, 1 error*"])
-
-
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (("--pool", "-1"), "*--pool: '-1' is not a number of workers*"),
-        (("--pool", "two"), "*--pool: 'two' is not a number of workers*"),
-        (("--pool", "2", "--pool-chunksize", "0"), "*--pool-chunksize: '0' is not a chunk size*"),
-        (("--pool", "2", "--pdb"), "*--pdb cannot be used with --pool*"),
-        (("--pool", "2", "--trace"), "*--trace cannot be used with --pool*"),
-    ],
-)
-def test_bad_input_is_a_usage_error(
-    pytester: pytest.Pytester, args: tuple[str, ...], message: str
-) -> None:
-    pytester.makepyfile("def test_one(): pass")
-    result = pytester.runpytest_subprocess(*POOL, *args)
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([message])
-    assert "Traceback" not in result.stderr.str()
-    assert re.search(r"passed|failed", result.stdout.str()) is None

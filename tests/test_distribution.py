@@ -167,13 +167,6 @@ def test_spawned_workers_run_the_projects_own_scheduler_tests(pytester: pytest.P
     )
 
 
-def test_bad_start_is_a_usage_error(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile("def test_one(): pass")
-    result = pytester.runpytest_subprocess(*POOL, "--pool", "2", "--pool-start", "vfork")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--pool-start: invalid choice: 'vfork'*"])
-
-
 def test_a_thread_in_the_controller_means_spawned_workers(pytester: pytest.Pytester) -> None:
     # Forking with a thread running is unsafe (Python 3.12+ warns, an error under -W error).
     pytester.makeconftest(

@@ -278,10 +278,3 @@ def pytest_runtest_logreport(report):
     assert result.ret == pytest.ExitCode.INTERNAL_ERROR
     result.stdout.fnmatch_lines(["INTERNALERROR>*RuntimeError: plugin hook broke in the worker*"])
     assert_no_process_left(ledger)
-
-
-def test_bad_timeout_is_a_usage_error(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile("def test_one(): pass")
-    result = pytester.runpytest_subprocess(*POOL, "--pool", "2", "--pool-timeout", "-5")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--pool-timeout: '-5' is not a timeout*"])

@@ -111,19 +111,3 @@ def test_dist_group_keeps_each_xdist_group_on_one_worker(pytester: pytest.Pytest
     assert result.ret == 0
     db_workers = {worker for _, worker, nodeid in ledger() if "test_db" in nodeid}
     assert len(db_workers) == 1
-
-
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (("--pool", "2", "--pool-dist", "random"), "*--pool-dist: invalid choice: 'random'*"),
-        (("--pool", "2", "-n", "2"), "*--pool and pytest-xdist's -n both ask*"),
-    ],
-)
-def test_bad_distribution_input(
-    pytester: pytest.Pytester, args: tuple[str, ...], message: str
-) -> None:
-    pytester.makepyfile("def test_one(): pass")
-    result = pytester.runpytest_subprocess(*POOL, *args)
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([message])

@@ -88,11 +88,3 @@ def test_durations_file_balances_shards_and_merges(pytester: pytest.Pytester) ->
     )
     assert "merged 2 files" in merged.stdout
     assert len(json.loads(durations.read_text())) == 44
-
-
-@pytest.mark.parametrize("value", ["0/3", "4/3", "x", "1/0"])
-def test_bad_shard_is_a_usage_error(pytester: pytest.Pytester, value: str) -> None:
-    pytester.makepyfile("def test_one(): pass")
-    result = pytester.runpytest_subprocess(*POOL, "--pool-shard", value)
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([f"*--pool-shard: '{value}' is not a shard*"])
