@@ -66,6 +66,7 @@ class _Shared:
     outbox: list[events.WorkerEvent] = []
     batch_started: float = 0.0
     forked: bool = False
+    outside: dict[str, pytest.Item | None] = {}
     inherited_capture: object = None
     null_output: IO[str] | None = None
 
@@ -315,8 +316,15 @@ def _run(index: int, nextitem: pytest.Item | None) -> None:
         _flush_if_due()
 
 
-def run_chunk(indices: list[int]) -> tuple[str, int | None]:
-    """Pool task: run a chunk of items; returns (worker name, index of the item held back)."""
+def run_chunk(indices: list[int], hold_last: bool = True) -> tuple[str, int | None]:
+    """Pool task: run a chunk of items; returns (worker name, index of the item held back).
+
+    With ``hold_last`` false the chunk's last item runs now, with an item of another module as
+    ``nextitem``: its module and class fixtures are torn down, session and package ones stay.
+    The controller asks for that for a chunk of one long test, so that the worker is seen busy
+    while it runs it (a held item would run during the next chunk, which the controller would
+    otherwise hand to this worker as if it were free).
+    """
     items = _session().items
     for index in indices:
         if stop_requested():
@@ -324,10 +332,26 @@ def run_chunk(indices: list[int]) -> tuple[str, int | None]:
         if _Shared.held is not None:
             _run(_Shared.held, nextitem=items[index])
         _Shared.held = index
+    if not hold_last and _Shared.held is not None and not stop_requested():
+        boundary = _outside_module(_Shared.held)
+        if boundary is not None:  # in a one-file suite, holding is the only right teardown
+            last, _Shared.held = _Shared.held, None
+            _run(last, nextitem=boundary)
     _flush()
     info = current_worker()
     assert info is not None
     return info.name, _Shared.held
+
+
+def _outside_module(index: int) -> pytest.Item | None:
+    """An item from another file than item ``index`` (None if the suite has one file only)."""
+    items = _session().items
+    path = items[index].nodeid.partition("::")[0]
+    if path not in _Shared.outside:
+        _Shared.outside[path] = next(
+            (item for item in items if item.nodeid.partition("::")[0] != path), None
+        )
+    return _Shared.outside[path]
 
 
 def finish_worker() -> None:

@@ -212,7 +212,9 @@ class Pool:
     Extensions used by the test runner: ``on_event`` receives what tasks ``emit``;
     ``on_worker_exit(name, exitcode, expected)`` hears of every worker that ended; ``finalizer``
     runs in each worker when it is shut down in an orderly way; ``name_prefix`` names the
-    workers (prefix + slot); ``max_restarts`` bounds the replacements of dead workers.
+    workers (prefix + slot); ``max_restarts`` bounds the replacements of dead workers;
+    ``in_flight`` fixes how many tasks a worker holds at once (for tasks of very uneven length,
+    where a duration estimate would mislead); ``tx`` adds workers behind execnet gateways.
     """
 
     def __init__(
@@ -229,6 +231,7 @@ class Pool:
         name_prefix: str = "pool",
         max_restarts: int | None = None,
         tx: Sequence[str] = (),
+        in_flight: int | None = None,
     ) -> None:
         specs = expand_specs(list(tx))
         if processes is None:
@@ -247,6 +250,8 @@ class Pool:
         self._slot_specs: list[str | None] = [None] * processes + list(specs)
         self._processes = len(self._slot_specs)
         self._disabled_slots: set[int] = set()
+        # Tasks a worker may hold at once; None: as many as cover PREFETCH_SECONDS of recent tasks.
+        self._in_flight = in_flight
         self.setup_errors: dict[str, BaseException] = {}
         self._method = method
         self._maxtasks = maxtasksperchild
@@ -466,6 +471,8 @@ class Pool:
             raise ValueError(f"timeout must be positive, not {timeout!r}")
 
     def _in_flight_limit(self) -> int:
+        if self._in_flight is not None:
+            return self._in_flight
         if self._task_seconds is None:
             return MIN_IN_FLIGHT
         wanted = 1 + math.ceil(PREFETCH_SECONDS / max(self._task_seconds, MIN_DURATION))

@@ -55,6 +55,7 @@ from pytest_poolrun.pool import (
 from pytest_poolrun.poolworker import describe_exit
 
 WORKER_PREFIX = "gw"
+CHUNKS_IN_FLIGHT = 1
 # Never wake more often than this to check for overdue tests: a busy loop would cost CPU.
 MIN_WAKEUP = 0.05
 # How long to wait for a worker to write its stacks after DUMP_SIGNAL, and how often to look.
@@ -134,6 +135,10 @@ class Controller:
             initializer=itemrunner.start_worker,
             initargs=(self.workers, self.testrun_uid, invocation),
             tx=specs,
+            # One chunk at a time: chunks differ widely in length, so the next goes to whichever
+            # worker is free first (longest-processing-time first needs that); a worker waits
+            # one round trip between chunks, which is little against a chunk's length.
+            in_flight=CHUNKS_IN_FLIGHT,
             finalizer=itemrunner.finish_worker,
             start_method="fork",
             on_event=self._on_event,
@@ -244,10 +249,17 @@ class Controller:
         assert self.pool is not None
         self.pool.apply_async(
             itemrunner.run_chunk,
-            (chunk,),
+            (chunk, not self._is_long_test(chunk)),
             callback=self._chunk_done,
             error_callback=lambda error: self._chunk_failed(chunk, error),
         )
+
+    def _is_long_test(self, chunk: list[int]) -> bool:
+        """A chunk of one test known to be long runs at once, not held (see run_chunk)."""
+        if len(chunk) != 1:
+            return False
+        seconds = self.durations.get(self.items[chunk[0]].nodeid)
+        return seconds is not None and seconds >= scheduling.MIN_CHUNK_SECONDS
 
     def _stop(self) -> None:
         """-x, --maxfail or a plugin asked to stop: no new item starts anywhere."""

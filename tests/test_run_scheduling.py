@@ -111,3 +111,27 @@ def test_dist_group_keeps_each_xdist_group_on_one_worker(pytester: pytest.Pytest
     assert result.ret == 0
     db_workers = {worker for _, worker, nodeid in ledger() if "test_db" in nodeid}
     assert len(db_workers) == 1
+
+
+def test_long_tests_go_to_whichever_worker_is_free_first(pytester: pytest.Pytester, ledger) -> None:
+    pytester.makepyfile(
+        test_fast="""
+        import pytest
+        @pytest.mark.parametrize("n", range(20))
+        def test_fast(n): pass
+        """,
+        test_slow="""
+        import time
+        def test_a(): time.sleep(0.8)
+        def test_b(): time.sleep(0.3)
+        def test_c(): time.sleep(0.3)
+        """,
+    )
+    assert pytester.runpytest_subprocess(*POOL, "--pool", "2").ret == 0
+    ledger()
+    assert pytester.runpytest_subprocess(*POOL, "--pool", "2").ret == 0
+    worker_of = {nodeid: worker for _, worker, nodeid in ledger()}
+    # Longest first: a and b start at once on the two workers; c goes to b's worker, free
+    # long before a's, instead of being promised early to a's.
+    assert worker_of["test_slow.py::test_a"] != worker_of["test_slow.py::test_b"]
+    assert worker_of["test_slow.py::test_c"] == worker_of["test_slow.py::test_b"]
