@@ -264,6 +264,10 @@ def _silence_terminal(config: pytest.Config) -> None:
     xml = config.stash.get(xml_key, None)
     if xml is not None and config.pluginmanager.is_registered(xml):
         config.pluginmanager.unregister(xml)
+    # Test durations are recorded, and saved, by the controller.
+    recorder = config.pluginmanager.get_plugin("poolrun-durations")
+    if recorder is not None:
+        config.pluginmanager.unregister(recorder)
 
 
 def _send(event: events.WorkerEvent) -> None:
