@@ -25,9 +25,10 @@ from pathlib import Path
 
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
 
-# Options every contender shares: quiet output, and no cache so that no run profits from
-# what an earlier one left behind (each starts as a first run would).
-COMMON_ARGS = ("-q", "-p", "no:cacheprovider")
+# Options every contender shares: quiet output.  pytest's cache stays on, as in everyday use:
+# the serial run, which goes first, stores each test's duration, and --pool hands out the
+# longest tests first from them (pytest-xdist does not use them).
+COMMON_ARGS = ("-q",)
 
 # pytest's exit code when the command line is not understood, e.g. ``--pool`` without the plugin.
 USAGE_ERROR = 4
