@@ -13,8 +13,9 @@ the worker exits, because the code it ran meant to stop the process.
 
 A worker puts itself in its own process group, so the terminal's Ctrl-C reaches only the
 controller (which then stops the workers) and the controller can stop a worker together with any
-process the worker's tasks started.  On Linux it also asks the kernel to kill it when the
-controller dies.
+process the worker's tasks started.  It does not ignore SIGINT: the processes its tests start
+would inherit that, and a test that interrupts its own child process would hang.  On Linux it
+also asks the kernel to kill it when the controller dies.
 """
 
 from __future__ import annotations
@@ -100,7 +101,6 @@ def _die_with_parent() -> None:
 
 def prepare_process() -> None:
     os.setpgid(0, 0)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
 
 

@@ -133,7 +133,11 @@ def test_unreachable_host_gets_no_work(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=22, failed=2, skipped=1)
 
 
-def test_collection_mismatch_names_the_worker_and_skips_it(pytester: pytest.Pytester) -> None:
+def test_collection_mismatch_names_the_worker_and_skips_it(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # When this suite itself runs under --pool (or -n), the variable is inherited.
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     pytester.makeconftest(
         """
         import os

@@ -278,3 +278,17 @@ def pytest_runtest_logreport(report):
     assert result.ret == pytest.ExitCode.INTERNAL_ERROR
     result.stdout.fnmatch_lines(["INTERNALERROR>*RuntimeError: plugin hook broke in the worker*"])
     assert_no_process_left(ledger)
+
+
+def test_processes_a_test_starts_can_be_interrupted(pytester: pytest.Pytester) -> None:
+    # Workers must not pass an ignored SIGINT on to the processes their tests start.
+    pytester.makepyfile(
+        """
+        import signal, subprocess, sys
+        def test_interrupts_its_child():
+            child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+            child.send_signal(signal.SIGINT)
+            assert child.wait(timeout=10) != 0
+        """
+    )
+    pytester.runpytest_subprocess(*POOL, "--pool", "1").assert_outcomes(passed=1)

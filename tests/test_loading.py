@@ -38,7 +38,11 @@ def test_dash_p_no_disables_it(pytester: pytest.Pytester) -> None:
     result.stderr.fnmatch_lines(["*unrecognized arguments: --pool*"])
 
 
-def test_without_pool_option_the_run_is_serial(pytester: pytest.Pytester) -> None:
+def test_without_pool_option_the_run_is_serial(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # When this suite itself runs under --pool (or -n), the variable is inherited.
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     pytester.makepyfile(
         """
         import os

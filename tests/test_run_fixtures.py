@@ -131,7 +131,9 @@ def test_worker_identity_and_environment(pytester: pytest.Pytester) -> None:
     assert len({uid for _, uid in seen}) == 1, "one testrun_uid for the whole run"
 
 
-def test_serial_run_sees_master(pytester: pytest.Pytester) -> None:
+def test_serial_run_sees_master(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    # When this suite itself runs under --pool (or -n), the variable is inherited.
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     pytester.makepyfile(
         """
         import os
