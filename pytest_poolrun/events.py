@@ -10,9 +10,10 @@ Data flow::
 This module is where a test report crosses the process boundary: reports travel as the dicts made
 by pytest's own ``pytest_report_to_serializable`` hook and are rebuilt with
 ``pytest_report_from_serializable``, so plugins that extend reports (pytest's subtests among them)
-take part.  One shortcut keeps fast suites fast: a plain ``TestReport`` without a failure
-representation, in a run where only pytest itself implements those hooks, travels as its pickled
-attributes (what the hooks would produce and rebuild for it, at a fraction of the cost).
+take part.  One shortcut keeps fast suites fast and failures exact: a plain ``TestReport``, in a
+run where only pytest itself implements those hooks, travels as its pickled attributes, so the
+controller gets the very objects a serial run would have (the hooks turn some failure
+representations, doctests' for one, into plain text), at a fraction of the cost.
 Warnings travel as text with their category named by module and qualified name.
 """
 
@@ -52,7 +53,7 @@ class LogReport(NamedTuple):
 
 
 class PlainReport(NamedTuple):
-    """A plain passing ``TestReport``'s attributes, pickled (see the module docstring)."""
+    """A plain ``TestReport``'s attributes, pickled (see the module docstring)."""
 
     state: bytes
 
@@ -115,9 +116,12 @@ def only_builtin_serializers(config: pytest.Config) -> bool:
 def capture_report(
     config: pytest.Config, report: pytest.TestReport, shortcut: bool
 ) -> LogReport | PlainReport:
-    if shortcut and type(report) is pytest.TestReport and report.longrepr is None:
+    if shortcut and type(report) is pytest.TestReport:
         try:
-            return PlainReport(pickle.dumps(report.__dict__, pickle.HIGHEST_PROTOCOL))
+            state = pickle.dumps(report.__dict__, pickle.HIGHEST_PROTOCOL)
+            if report.longrepr is not None:
+                pickle.loads(state)  # a failure's representation must also rebuild
+            return PlainReport(state)
         except Exception:
             pass  # something a plugin attached does not pickle: take the hooks' way
     data = config.hook.pytest_report_to_serializable(config=config, report=report)

@@ -185,3 +185,29 @@ def test_suites_that_turn_warnings_into_errors_still_pass(pytester: pytest.Pytes
     )
     result = pytester.runpytest_subprocess(*POOL, "--pool", "2", "-W", "error")
     result.assert_outcomes(passed=6)
+
+
+def test_doctest_and_unittest_failures_read_as_in_serial(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        mod='''
+        def add(a, b):
+            """
+            >>> add(2, 2)
+            5
+            """
+            return a + b
+        ''',
+        test_unit="""
+        import unittest
+        class T(unittest.TestCase):
+            def test_a(self): self.assertEqual(1, 2)
+        """,
+    )
+    serial = pytester.runpytest_subprocess(*POOL, "--doctest-modules")
+    pooled = pytester.runpytest_subprocess(*POOL, "--doctest-modules", "--pool", "2")
+
+    def summary(result: pytest.RunResult) -> list[str]:
+        return sorted(line for line in result.stdout.lines if line.startswith("FAILED"))
+
+    assert summary(pooled) == summary(serial)
+    assert len(summary(serial)) == 2
