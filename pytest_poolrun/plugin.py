@@ -138,6 +138,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "back after the run; merge shards' files with 'python -m pytest_poolrun.durations merge'.",
     )
     group.addoption(
+        "--pool-report-order",
+        dest="pool_report_order",
+        choices=("completion", "collection"),
+        default="completion",
+        help="'completion' (default): report each test as it finishes; 'collection': report in "
+        "collection order, so the output is a serial run's line for line (progress comes in "
+        "bursts), also after -x.",
+    )
+    group.addoption(
         "--pool-tx",
         dest="pool_tx",
         metavar="SPEC",
@@ -215,6 +224,7 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
         config.stash[durations_key],
         tx,
         start,
+        config.getoption("pool_report_order"),
     )
     controller.testrun_uid = config.stash[identity.testrun_uid_key]
     controller.run()

@@ -15,10 +15,12 @@ Data flow, all in the controller's single thread::
       └─ an error outside any test       ─▶ the run stops; it is raised as pytest's INTERNALERROR
                                             with the worker's traceback as its cause
 
-An item's events are replayed together when it finishes, so two workers' items never interleave
-in the terminal and every item gets exactly one set of reports.  After each replay the loop looks
-at ``session.shouldfail``/``shouldstop`` (set by ``-x``, ``--maxfail`` and plugins as in a serial
-run) and, once set, stops handing out work and tells the workers to stop between items.
+An item's events are replayed together when it finishes (or, with ``--pool-report-order
+collection``, once every item before it in collection order is replayed), so two workers' items
+never interleave in the terminal and every item gets exactly one set of reports.  After each
+replay the loop looks at ``session.shouldfail``/``shouldstop`` (set by ``-x``, ``--maxfail``
+and plugins as in a serial run) and, once set, stops handing out work and tells the workers to
+stop between items.
 
 Ctrl-C (and SIGTERM, turned into KeyboardInterrupt while the run lasts) kills the workers with
 their process groups at once; pytest then prints its usual interrupted summary.
@@ -34,8 +36,9 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import Enum
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -83,6 +86,7 @@ class Controller:
         durations: Durations | None = None,
         tx: Sequence[str] = (),
         start: str = "fork",
+        report_order: str = "completion",
     ) -> None:
         self.session = session
         self.config = session.config
@@ -96,6 +100,9 @@ class Controller:
         self.tx = list(tx)
         self.start = start
         self.board = Board(0)
+        self.report_order = report_order
+        self.pending: dict[int, Callable[[], None]] = {}
+        self.next_index = 0
         self.started_at: dict[str, float] = {}
         self.timed_out: dict[str, str] = {}
         self.testrun_uid = uuid.uuid4().hex
@@ -287,7 +294,7 @@ class Controller:
             self.running.pop(worker, None)
             self.started_at.pop(worker, None)
             self.state[event.item] = _State.DONE
-            self._replay(event.events)
+            self._deliver(event.item, partial(self._replay, event.events))
         elif isinstance(event, events.ItemAborted):
             # Known now, before the failed chunk's callback: that item must not go out again.
             self.running[worker] = event.item
@@ -298,11 +305,29 @@ class Controller:
             self.running.pop(worker, None)
             self.started_at.pop(worker, None)
             self.state[event.item] = _State.DONE
-            self._replay(event.recorded)
-            self.session_exit = event
-            self._stop()
+            self._deliver(event.item, partial(self._exit_session, event))
         else:
             self._replay(event.events)
+
+    def _deliver(self, index: int, replay: Callable[[], None]) -> None:
+        """Replay item ``index``'s reports now, or once every earlier item's are replayed.
+
+        In collection order the output is a serial run's, line for line: an item that finished
+        early waits for the items before it, and after ``-x`` the items past the failing one
+        are dropped, as a serial run would never have run them.
+        """
+        if self.report_order == "completion":
+            replay()
+            return
+        self.pending[index] = replay
+        while self.next_index in self.pending and not self.stopping:
+            self.pending.pop(self.next_index)()
+            self.next_index += 1
+
+    def _exit_session(self, event: events.SessionExit) -> None:
+        self._replay(event.recorded)
+        self.session_exit = event
+        self._stop()
 
     def _replay(self, hook_events: Sequence[events.HookEvent]) -> None:
         if self.stopping:
@@ -371,11 +396,11 @@ class Controller:
     # ------------------------------------------------------------------------ synthetic reports
 
     def _report_crash(self, index: int, why: str) -> None:
-        self._report_synthetic(index, why, "call")
+        self._deliver(index, partial(self._report_synthetic, index, why, "call"))
 
     def _report_not_run(self, index: int, why: str) -> None:
         self.state[index] = _State.DONE
-        self._report_synthetic(index, f"not run: {why}", "setup")
+        self._deliver(index, partial(self._report_synthetic, index, f"not run: {why}", "setup"))
 
     def _report_synthetic(self, index: int, longrepr: str, when: str) -> None:
         if self.stopping:

@@ -211,3 +211,46 @@ def test_doctest_and_unittest_failures_read_as_in_serial(pytester: pytest.Pytest
 
     assert summary(pooled) == summary(serial)
     assert len(summary(serial)) == 2
+
+
+def test_collection_order_reproduces_the_serial_output(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_outcomes=EVERY_OUTCOME)
+    pytester.makepyfile(
+        test_more="""
+        import time, pytest
+        @pytest.mark.parametrize("n", range(8))
+        def test_slow_first(n): time.sleep(0.05 if n < 2 else 0)
+        """
+    )
+    args = ("-rA", "-p", "no:cacheprovider")
+    serial = pytester.runpytest_subprocess(*POOL, *args)
+    pooled = pytester.runpytest_subprocess(
+        *POOL, *args, "--pool", "2", "--pool-chunksize", "2", "--pool-report-order", "collection"
+    )
+
+    def body(result: pytest.RunResult) -> list[str]:
+        # Everything between the header and the final timing line.
+        lines = result.stdout.lines
+        start = next(i for i, line in enumerate(lines) if line.startswith("test_"))
+        return [line for line in lines[start:-1] if "/tmp" not in line and "pytest-of" not in line]
+
+    assert body(pooled) == body(serial)
+
+
+def test_collection_order_with_exitfirst_stops_where_serial_stops(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        test_x="""
+        import pytest
+        @pytest.mark.parametrize("n", range(30))
+        def test_n(n):
+            assert n != 12
+        """
+    )
+    args = ("-x", "-p", "no:cacheprovider")
+    serial = pytester.runpytest_subprocess(*POOL, *args)
+    pooled = pytester.runpytest_subprocess(
+        *POOL, *args, "--pool", "2", "--pool-chunksize", "3", "--pool-report-order", "collection"
+    )
+    assert pooled.parseoutcomes() == serial.parseoutcomes() == {"failed": 1, "passed": 12}
