@@ -28,6 +28,13 @@ from pytest_poolrun.pool import threads_running
 from pytest_poolrun.runner import Controller, resolve_workers
 
 durations_key = pytest.StashKey[Durations]()
+# Options whose output is written from inside the test protocol, to the terminal writer of the
+# process that runs the test: under --pool they would print nothing.
+SERIAL_ONLY_OPTIONS = {
+    "setupshow": "--setup-show",
+    "setuponly": "--setup-only",
+    "setupplan": "--setup-plan",
+}
 # A dead worker is replaced this many times per worker before the run gives up on the rest.
 RESTARTS_PER_WORKER = 4
 
@@ -207,8 +214,18 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     workers = local + len(tx)
     if workers == 0 or not session.items:
         return None
-    start = config.getoption("pool_start") or ("fork" if fork_is_safe() else "spawn")
     reporter: Any = config.pluginmanager.getplugin("terminalreporter")
+    serial_only = [
+        flag for dest, flag in SERIAL_ONLY_OPTIONS.items() if config.getoption(dest, False)
+    ]
+    if serial_only:
+        if reporter is not None:
+            reporter.write_line(
+                f"poolrun: {serial_only[0]} prints from inside each test's process, so this run "
+                "is serial; drop it to run in parallel"
+            )
+        return None
+    start = config.getoption("pool_start") or ("fork" if fork_is_safe() else "spawn")
     if reporter is not None and config.get_verbosity() >= -1:
         reporter.write_line(_header(local, tx, start, len(session.items)))
     max_restarts = config.getoption("pool_max_restarts")

@@ -96,3 +96,23 @@ def test_continue_on_collection_errors(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess(*POOL, "--pool", "2", "--continue-on-collection-errors")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["poolrun: 1 worker*", "*1 passed, 1 error*"])
+
+
+def test_setup_show_runs_serially_and_says_so(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        @pytest.fixture
+        def thing(): return 1
+        def test_a(thing): pass
+        def test_b(thing): pass
+        """
+    )
+    result = pytester.runpytest_subprocess(*POOL, "--pool", "2", "--setup-show")
+    result.stdout.fnmatch_lines(
+        [
+            "poolrun: --setup-show prints from inside each test's process, so this run is serial*",
+            "*SETUP    F thing*",
+        ]
+    )
+    assert result.ret == 0
