@@ -186,6 +186,10 @@ def _collect_here(invocation: Invocation, name: str) -> pytest.Config:
     config = _prepareconfig(list(invocation.args))
     config._do_configure()
     _silence_terminal(config)
+    if config.option.basetemp:
+        # Every worker would otherwise empty the same --basetemp directory for itself.
+        _Shared.basetemp = Path(config.option.basetemp)
+        _own_tmp_path(config, name)
     session = pytest.Session.from_config(config)
     config.hook.pytest_sessionstart(session=session)
     config.hook.pytest_collection(session=session)

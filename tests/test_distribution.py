@@ -184,3 +184,22 @@ def test_a_thread_in_the_controller_means_spawned_workers(pytester: pytest.Pytes
     result = pytester.runpytest_subprocess(*POOL, "--pool", "2", "-W", "error")
     result.stdout.fnmatch_lines(["poolrun: 2 workers, spawned, collecting for themselves*"])
     result.assert_outcomes(passed=22, failed=2, skipped=1)
+
+
+def test_spawned_workers_keep_apart_under_a_given_basetemp(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import time, pytest
+        @pytest.mark.parametrize("n", range(6))
+        def test_writes(tmp_path, worker_id, n):
+            (tmp_path / "mine").write_text(worker_id)
+            time.sleep(0.05)
+            assert (tmp_path / "mine").read_text() == worker_id
+            assert f"popen-{worker_id}" in str(tmp_path)
+        """
+    )
+    basetemp = pytester.path / "base"
+    result = pytester.runpytest_subprocess(
+        *POOL, "--pool", "2", "--pool-start", "spawn", f"--basetemp={basetemp}"
+    )
+    result.assert_outcomes(passed=6)
