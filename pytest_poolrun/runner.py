@@ -64,6 +64,8 @@ MIN_WAKEUP = 0.05
 # How long to wait for a worker to write its stacks after DUMP_SIGNAL, and how often to look.
 DUMP_WAIT = 1.0
 DUMP_POLL = 0.02
+# How much of a timed-out test's captured output goes into its report (the end is kept).
+CAPTURE_LIMIT = 10_000
 
 
 class _State(Enum):
@@ -207,14 +209,16 @@ class Controller:
             if current is None or now - current[1] < self.timeout or worker in self.timed_out:
                 continue
             local_pid = self.pool.pid_of(worker)
+            output = ""
             if local_pid is not None and _slot(worker) < self.board.slots:
                 stacks = self._dump_stacks(worker, local_pid)
+                output = _captured_so_far(local_pid)
             else:
                 stacks = "(not available: the test ran behind an execnet gateway)"
             self.timed_out[worker] = (
                 f"Timeout: the test ran longer than --pool-timeout={self.timeout:g}s; "
                 f"worker {worker} was killed and replaced.\n\nStacks of the worker when it "
-                f"was stopped:\n{stacks}"
+                f"was stopped:\n{stacks}{output}"
             )
             if local_pid is not None:
                 _kill_group(local_pid)
@@ -451,6 +455,28 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
+
+
+def _captured_so_far(pid: int) -> str:
+    """What the running test wrote so far, read from the worker's capture files (Linux).
+
+    While a test runs under fd capture, the worker's stdout and stderr are temporary files; the
+    controller can still open them through /proc before it kills the worker.
+    """
+    sections = []
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        link = f"/proc/{pid}/fd/{fd}"
+        try:
+            target = os.readlink(link)
+            if not target.startswith("/") or target.startswith("/dev/"):
+                continue  # a terminal, pipe or socket: not a capture file
+            with open(link, errors="replace") as capture:
+                text = capture.read()
+        except OSError:
+            continue
+        if text:
+            sections.append(f"\n\nCaptured {name} so far:\n{text[-CAPTURE_LIMIT:]}")
+    return "".join(sections)
 
 
 def _trim_stacks(dump: str) -> str:

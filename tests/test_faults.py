@@ -178,7 +178,9 @@ def test_pool_timeout_dumps_stacks_and_goes_on(pytester: pytest.Pytester, ledger
         import time
         def spin():
             while True: pass
-        def test_sleeps(): time.sleep(60)
+        def test_sleeps():
+            print("about to sleep")
+            time.sleep(60)
         def test_spins(): spin()
         """
     )
@@ -187,6 +189,8 @@ def test_pool_timeout_dumps_stacks_and_goes_on(pytester: pytest.Pytester, ledger
     result.stdout.fnmatch_lines_random(
         [
             "*Timeout: the test ran longer than --pool-timeout=1s*",
+            "Captured stdout so far:",
+            "about to sleep",
             '*test_guilty.py", line * in test_sleeps',
             '*test_guilty.py", line * in spin',
         ]
