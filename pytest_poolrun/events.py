@@ -36,11 +36,21 @@ class ItemStarted(NamedTuple):
     pid: int
 
 
+class CaptureFiles(NamedTuple):
+    """A forked worker's capture files (descriptors in process ``pid``), so that the controller
+    can still read what a test printed after the worker died mid-test."""
+
+    pid: int
+    stdout_fd: int | None
+    stderr_fd: int | None
+
+
 class ItemAborted(NamedTuple):
     """The item raised something that ends the worker (KeyboardInterrupt, SystemExit…)."""
 
     item: int
     description: str
+    sections: tuple[tuple[str, str], ...] = ()
 
 
 class LogStart(NamedTuple):
@@ -98,7 +108,7 @@ class LooseEvents(NamedTuple):
     events: tuple[HookEvent, ...]
 
 
-WorkerEvent = Union[ItemStarted, ItemAborted, ItemFinished, LooseEvents, SessionExit]
+WorkerEvent = Union[ItemStarted, ItemAborted, ItemFinished, LooseEvents, SessionExit, CaptureFiles]
 
 
 # ------------------------------------------------------------------------------ worker side

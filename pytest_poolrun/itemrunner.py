@@ -227,6 +227,22 @@ def _own_capture(config: pytest.Config) -> None:
     capman._global_capturing = None
     capman.start_global_capturing()
     capman.suspend_global_capture()
+    capturing = capman._global_capturing
+    emit(
+        (
+            events.CaptureFiles(
+                os.getpid(), _file_number(capturing.out), _file_number(capturing.err)
+            ),
+        )
+    )
+
+
+def _file_number(capture: Any) -> int | None:
+    """The descriptor of an fd-level capture's temporary file (None for other captures)."""
+    try:
+        return int(capture.tmpfile.fileno())
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def _own_fault_file(name: str) -> None:
@@ -313,7 +329,13 @@ def _run(index: int, nextitem: pytest.Item | None) -> None:
         _flush()
         raise
     except BaseException as exc:
-        _send(events.ItemAborted(index, format_exception(exc)))
+        # What the item printed was read into its report sections when the phase ended.
+        sections = tuple(
+            (f"Captured {key} {when}", content)
+            for when, key, content in getattr(item, "_report_sections", ())
+            if content
+        )
+        _send(events.ItemAborted(index, format_exception(exc), sections))
         _flush()
         raise
     finally:

@@ -41,7 +41,7 @@ from enum import Enum
 from functools import partial
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 
@@ -104,6 +104,7 @@ class Controller:
         self.board = Board(0)
         self.report_order = report_order
         self.pending: dict[int, Callable[[], None]] = {}
+        self.capture_files: dict[str, list[tuple[str, BinaryIO]]] = {}
         self.next_index = 0
         self.started_at: dict[str, float] = {}
         self.timed_out: dict[str, str] = {}
@@ -111,7 +112,7 @@ class Controller:
         self.state = [_State.QUEUED] * len(self.items)
         self.running: dict[str, int] = {}
         self.held: dict[str, int] = {}
-        self.aborted: dict[str, str] = {}
+        self.aborted: dict[str, events.ItemAborted] = {}
         self.stopping = False
         self.session_exit: events.SessionExit | None = None
         self.internal_error: BaseException | None = None
@@ -299,12 +300,14 @@ class Controller:
             self.started_at.pop(worker, None)
             self.state[event.item] = _State.DONE
             self._deliver(event.item, partial(self._replay, event.events))
+        elif isinstance(event, events.CaptureFiles):
+            self._keep_capture_files(worker, event)
         elif isinstance(event, events.ItemAborted):
             # Known now, before the failed chunk's callback: that item must not go out again.
             self.running[worker] = event.item
             self.started_at[worker] = time.monotonic()
             self.state[event.item] = _State.RUNNING
-            self.aborted[worker] = event.description
+            self.aborted[worker] = event
         elif isinstance(event, events.SessionExit):
             self.running.pop(worker, None)
             self.started_at.pop(worker, None)
@@ -327,6 +330,30 @@ class Controller:
         while self.next_index in self.pending and not self.stopping:
             self.pending.pop(self.next_index)()
             self.next_index += 1
+
+    def _keep_capture_files(self, worker: str, event: events.CaptureFiles) -> None:
+        """Open the worker's capture files now: they stay readable after it dies."""
+        self._close_capture_files(worker)
+        kept: list[tuple[str, BinaryIO]] = []
+        for name, fd in (("stdout", event.stdout_fd), ("stderr", event.stderr_fd)):
+            if fd is None:
+                continue
+            try:
+                kept.append((name, open(f"/proc/{event.pid}/fd/{fd}", "rb")))
+            except OSError:
+                continue  # not Linux, or the worker is already gone
+        self.capture_files[worker] = kept
+
+    def _close_capture_files(self, worker: str) -> list[tuple[str, str]]:
+        """Close ``worker``'s capture files; return what they hold, as report sections."""
+        sections = []
+        for name, capture in self.capture_files.pop(worker, []):
+            with capture:
+                capture.seek(0)
+                text = capture.read()[-CAPTURE_LIMIT:].decode("utf-8", "replace")
+            if text:
+                sections.append((f"Captured {name} (until the worker died)", text))
+        return sections
 
     def _exit_session(self, event: events.SessionExit) -> None:
         self._replay(event.recorded)
@@ -379,14 +406,20 @@ class Controller:
             if timed_out is not None:
                 why = timed_out
             elif aborted is not None:
-                last_line = aborted.strip().splitlines()[-1]
-                why = f"worker {worker} stopped while running it: {last_line}\n\n{aborted}"
+                text = aborted.description
+                last_line = text.strip().splitlines()[-1]
+                why = f"worker {worker} stopped while running it: {last_line}\n\n{text}"
             else:
                 why = f"worker {worker} died while running it: {_describe_exit(exitcode)}"
                 fault = self._fault_text(worker)
                 if fault:
                     why += f"\n\n{fault}"
-            self._report_crash(index, why)
+            sections = self._close_capture_files(worker)
+            if aborted is not None:
+                sections = [*aborted.sections, *sections]
+            self._report_crash(index, why, sections)
+        else:
+            self._close_capture_files(worker)
         held = self.held.pop(worker, None)
         if held is not None and self.state[held] is _State.QUEUED and not self.stopping:
             self._submit([held])
@@ -399,14 +432,16 @@ class Controller:
 
     # ------------------------------------------------------------------------ synthetic reports
 
-    def _report_crash(self, index: int, why: str) -> None:
-        self._deliver(index, partial(self._report_synthetic, index, why, "call"))
+    def _report_crash(self, index: int, why: str, sections: Sequence[tuple[str, str]] = ()) -> None:
+        self._deliver(index, partial(self._report_synthetic, index, why, "call", sections))
 
     def _report_not_run(self, index: int, why: str) -> None:
         self.state[index] = _State.DONE
         self._deliver(index, partial(self._report_synthetic, index, f"not run: {why}", "setup"))
 
-    def _report_synthetic(self, index: int, longrepr: str, when: str) -> None:
+    def _report_synthetic(
+        self, index: int, longrepr: str, when: str, sections: Sequence[tuple[str, str]] = ()
+    ) -> None:
         if self.stopping:
             return
         item = self.items[index]
@@ -419,7 +454,7 @@ class Controller:
             outcome="failed",
             longrepr=longrepr,
             when=when,  # type: ignore[arg-type]
-            sections=[],
+            sections=list(sections),
             duration=0.0,
             start=0.0,
             stop=0.0,

@@ -106,7 +106,14 @@ def test_a_test_that_kills_its_worker_fails_once(
     )
     result, outcomes = _run(pytester, "--pool", "2", "--pool-chunksize", "2")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines([message, "*1 failed, 10 passed*"])
+    result.stdout.fnmatch_lines(
+        [
+            message,
+            "*- Captured stdout *",
+            "said before dying",
+            "*1 failed, 10 passed*",
+        ]
+    )
     assert outcomes["test_guilty::test_guilty"][0] == "failure"
     assert (
         outcomes["test_guilty::test_before"]
