@@ -5,8 +5,10 @@ Data flow, all in the controller's single thread::
     session.items ─▶ scheduling.plan_chunks ─▶ Pool.apply_async(itemrunner.run_chunk, chunk)
                                                         │ (forked workers run the items)
     Pool._pump, inside Pool.join() ◀────────────────────┘
-      ├─ on_event(worker, ItemStarted)   ─▶ remember which item that worker runs
+      ├─ on_event(worker, ItemStarted)   ─▶ remember which item that worker runs (fresh workers;
+      │                                     forked ones write it on the shared Board instead)
       ├─ on_event(worker, ItemFinished)  ─▶ events.replay: logstart, logreport…, logfinish
+      ├─ on_event(worker, CaptureFiles)  ─▶ keep the worker's capture files open, for a crash
       ├─ chunk task done                 ─▶ remember the item the worker holds back
       ├─ chunk task failed               ─▶ its items that never started go out again
       ├─ on_worker_exit(worker, code)    ─▶ its running item is reported failed ("worker gw1 died
@@ -23,7 +25,9 @@ and plugins as in a serial run) and, once set, stops handing out work and tells 
 stop between items.
 
 Ctrl-C (and SIGTERM, turned into KeyboardInterrupt while the run lasts) kills the workers with
-their process groups at once; pytest then prints its usual interrupted summary.
+their process groups at once; pytest then prints its usual interrupted summary.  Between waits
+the loop also looks for tests past ``--pool-timeout``: it has their worker dump its stacks, reads
+what the test printed so far, and kills the worker, which then counts as crashed.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from pytest_poolrun.pool import (
     PoolExhaustedError,
     TaskCancelledError,
     WorkerLostError,
+    available_cpus,
 )
 from pytest_poolrun.poolworker import describe_exit
 
@@ -553,11 +558,5 @@ def _sigterm_interrupts() -> Any:
 
 def resolve_workers(requested: int | str | None, item_count: int) -> int:
     """``auto`` → the CPUs this process may use; never more workers than items."""
-    from pytest_poolrun.pool import available_cpus
-
     wanted = available_cpus() if requested == "auto" else int(requested or 0)
     return max(0, min(wanted, item_count))
-
-
-def fork_available() -> bool:
-    return hasattr(os, "fork")
