@@ -14,6 +14,7 @@ under "The above exception was the direct cause of the following exception".
 from __future__ import annotations
 
 import pickle
+import sys
 import traceback
 from typing import Any
 
@@ -65,6 +66,35 @@ def dumps(obj: object) -> bytes:
     if MAIN_REFERENCE in blob:
         return cloudpickle.dumps(obj, PROTOCOL)  # type: ignore[no-any-return]
     return blob
+
+
+def _installed_roots() -> tuple[str, ...]:
+    return tuple({sys.prefix, sys.base_prefix, sys.exec_prefix})
+
+
+def dumps_by_value(func: object) -> bytes:
+    """Pickle a function so that an interpreter that cannot import its module can still run it.
+
+    Workers behind execnet gateways start elsewhere, without this process's ``sys.path``; a
+    function from a test module (or any module outside the installed packages) travels by
+    value, as cloudpickle does for lambdas.  Functions of installed packages stay references.
+    """
+    name = getattr(func, "__module__", "") or ""
+    module = sys.modules.get(name)
+    path = getattr(module, "__file__", None)
+    if (
+        module is None
+        or not path
+        or path.startswith(_installed_roots())
+        # This package keeps state in its modules that a copy by value would not share.
+        or name.partition(".")[0] == __name__.partition(".")[0]
+    ):
+        return dumps(func)
+    cloudpickle.register_pickle_by_value(module)
+    try:
+        return cloudpickle.dumps(func, PROTOCOL)  # type: ignore[no-any-return]
+    finally:
+        cloudpickle.unregister_pickle_by_value(module)
 
 
 def dump_value(obj: object, what: str, advice: str = "pass something picklable") -> bytes:

@@ -16,6 +16,8 @@ changed inside a worker's memory (module globals, caches), as with any reused wo
 **Size.**  ``--pool-fixture-workers N|auto`` or the ``pool_fixture_workers`` ini key; ``auto``
 (the default) is the CPUs this process may use, divided by the number of runner workers sharing
 them (``PYTEST_XDIST_WORKER_COUNT``, set by ``--pool`` and by pytest-xdist), at least 1.
+``--pool-fixture-tx SPEC`` (repeatable, or the ``pool_fixture_tx`` ini key, one spec a line)
+adds workers behind execnet gateways, as ``Pool(tx=[...])`` does.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import pytest
 from pytest_poolrun.pool import Pool, available_cpus
 
 OPTION = "pool_fixture_workers"
+TX_OPTION = "pool_fixture_tx"
 AUTO = "auto"
 # Set in each of the runner's (and pytest-xdist's) workers: how many test processes share the CPUs.
 WORKER_COUNT_ENV = "PYTEST_XDIST_WORKER_COUNT"
@@ -50,6 +53,27 @@ def add_fixture_options(parser: pytest.Parser) -> None:
         help=HELP,
     )
     parser.addini(OPTION, HELP, default=AUTO)
+    tx_help = "Add a worker behind an execnet gateway to the 'pool' fixture (N*SPEC for N)."
+    group.addoption(
+        "--pool-fixture-tx",
+        dest=TX_OPTION,
+        metavar="SPEC",
+        action="append",
+        default=[],
+        help=tx_help,
+    )
+    parser.addini(TX_OPTION, tx_help, type="linelist", default=[])
+
+
+def configured_tx(config: pytest.Config) -> list[str]:
+    """The fixture's execnet specs: the command line's, else the ini file's."""
+    given: list[str] = config.getoption(TX_OPTION, None) or []
+    if given:
+        return given
+    try:
+        return [str(spec) for spec in config.getini(TX_OPTION)]
+    except ValueError:  # the plugin's options are not registered: the fixture was imported alone
+        return []
 
 
 def _size_text(text: str) -> str:
@@ -102,15 +126,16 @@ def configured_size(config: pytest.Config) -> int:
 class SharedPool:
     """One pool lent to each test in turn, kept running between tests."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, tx: list[str] | None = None) -> None:
         self.size = size
+        self.tx = tx or []
         self._pool: Pool | None = None
         self._owner_pid = os.getpid()
 
     def lease(self) -> Pool:
         pool = self._pool
         if pool is None or not pool.accepting:
-            pool = self._pool = Pool(self.size, name_prefix="pool-fixture-")
+            pool = self._pool = Pool(self.size, name_prefix="pool-fixture-", tx=self.tx)
         return pool
 
     def release(self) -> None:
@@ -131,7 +156,9 @@ def _shared(request: pytest.FixtureRequest) -> SharedPool:
     shared = config.stash.get(_shared_key, None)
     if shared is None or shared._owner_pid != os.getpid():
         # None yet, or one inherited through a fork, whose workers belong to the parent.
-        shared = config.stash[_shared_key] = SharedPool(configured_size(config))
+        shared = config.stash[_shared_key] = SharedPool(
+            configured_size(config), configured_tx(config)
+        )
     return shared
 
 

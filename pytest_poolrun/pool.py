@@ -250,6 +250,8 @@ class Pool:
         self._slot_specs: list[str | None] = [None] * processes + list(specs)
         self._processes = len(self._slot_specs)
         self._disabled_slots: set[int] = set()
+        # Functions travel by value when some worker may not import this process's modules.
+        self._remote = bool(specs)
         # Tasks a worker may hold at once; None: as many as cover PREFETCH_SECONDS of recent tasks.
         self._in_flight = in_flight
         self.setup_errors: dict[str, BaseException] = {}
@@ -684,7 +686,7 @@ class Pool:
     ) -> AsyncResult[T]:
         self._check_submission(timeout)
         result: AsyncResult[T] = AsyncResult(self, callback, error_callback)
-        function = _dump_function(func)
+        function = _dump_function(func, self._remote)
         self._enqueue(function, APPLY, tuple(args), kwds or {}, result._set, timeout)
         self._dispatch()
         return result
@@ -716,7 +718,7 @@ class Pool:
             raise ValueError(f"chunksize must be at least 1, not {size!r}")
         starts = range(0, len(items), size)
         result: MapResult[Any] = MapResult(self, len(starts), callback, error_callback)
-        function = _dump_function(func)
+        function = _dump_function(func, self._remote)
         for index, start in enumerate(starts):
             chunk = items[start : start + size]
             self._enqueue(function, mode, chunk, {}, result._chunk_setter(index), timeout, start)
@@ -807,7 +809,7 @@ class Pool:
         starts = range(0, len(items), chunksize)
         arrived: dict[int, tuple[bool, Any]] = {}
         order: deque[int] = deque()
-        function = _dump_function(func)
+        function = _dump_function(func, self._remote)
 
         def setter(index: int) -> Callable[[bool, Any], None]:
             def record(ok: bool, value: Any) -> None:
@@ -1035,9 +1037,14 @@ def available_cpus() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def _dump_function(func: Callable[..., Any]) -> bytes:
+def _dump_function(func: Callable[..., Any], by_value: bool = False) -> bytes:
     if not callable(func):
         raise TypeError(f"the function to run must be callable, not {type(func).__qualname__}")
+    if by_value:
+        try:
+            return codec.dumps_by_value(func)
+        except Exception:
+            pass  # the checks below name what does not pickle
     return codec.dump_value(func, "the function", "pass a picklable function")
 
 

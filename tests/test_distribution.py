@@ -203,3 +203,40 @@ def test_spawned_workers_keep_apart_under_a_given_basetemp(pytester: pytest.Pyte
         *POOL, "--pool", "2", "--pool-start", "spawn", f"--basetemp={basetemp}"
     )
     result.assert_outcomes(passed=6)
+
+
+def _pid_of_square(x: int) -> tuple[int, int]:
+    import os
+
+    return x * x, os.getpid()
+
+
+def test_pool_maps_over_execnet_workers() -> None:
+    import os
+
+    from pytest_poolrun import Pool, WorkerLostError
+
+    with Pool(0, tx=["2*popen"]) as pool:
+        results = pool.map(_pid_of_square, range(8), chunksize=1)
+        assert [value for value, _ in results] == [x * x for x in range(8)]
+        assert os.getpid() not in {pid for _, pid in results}
+        assert pool.apply(lambda: 6 * 7) == 42, "closures travel to execnet workers too"
+        with pytest.raises(WorkerLostError, match=r"gateway|died"):
+            pool.apply(os._exit, (3,))
+        assert pool.map(abs, [-1, -2]) == [1, 2], "the lost worker was replaced"
+
+
+def test_pool_fixture_over_execnet_workers(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import os
+        def test_remote(pool):
+            pids = set(pool.map(lambda _: os.getpid(), range(8), chunksize=1))
+            assert os.getpid() not in pids
+            assert len(pool.worker_pids()) == 2
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        *POOL, "--pool-fixture-workers", "1", "--pool-fixture-tx", "popen"
+    )
+    result.assert_outcomes(passed=1)
