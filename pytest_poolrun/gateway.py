@@ -73,7 +73,7 @@ class ChannelEnd:
     def recv(self) -> ToWorker | None:
         try:
             data = self.channel.receive()
-        except (EOFError, OSError, Exception):  # execnet raises its own errors on a closed channel
+        except Exception:  # EOFError, or execnet's own errors on a closed channel
             return None
         if data is None:
             return None

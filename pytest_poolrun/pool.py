@@ -294,6 +294,13 @@ class Pool:
         """Whether tasks may be submitted: neither ``close`` nor ``terminate`` was called."""
         return not (self._closing or self._terminated)
 
+    def kill(self, name: str) -> None:
+        """Kill worker ``name`` with its process group; the pool then handles it as crashed."""
+        for worker in self._workers.values():
+            if worker.info.name == name:
+                self._kill(worker)
+                return
+
     def worker_names(self) -> list[str]:
         """Names of the live workers."""
         return [worker.info.name for worker in self._workers.values()]

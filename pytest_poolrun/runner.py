@@ -226,8 +226,7 @@ class Controller:
                 f"worker {worker} was killed and replaced.\n\nStacks of the worker when it "
                 f"was stopped:\n{stacks}{output}"
             )
-            if local_pid is not None:
-                _kill_group(local_pid)
+            self.pool.kill(worker)
 
     def _dump_stacks(self, worker: str, pid: int) -> str:
         path = itemrunner.fault_path(self.fault_dir, worker, pid)
@@ -533,16 +532,6 @@ def _trim_stacks(dump: str) -> str:
         if not skipping:
             kept.append(line)
     return "\n".join(kept).strip()
-
-
-def _kill_group(pid: int) -> None:
-    """Kill a worker with every process of its group (it leads its own)."""
-    for kill in (os.killpg, os.kill):
-        try:
-            kill(pid, signal.SIGKILL)
-            return
-        except (ProcessLookupError, PermissionError):
-            continue
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:

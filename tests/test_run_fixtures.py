@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from conftest import POOL
@@ -51,12 +52,18 @@ def _ledger(path) -> list[tuple[str, str]]:
     return [tuple(line.split(" ", 1)) for line in lines]  # type: ignore[misc]
 
 
-def test_each_scope_is_set_up_and_torn_down_in_pairs(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    ledger = pytester.path / "ledger.txt"
-    monkeypatch.setenv("LEDGER", str(ledger))
+@pytest.fixture
+def ledger(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The file where the suite's fixtures note each setup and teardown, with their pid."""
+    path = pytester.path / "ledger.txt"
+    monkeypatch.setenv("LEDGER", str(path))
     pytester.makeconftest(LEDGER_CONFTEST)
+    return path
+
+
+def test_each_scope_is_set_up_and_torn_down_in_pairs(
+    pytester: pytest.Pytester, ledger: Path
+) -> None:
     pytester.makepyfile(test_one=MODULE, test_two=MODULE, test_three=MODULE)
     result = pytester.runpytest_subprocess(*POOL, "--pool", "2")
     assert result.ret == 0
@@ -145,12 +152,7 @@ def test_serial_run_sees_master(pytester: pytest.Pytester, monkeypatch: pytest.M
     pytester.runpytest_subprocess(*POOL).assert_outcomes(passed=1)
 
 
-def test_session_finalizers_run_in_every_worker(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    ledger = pytester.path / "ledger.txt"
-    monkeypatch.setenv("LEDGER", str(ledger))
-    pytester.makeconftest(LEDGER_CONFTEST)
+def test_session_finalizers_run_in_every_worker(pytester: pytest.Pytester, ledger: Path) -> None:
     pytester.makepyfile(test_one=MODULE, test_two=MODULE)
     result = pytester.runpytest_subprocess(*POOL, "--pool", "2", "--pool-chunksize", "1")
     assert result.ret == 0
