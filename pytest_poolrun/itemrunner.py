@@ -270,17 +270,20 @@ def _silence_terminal(config: pytest.Config) -> None:
 
     The terminal reporter and the junitxml writer are unregistered, since the controller runs
     its own copies on every replayed report and running them here too would cost as much again
-    per test.  The objects stay reachable (with the terminal writing to the null device) for
-    any code that kept a reference to them.
+    per test.  pytest's own code and plugins still expect a terminal reporter in a test's
+    process (``config.get_terminal_writer()`` asserts one is registered; pytest 8 asks it for
+    every assertion diff, pytest-timeout for its stacks), so a ``_MutedReporter`` takes its
+    name: it answers every attribute as the real reporter would, and its writer, with the
+    controller's width and colour settings, writes to the null device.
     """
-    from _pytest.config import create_terminal_writer
     from _pytest.junitxml import xml_key
 
     reporter: Any = config.pluginmanager.getplugin("terminalreporter")
-    if reporter is not None:
+    if reporter is not None and not isinstance(reporter, _MutedReporter):
         _Shared.null_output = open(os.devnull, "w")
-        reporter._tw = create_terminal_writer(config, _Shared.null_output)
+        reporter._tw._file = _Shared.null_output
         config.pluginmanager.unregister(reporter)
+        config.pluginmanager.register(_MutedReporter(reporter), "terminalreporter")
     xml = config.stash.get(xml_key, None)
     if xml is not None and config.pluginmanager.is_registered(xml):
         config.pluginmanager.unregister(xml)
@@ -288,6 +291,21 @@ def _silence_terminal(config: pytest.Config) -> None:
     recorder = config.pluginmanager.get_plugin("poolrun-durations")
     if recorder is not None:
         config.pluginmanager.unregister(recorder)
+
+
+class _MutedReporter:
+    """Stands in a worker for pytest's terminal reporter, without implementing any hook.
+
+    pluggy registers only the hook methods it finds on the object itself, so none of the real
+    reporter's hooks fire here; every other attribute (``_tw``, ``write_line``, ``section``…)
+    is the real reporter's, whose writer goes to the null device.
+    """
+
+    def __init__(self, reporter: object) -> None:
+        self._reporter = reporter
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reporter, name)
 
 
 def _send(event: events.WorkerEvent) -> None:

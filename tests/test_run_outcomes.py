@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from conftest import POOL
 
@@ -143,6 +145,9 @@ def test_durations_report(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*slowest 1 duration*", "0.2*s call *test_slow*"])
 
 
+@pytest.mark.skipif(
+    int(pytest.__version__.split(".")[0]) < 9, reason="the subtests fixture came with pytest 9"
+)
 def test_subtests_reports_survive(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
@@ -254,3 +259,29 @@ def test_collection_order_with_exitfirst_stops_where_serial_stops(
         *POOL, *args, "--pool", "2", "--pool-chunksize", "3", "--pool-report-order", "collection"
     )
     assert pooled.parseoutcomes() == serial.parseoutcomes() == {"failed": 1, "passed": 12}
+
+
+FAILING_COMPARISONS = """
+def test_lists(): assert [1, 2, 3, 4] == [1, 2, 5, 4]
+def test_dicts(): assert {"a": 1, "b": 2, "c": [1]} == {"a": 1, "b": 3, "d": [1]}
+def test_long_strings(): assert "spam " * 40 + "eggs" == "spam " * 40 + "ham"
+def test_multiline_strings(): assert "one\\ntwo\\nthree" == "one\\n2\\nthree"
+def test_sets(): assert {1, 2, 3} == {2, 3, 4}
+def test_message(): assert 2 + 2 == 5, "arithmetic is off"
+"""
+
+
+def test_failure_messages_match_serial(pytester: pytest.Pytester, run_both) -> None:
+    """Assertion messages are made in the test's process: they must not depend on where it ran."""
+    pytester.makepyfile(FAILING_COMPARISONS)
+    serial, pooled, serial_junit, pool_junit = run_both("-rf")
+    assert pooled.ret == serial.ret == 1
+    assert len(serial_junit) == 6
+    assert pool_junit == serial_junit
+    for outcome, message in pool_junit.values():
+        assert outcome == "failure"
+        # The comparison itself, not a bare AssertionError from wherever the worker failed.
+        assert re.search(r"\bassert .+ == ", message), message
+    summary = sorted(line for line in serial.outlines if line.startswith("FAILED "))
+    assert len(summary) == 6
+    assert sorted(line for line in pooled.outlines if line.startswith("FAILED ")) == summary
