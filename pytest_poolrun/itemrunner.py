@@ -68,7 +68,6 @@ class _Shared:
     forked: bool = False
     outside: dict[str, pytest.Item | None] = {}
     inherited_capture: object = None
-    null_output: IO[str] | None = None
 
 
 def prepare(session: pytest.Session, board: Board, basetemp: Path | None, fault_dir: Path) -> None:
@@ -272,16 +271,16 @@ def _silence_terminal(config: pytest.Config) -> None:
     its own copies on every replayed report and running them here too would cost as much again
     per test.  pytest's own code and plugins still expect a terminal reporter in a test's
     process (``config.get_terminal_writer()`` asserts one is registered; pytest 8 asks it for
-    every assertion diff, pytest-timeout for its stacks), so a ``_MutedReporter`` takes its
-    name: it answers every attribute as the real reporter would, and its writer, with the
-    controller's width and colour settings, writes to the null device.
+    every assertion diff, pytest-timeout writes its stacks to it), so a ``_MutedReporter``
+    takes its name: it answers every attribute as the real reporter would.  Its writer is the
+    real one, with the controller's width and colour settings, writing to the worker's
+    standard output as it would serially: into the test's captured output while capture is
+    on, to the terminal where a plugin suspended capture to print (pytest-timeout does).
     """
     from _pytest.junitxml import xml_key
 
     reporter: Any = config.pluginmanager.getplugin("terminalreporter")
     if reporter is not None and not isinstance(reporter, _MutedReporter):
-        _Shared.null_output = open(os.devnull, "w")
-        reporter._tw._file = _Shared.null_output
         config.pluginmanager.unregister(reporter)
         config.pluginmanager.register(_MutedReporter(reporter), "terminalreporter")
     xml = config.stash.get(xml_key, None)
@@ -298,7 +297,7 @@ class _MutedReporter:
 
     pluggy registers only the hook methods it finds on the object itself, so none of the real
     reporter's hooks fire here; every other attribute (``_tw``, ``write_line``, ``section``…)
-    is the real reporter's, whose writer goes to the null device.
+    is the real reporter's.
     """
 
     def __init__(self, reporter: object) -> None:
