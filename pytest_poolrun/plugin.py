@@ -16,13 +16,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from pytest_poolrun import fixture, gateway, identity, scheduling, sharding
+from pytest_poolrun import fixture, gateway, identity, runid, scheduling, sharding
 from pytest_poolrun.durations import DurationRecorder, Durations
 from pytest_poolrun.pool import threads_running
 from pytest_poolrun.runner import Controller, resolve_workers
@@ -181,7 +180,7 @@ def _pool_requested(config: pytest.Config) -> bool:
 
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[identity.testrun_uid_key] = uuid.uuid4().hex
+    config.stash[runid.testrun_uid_key] = runid.new_testrun_uid()
     recorder = DurationRecorder(config)
     config.stash[durations_key] = recorder.durations
     config.pluginmanager.register(recorder, "poolrun-durations")
@@ -242,8 +241,8 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
         tx,
         start,
         config.getoption("pool_report_order"),
+        config.stash[runid.testrun_uid_key],
     )
-    controller.testrun_uid = config.stash[identity.testrun_uid_key]
     controller.run()
     if session.shouldfail:
         raise session.Failed(session.shouldfail)

@@ -39,7 +39,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from enum import Enum
 from functools import partial
@@ -94,6 +93,7 @@ class Controller:
         tx: Sequence[str] = (),
         start: str = "fork",
         report_order: str = "completion",
+        testrun_uid: str = "",
     ) -> None:
         self.session = session
         self.config = session.config
@@ -113,7 +113,7 @@ class Controller:
         self.next_index = 0
         self.started_at: dict[str, float] = {}
         self.timed_out: dict[str, str] = {}
-        self.testrun_uid = uuid.uuid4().hex
+        self.testrun_uid = testrun_uid
         self.state = [_State.QUEUED] * len(self.items)
         self.running: dict[str, int] = {}
         self.held: dict[str, int] = {}

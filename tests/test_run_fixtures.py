@@ -138,6 +138,29 @@ def test_worker_identity_and_environment(pytester: pytest.Pytester) -> None:
     assert len({uid for _, uid in seen}) == 1, "one testrun_uid for the whole run"
 
 
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_one_testrun_uid_for_every_kind_of_worker(pytester: pytest.Pytester, start: str) -> None:
+    seen_file = pytester.path / "uids.txt"
+    pytester.makepyfile(
+        f"""
+        import os, pytest
+        @pytest.mark.parametrize("n", range(6))
+        def test_identity(n, worker_id, testrun_uid):
+            with open({str(seen_file)!r}, "a") as seen:
+                env = os.environ["PYTEST_XDIST_TESTRUNUID"]
+                seen.write(f"{{worker_id}} {{testrun_uid}} {{env}}\\n")
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        *POOL, "--pool", "2", "--pool-start", start, "--pool-chunksize", "1"
+    )
+    assert result.ret == 0
+    seen = [line.split() for line in seen_file.read_text().splitlines()]
+    assert {worker for worker, _, _ in seen} == {"gw0", "gw1"}
+    assert all(uid == env for _, uid, env in seen), "the fixture and the environment agree"
+    assert len({uid for _, uid, _ in seen}) == 1, "one testrun_uid for the whole run"
+
+
 def test_serial_run_sees_master(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     # When this suite itself runs under --pool (or -n), the variable is inherited.
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
