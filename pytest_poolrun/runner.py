@@ -218,7 +218,7 @@ class Controller:
             output = ""
             if local_pid is not None and _slot(worker) < self.board.slots:
                 stacks = self._dump_stacks(worker, local_pid)
-                output = _captured_so_far(local_pid)
+                output = self._take_captured_output(worker, local_pid)
             else:
                 stacks = "(not available: the test ran behind an execnet gateway)"
             self.timed_out[worker] = (
@@ -342,22 +342,45 @@ class Controller:
         for name, fd in (("stdout", event.stdout_fd), ("stderr", event.stderr_fd)):
             if fd is None:
                 continue
+            link = f"/proc/{event.pid}/fd/{fd}"
             try:
-                kept.append((name, open(f"/proc/{event.pid}/fd/{fd}", "rb")))
+                if not os.path.isfile(link):
+                    continue  # a terminal, pipe or socket: not a capture file
+                kept.append((name, open(link, "rb")))
             except OSError:
                 continue  # not Linux, or the worker is already gone
         self.capture_files[worker] = kept
 
     def _close_capture_files(self, worker: str) -> list[tuple[str, str]]:
         """Close ``worker``'s capture files; return what they hold, as report sections."""
-        sections = []
+        return [
+            (f"Captured {name} (until the worker died)", text)
+            for name, text in self._read_capture_files(worker)
+        ]
+
+    def _take_captured_output(self, worker: str, pid: int) -> str:
+        """What the overdue test printed so far, for its timeout message.
+
+        The capture files are read, and closed, here only: the crash report that follows the
+        kill then has no capture sections to repeat the same output in.
+        """
+        if worker not in self.capture_files:
+            self._keep_capture_files(worker, events.CaptureFiles(pid, 1, 2))
+        return "".join(
+            f"\n\nCaptured {name} so far:\n{text}"
+            for name, text in self._read_capture_files(worker)
+        )
+
+    def _read_capture_files(self, worker: str) -> list[tuple[str, str]]:
+        """The one reader of a worker's capture files: (stream, its end), then closed."""
+        read = []
         for name, capture in self.capture_files.pop(worker, []):
             with capture:
                 capture.seek(0)
                 text = capture.read()[-CAPTURE_LIMIT:].decode("utf-8", "replace")
             if text:
-                sections.append((f"Captured {name} (until the worker died)", text))
-        return sections
+                read.append((name, text))
+        return read
 
     def _exit_session(self, event: events.SessionExit) -> None:
         self._replay(event.recorded)
@@ -494,28 +517,6 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
-
-
-def _captured_so_far(pid: int) -> str:
-    """What the running test wrote so far, read from the worker's capture files (Linux).
-
-    While a test runs under fd capture, the worker's stdout and stderr are temporary files; the
-    controller can still open them through /proc before it kills the worker.
-    """
-    sections = []
-    for fd, name in ((1, "stdout"), (2, "stderr")):
-        link = f"/proc/{pid}/fd/{fd}"
-        try:
-            target = os.readlink(link)
-            if not target.startswith("/") or target.startswith("/dev/"):
-                continue  # a terminal, pipe or socket: not a capture file
-            with open(link, errors="replace") as capture:
-                text = capture.read()
-        except OSError:
-            continue
-        if text:
-            sections.append(f"\n\nCaptured {name} so far:\n{text[-CAPTURE_LIMIT:]}")
-    return "".join(sections)
 
 
 def _trim_stacks(dump: str) -> str:

@@ -208,6 +208,21 @@ def test_pool_timeout_dumps_stacks_and_goes_on(pytester: pytest.Pytester, ledger
     assert_no_process_left(ledger)
 
 
+def test_timed_out_test_shows_its_output_once(pytester: pytest.Pytester, ledger: Path) -> None:
+    pytester.makepyfile(
+        test_guilty="""
+        import time
+        def test_sleeps():
+            print("printed-" + "before-the-timeout")
+            time.sleep(60)
+        """
+    )
+    result, outcomes = _run(pytester, "--pool", "1", "--pool-timeout", "1")
+    assert outcomes["test_guilty::test_sleeps"][0] == "failure"
+    assert result.stdout.str().count("printed-before-the-timeout") == 1
+    assert_no_process_left(ledger)
+
+
 def test_exitfirst_stops_every_worker(pytester: pytest.Pytester, ledger: Path) -> None:
     pytester.makepyfile(
         test_guilty="""
