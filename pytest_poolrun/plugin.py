@@ -14,8 +14,6 @@ Without ``--pool`` (or with ``--pool 0``) nothing here changes the run.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -23,8 +21,8 @@ import pytest
 
 from pytest_poolrun import fixture, gateway, identity, runid, scheduling, sharding
 from pytest_poolrun.durations import DurationRecorder, Durations
-from pytest_poolrun.pool import threads_running
 from pytest_poolrun.runner import Controller, resolve_workers
+from pytest_poolrun.workerset import fork_is_safe
 
 durations_key = pytest.StashKey[Durations]()
 # Options whose output is written from inside the test protocol, to the terminal writer of the
@@ -249,11 +247,6 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     if session.shouldstop:
         raise session.Interrupted(session.shouldstop)
     return True
-
-
-def fork_is_safe() -> bool:
-    """Fork after collection only where fork exists and no other thread runs in this process."""
-    return hasattr(os, "fork") and sys.platform != "win32" and not threads_running()
 
 
 def _header(local: int, tx: list[str], start: str, items: int) -> str:

@@ -189,18 +189,5 @@ def _run(
         return False, codec.dump_error(exc), False
 
 
-def describe_exit(exitcode: int | None) -> str:
-    """'signal 11 (SIGSEGV)' or 'exit code 3', for messages about a worker that ended."""
-    if exitcode is None:
-        return "an unknown cause"
-    if exitcode < 0:
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            name = "unknown signal"
-        return f"signal {-exitcode} ({name})"
-    return f"exit code {exitcode}"
-
-
 def format_exception(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))

@@ -51,15 +51,15 @@ import pytest
 from pytest_poolrun import events, itemrunner, scheduling
 from pytest_poolrun.board import Board
 from pytest_poolrun.durations import Durations
-from pytest_poolrun.gateway import REMOTE_LOST
 from pytest_poolrun.pool import (
     Pool,
     PoolExhaustedError,
+    PoolHooks,
     TaskCancelledError,
     WorkerLostError,
     available_cpus,
 )
-from pytest_poolrun.poolworker import describe_exit
+from pytest_poolrun.workerset import WorkerExit
 
 WORKER_PREFIX = "gw"
 CHUNKS_IN_FLIGHT = 1
@@ -154,10 +154,8 @@ class Controller:
             # worker is free first (longest-processing-time first needs that); a worker waits
             # one round trip between chunks, which is little against a chunk's length.
             in_flight=CHUNKS_IN_FLIGHT,
-            finalizer=itemrunner.finish_worker,
             start_method="fork",
-            on_event=self._on_event,
-            on_worker_exit=self._on_worker_exit,
+            hooks=PoolHooks(self._on_event, self._on_worker_exit, itemrunner.finish_worker),
             name_prefix=WORKER_PREFIX,
             max_restarts=self.max_restarts,
         )
@@ -417,11 +415,10 @@ class Controller:
         if unstarted:
             self._submit(unstarted)
 
-    def _on_worker_exit(self, worker: str, exitcode: int | None, expected: bool) -> None:
-        assert self.pool is not None
-        setup_error = self.pool.setup_errors.pop(worker, None)
-        if setup_error is not None:
-            self._say(f"poolrun: {setup_error}")
+    def _on_worker_exit(self, ended: WorkerExit) -> None:
+        worker = ended.name
+        if ended.setup_error is not None:
+            self._say(f"poolrun: {ended.setup_error}")
         current = self._current(worker)
         index = None if current is None else current[0]
         self.running.pop(worker, None)
@@ -437,7 +434,7 @@ class Controller:
                 last_line = text.strip().splitlines()[-1]
                 why = f"worker {worker} stopped while running it: {last_line}\n\n{text}"
             else:
-                why = f"worker {worker} died while running it: {_describe_exit(exitcode)}"
+                why = f"worker {worker} died while running it: {ended.describe()}"
                 fault = self._fault_text(worker)
                 if fault:
                     why += f"\n\n{fault}"
@@ -491,12 +488,6 @@ class Controller:
         hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
         if self.session.shouldfail or self.session.shouldstop:
             self._stop()
-
-
-def _describe_exit(exitcode: int | None) -> str:
-    if exitcode == REMOTE_LOST:
-        return "its execnet gateway disconnected (the remote process ended or the link broke)"
-    return describe_exit(exitcode)
 
 
 def _group(item: pytest.Item) -> str | None:

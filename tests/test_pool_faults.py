@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from pytest_poolrun import Pool, SendError, TaskTimeoutError, WorkerLostError, poolworker
-from pytest_poolrun.pool import PoolTerminatedError, ReceiveError
+from pytest_poolrun.pool import PoolHooks, PoolTerminatedError, ReceiveError
 
 # How long a multiprocessing.Pool script may take before it counts as hanging.  Each script
 # reaches its blocking call within a fraction of a second; this leaves room on a busy machine.
@@ -340,7 +340,7 @@ def test_timeout_does_not_count_the_workers_start_up() -> None:
 
 def test_timeout_kills_the_processes_the_task_started() -> None:
     children: list[int] = []
-    with Pool(1, on_event=lambda worker, pid: children.append(pid)) as pool:
+    with Pool(1, hooks=PoolHooks(on_event=lambda worker, pid: children.append(pid))) as pool:
         result = pool.apply_async(start_child_then_wait, timeout=CHILD_TIMEOUT)
         with pytest.raises(TaskTimeoutError):
             result.get(NO_HANG)
