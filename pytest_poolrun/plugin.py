@@ -21,7 +21,7 @@ import pytest
 
 from pytest_poolrun import fixture, gateway, identity, runid, scheduling, sharding
 from pytest_poolrun.durations import DurationRecorder, Durations
-from pytest_poolrun.runner import Controller, resolve_workers
+from pytest_poolrun.runner import Controller, RunOptions, resolve_workers
 from pytest_poolrun.workerset import fork_is_safe
 
 durations_key = pytest.StashKey[Durations]()
@@ -228,20 +228,18 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     max_restarts = config.getoption("pool_max_restarts")
     if max_restarts is None:
         max_restarts = RESTARTS_PER_WORKER * workers
-    controller = Controller(
-        session,
-        workers,
-        config.getoption("pool_chunksize"),
-        max_restarts,
-        config.getoption("pool_timeout"),
-        config.getoption("pool_dist"),
-        config.stash[durations_key],
-        tx,
-        start,
-        config.getoption("pool_report_order"),
-        config.stash[runid.testrun_uid_key],
+    options = RunOptions(
+        workers=workers,
+        chunksize=config.getoption("pool_chunksize"),
+        max_restarts=max_restarts,
+        timeout=config.getoption("pool_timeout"),
+        dist=config.getoption("pool_dist"),
+        tx=tuple(tx),
+        start=start,
+        report_order=config.getoption("pool_report_order"),
+        testrun_uid=config.stash[runid.testrun_uid_key],
     )
-    controller.run()
+    Controller(session, options, config.stash[durations_key]).run()
     if session.shouldfail:
         raise session.Failed(session.shouldfail)
     if session.shouldstop:

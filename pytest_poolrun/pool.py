@@ -49,7 +49,7 @@ from pytest_poolrun.poolworker import APPLY, MAP, STARMAP
 from pytest_poolrun.results import AsyncResult as AsyncResult
 from pytest_poolrun.results import IMapIterator as IMapIterator
 from pytest_poolrun.results import MapResult as MapResult
-from pytest_poolrun.workerset import START_METHODS, WorkerSet
+from pytest_poolrun.workerset import START_METHODS, LiveWorker, WorkerSet
 from pytest_poolrun.workerset import WorkerExit as WorkerExit
 from pytest_poolrun.workerset import available_cpus as available_cpus
 from pytest_poolrun.workerset import default_start_method as default_start_method
@@ -150,10 +150,9 @@ class Pool:
         worker = self._manager.workers.named(name)
         return None if worker is None else worker.pid
 
-    def is_local(self, name: str) -> bool:
-        """Whether worker ``name`` runs on this machine (not behind an execnet gateway)."""
-        worker = self._manager.workers.named(name)
-        return worker is not None and not worker.remote
+    def live_workers(self) -> list[LiveWorker]:
+        """The live workers: name, slot, local pid, and whether an execnet gateway is between."""
+        return [worker.view() for worker in self._manager.workers]
 
     def worker_pids(self) -> list[int]:
         """Process ids of the live workers (for tests and diagnostics)."""

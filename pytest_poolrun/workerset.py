@@ -32,7 +32,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pytest_poolrun.gateway import REMOTE_LOST, bridge_main
 from pytest_poolrun.poolworker import WorkerInfo, worker_main
@@ -133,6 +133,15 @@ class WorkerExit:
         return describe_exit(self.exitcode)
 
 
+class LiveWorker(NamedTuple):
+    """A live worker as a pool's user sees it (``Pool.live_workers``)."""
+
+    name: str
+    slot: int
+    pid: int  # of the local process: the worker itself, or its bridge to an execnet gateway
+    remote: bool
+
+
 @dataclass(eq=False)
 class WorkerProcess:
     """One live worker: its process, its socket end, and the jobs it holds (oldest runs)."""
@@ -160,6 +169,9 @@ class WorkerProcess:
     @property
     def name(self) -> str:
         return self.info.name
+
+    def view(self) -> LiveWorker:
+        return LiveWorker(self.name, self.info.slot, self.pid, self.remote)
 
 
 # Controller ends of every pool's sockets in this process: a forked child closes them, so that
