@@ -45,6 +45,8 @@ MAX_IN_FLIGHT = 64
 DURATION_DECAY = 0.1
 # Durations below this are clock noise; it keeps the prefetch arithmetic finite.
 MIN_DURATION = 1e-6
+# multiprocessing.Pool's automatic chunksize: about four chunks per worker.
+CHUNKS_PER_WORKER = 4
 # The end of the message when an argument cannot be sent.
 SEND_ADVICE = "pass something picklable, or create it inside the task"
 
@@ -90,6 +92,20 @@ class Dispatcher:
         except Exception:
             _raise_send_error(mode, args, kwargs, first)
         self.queue.append(Job(next(self._ids), function, args_blob, on_result, timeout))
+
+    def enqueue_chunks(
+        self,
+        function: bytes,
+        mode: int,
+        items: list[Any],
+        size: int,
+        chunk_done: Callable[[int], OnResult],
+        timeout: float | None,
+    ) -> None:
+        """Queue a map's items in chunks of ``size``; chunk ``i`` reports to ``chunk_done(i)``."""
+        for index, start in enumerate(range(0, len(items), size)):
+            chunk = items[start : start + size]
+            self.enqueue(function, mode, chunk, {}, chunk_done(index), timeout, start)
 
     def in_flight_limit(self) -> int:
         if self._in_flight is not None:
@@ -173,6 +189,12 @@ class Dispatcher:
             self._task_seconds = seconds
         else:
             self._task_seconds = current + DURATION_DECAY * (seconds - current)
+
+
+def auto_chunksize(length: int, processes: int) -> int:
+    """``multiprocessing.Pool``'s choice when a map is given no chunksize."""
+    chunksize, extra = divmod(length, processes * CHUNKS_PER_WORKER)
+    return chunksize + 1 if extra else max(chunksize, 1)
 
 
 def _load(worker: WorkerProcess) -> tuple[bool, int]:

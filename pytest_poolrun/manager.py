@@ -161,7 +161,63 @@ class Manager:
                 worker.end.send(wire.Shutdown())
                 self.loop.flush(worker)
 
+    # ---------------------------------------------------------------------------- lifecycle
+
+    def reset(self, error: BaseException) -> None:
+        """Cancel queued jobs, kill busy workers (replaced); unfinished jobs fail with ``error``."""
+        if self.terminated:
+            return
+        queue = self.dispatcher.queue
+        queued = list(queue)
+        queue.clear()
+        try:
+            self.pump(0)  # notice workers that died since the last wait, so they are replaced
+        finally:
+            queue.extend(queued)
+            busy = [worker for worker in self.workers if worker.jobs]
+            for worker in busy:
+                WorkerSet.kill(worker)
+            for worker in busy:
+                worker.retiring = True  # an exit asked for: replaced, and not counted as a crash
+                self.account_for_exit(worker)
+            self.fail_queued(error)
+
+    def terminate(self, error: BaseException) -> None:
+        """Kill every worker now; unfinished jobs fail with ``error``."""
+        if self.terminated:
+            return
+        self.closing = self.terminated = True
+        if os.getpid() != self.owner_pid:
+            return  # a forked copy of the pool: its workers belong to the parent process
+        workers = list(self.workers)
+        for worker in workers:
+            WorkerSet.kill(worker)
+        for worker in workers:
+            worker.stopping = True  # asked for: not counted against max_restarts
+            self.loop.forget(worker)
+            self.workers.reap(worker)
+        self.loop.close()
+        for worker in workers:
+            for job in worker.jobs:
+                if not job.finished:
+                    self.deliver(job, False, error)
+        self.fail_queued(error)
+
+    def join(self, timeout: float | None) -> bool:
+        """Wait until no job is queued and every worker has exited."""
+        if not self.wait_until(
+            lambda: not len(self.workers) and not self.dispatcher.queue, timeout
+        ):
+            return False
+        if not self.terminated:
+            self.terminated = True
+            self.loop.close()
+        return True
+
     # ------------------------------------------------------------------------------ helpers
+
+    def _idle(self) -> bool:
+        return not len(self.workers) and not self.dispatcher.queue
 
     def deliver(self, job: Job, ok: bool, value: Any) -> None:
         job.finished = True
@@ -179,6 +235,25 @@ class Manager:
                 f"this Pool belongs to process {self.owner_pid} and reached process "
                 f"{os.getpid()} through a fork, where it cannot work; create a new Pool here"
             )
+
+    def submit_chunks(
+        self,
+        function: bytes,
+        mode: int,
+        items: list[Any],
+        size: int,
+        chunk_done: Callable[[int], Callable[[bool, Any], None]],
+        timeout: float | None,
+    ) -> None:
+        self.dispatcher.enqueue_chunks(function, mode, items, size, chunk_done, timeout)
+        self.dispatch()
+
+    def check_submission(self, timeout: float | None) -> None:
+        self.check_owner()
+        if self.closing or self.terminated:
+            raise ValueError("Pool not running")
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout must be positive, not {timeout!r}")
 
     def poll(self) -> None:
         """Handle what has arrived without waiting (unless a callback is running now)."""

@@ -25,13 +25,12 @@ it: a copy reaching a child through a fork refuses work.
 from __future__ import annotations
 
 import atexit
-import os
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from pytest_poolrun import codec, workerset
-from pytest_poolrun.dispatch import Dispatcher
+from pytest_poolrun.dispatch import Dispatcher, auto_chunksize
 from pytest_poolrun.gateway import expand_specs
 from pytest_poolrun.manager import Manager
 from pytest_poolrun.manager import PoolHooks as PoolHooks
@@ -56,8 +55,6 @@ from pytest_poolrun.workerset import default_start_method as default_start_metho
 from pytest_poolrun.workerset import threads_running as threads_running
 
 T = TypeVar("T")
-# multiprocessing.Pool's automatic chunksize: about four chunks per worker.
-CHUNKS_PER_WORKER = 4
 
 _live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
 workerset.after_fork_in_child.append(_live_pools.clear)
@@ -141,15 +138,6 @@ class Pool:
         if worker is not None:
             WorkerSet.kill(worker)
 
-    def worker_names(self) -> list[str]:
-        """Names of the live workers."""
-        return [worker.name for worker in self._manager.workers]
-
-    def pid_of(self, name: str) -> int | None:
-        """Process id of the live local process behind worker ``name`` (its bridge, for execnet)."""
-        worker = self._manager.workers.named(name)
-        return None if worker is None else worker.pid
-
     def live_workers(self) -> list[LiveWorker]:
         """The live workers: name, slot, local pid, and whether an execnet gateway is between."""
         return [worker.view() for worker in self._manager.workers]
@@ -159,13 +147,6 @@ class Pool:
         return [worker.pid for worker in self._manager.workers]
 
     # ------------------------------------------------------------------------ submitting work
-
-    def _check_submission(self, timeout: float | None) -> None:
-        self._manager.check_owner()
-        if not self.accepting:
-            raise ValueError("Pool not running")
-        if timeout is not None and timeout <= 0:
-            raise ValueError(f"timeout must be positive, not {timeout!r}")
 
     def apply_async(
         self,
@@ -177,7 +158,7 @@ class Pool:
         *,
         timeout: float | None = None,
     ) -> AsyncResult[T]:
-        self._check_submission(timeout)
+        self._manager.check_submission(timeout)
         result: AsyncResult[T] = AsyncResult(self._manager, callback, error_callback)
         function = _dump_function(func, self._remote)
         args = tuple(args)
@@ -197,23 +178,6 @@ class Pool:
     ) -> T:
         return self.apply_async(func, args, kwds, timeout=timeout).get()
 
-    def _enqueue_chunks(
-        self,
-        func: Callable[..., Any],
-        items: list[Any],
-        mode: int,
-        size: int,
-        chunk_done: Callable[[int], Callable[[bool, Any], None]],
-        timeout: float | None,
-    ) -> None:
-        function = _dump_function(func, self._remote)
-        for index, start in enumerate(range(0, len(items), size)):
-            chunk = items[start : start + size]
-            self._manager.dispatcher.enqueue(
-                function, mode, chunk, {}, chunk_done(index), timeout, start
-            )
-        self._manager.dispatch()
-
     def _map_async(
         self,
         func: Callable[..., Any],
@@ -224,19 +188,16 @@ class Pool:
         error_callback: Callable[[BaseException], object] | None,
         timeout: float | None,
     ) -> MapResult[Any]:
-        self._check_submission(timeout)
+        self._manager.check_submission(timeout)
         items = list(iterable)
-        size = self._auto_chunksize(len(items)) if chunksize is None else chunksize
+        size = auto_chunksize(len(items), self.processes) if chunksize is None else chunksize
         if size < 1:
             raise ValueError(f"chunksize must be at least 1, not {size!r}")
         chunks = len(range(0, len(items), size))
         result: MapResult[Any] = MapResult(self._manager, chunks, callback, error_callback)
-        self._enqueue_chunks(func, items, mode, size, result.chunk_done, timeout)
+        function = _dump_function(func, self._remote)
+        self._manager.submit_chunks(function, mode, items, size, result.chunk_done, timeout)
         return result
-
-    def _auto_chunksize(self, length: int) -> int:
-        chunksize, extra = divmod(length, self.processes * CHUNKS_PER_WORKER)
-        return chunksize + 1 if extra else max(chunksize, 1)
 
     def map_async(
         self,
@@ -313,11 +274,12 @@ class Pool:
     ) -> IMapIterator[T]:
         if chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize!r}")
-        self._check_submission(timeout)
+        self._manager.check_submission(timeout)
         items = list(iterable)
         chunks = len(range(0, len(items), chunksize))
         iterator: IMapIterator[T] = IMapIterator(self._manager, chunks, ordered)
-        self._enqueue_chunks(func, items, MAP, chunksize, iterator.chunk_done, timeout)
+        function = _dump_function(func, self._remote)
+        self._manager.submit_chunks(function, MAP, items, chunksize, iterator.chunk_done, timeout)
         return iterator
 
     # ----------------------------------------------------------------------------- lifecycle
@@ -347,55 +309,22 @@ class Pool:
         their tasks started) and replaced.  Every unfinished task fails with
         ``TaskCancelledError``.  The ``pool`` fixture calls this between tests.
         """
-        manager = self._manager
-        if manager.terminated:
-            return
-        error = TaskCancelledError(
-            "the task was cancelled: the pool was reset (as the pool fixture does after each "
-            "test) before it finished; wait for a task's result before the test ends"
+        self._manager.reset(
+            TaskCancelledError(
+                "the task was cancelled: the pool was reset (as the pool fixture does after each "
+                "test) before it finished; wait for a task's result before the test ends"
+            )
         )
-        queue = manager.dispatcher.queue
-        queued = list(queue)
-        queue.clear()
-        try:
-            manager.pump(0)  # notice workers that died since the last wait, so they are replaced
-        finally:
-            queue.extend(queued)
-            busy = [worker for worker in manager.workers if worker.jobs]
-            for worker in busy:
-                WorkerSet.kill(worker)
-            for worker in busy:
-                worker.retiring = True  # an exit asked for: replaced, and not counted as a crash
-                manager.account_for_exit(worker)
-            manager.fail_queued(error)
 
     def terminate(self) -> None:
         """Stop every worker now; unfinished tasks fail with ``PoolTerminatedError``."""
-        manager = self._manager
-        if manager.terminated:
-            return
-        manager.closing = True
-        manager.terminated = True
-        if os.getpid() != manager.owner_pid:
-            return  # a forked copy of the pool: its workers belong to the parent process
-        workers = list(manager.workers)
-        for worker in workers:
-            WorkerSet.kill(worker)
-        for worker in workers:
-            worker.stopping = True  # asked for: not counted against max_restarts
-            manager.loop.forget(worker)
-            manager.workers.reap(worker)
-        manager.loop.close()
-        error = PoolTerminatedError(
-            "the pool was terminated before this task finished; call close() and join() "
-            "instead of terminate() to let submitted tasks finish"
-        )
         _live_pools.discard(self)
-        for worker in workers:
-            for job in worker.jobs:
-                if not job.finished:
-                    manager.deliver(job, False, error)
-        manager.fail_queued(error)
+        self._manager.terminate(
+            PoolTerminatedError(
+                "the pool was terminated before this task finished; call close() and join() "
+                "instead of terminate() to let submitted tasks finish"
+            )
+        )
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the workers to exit; call ``close`` or ``terminate`` first.
@@ -403,16 +332,11 @@ class Pool:
         With a ``timeout``, return False if they are still running when it has passed (an
         extension: the caller can do periodic work between waits).
         """
-        manager = self._manager
-        if not (manager.closing or manager.retire_idle):
+        if not (self._manager.closing or self._manager.retire_idle):
             raise ValueError("Pool is still running")
-        idle = lambda: not len(manager.workers) and not manager.dispatcher.queue  # noqa: E731
-        if not manager.wait_until(idle, timeout):
+        if not self._manager.join(timeout):
             return False
-        if not manager.terminated:
-            manager.terminated = True
-            manager.loop.close()
-            _live_pools.discard(self)
+        _live_pools.discard(self)
         return True
 
     def __enter__(self) -> Pool:
