@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import POOL
+from helpers import POOL
 
 EVERY_OUTCOME = """
 import pytest, warnings
