@@ -69,6 +69,16 @@ class Manager:
         for slot in range(workers.slots):
             self.start_worker(slot)
 
+    def close(self) -> None:
+        """Accept no more jobs; workers are told to shut down once the queue is empty."""
+        self.closing = True
+        self.maybe_shut_down()
+
+    def retire_when_idle(self) -> None:
+        """Tell each worker to shut down whenever it is idle and no job waits."""
+        self.retire_idle = True
+        self.maybe_shut_down()
+
     def start_worker(self, slot: int) -> None:
         self.loop.watch(self.workers.start(slot))
 

@@ -294,13 +294,11 @@ class Pool:
         Unlike ``close``, tasks are still accepted afterwards; they start new workers as needed.
         ``join`` then waits until every task is done and every worker has exited.
         """
-        self._manager.retire_idle = True
-        self._manager.maybe_shut_down()
+        self._manager.retire_when_idle()
 
     def close(self) -> None:
         """Accept no more tasks; workers exit once the submitted ones are done."""
-        self._manager.closing = True
-        self._manager.maybe_shut_down()
+        self._manager.close()
 
     def reset(self) -> None:
         """Make the pool idle and ready again, with all its workers, without a new start-up.

@@ -6,12 +6,12 @@ Data flow::
     runner ─▶ Pool initializer args ─▶ each worker: adopt(config, uid)
               (forked: the controller's config; spawned or execnet: the worker's own config,
                whose pytest_configure made an id of its own that ``adopt`` replaces)
-    testrun_uid fixture and PYTEST_XDIST_TESTRUNUID ◀── both read what ``adopt`` set
+    testrun_uid fixture ◀── the stash; PYTEST_XDIST_TESTRUNUID ◀── set by the worker from the
+                                                              same initializer argument
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import pytest
@@ -24,6 +24,5 @@ def new_testrun_uid() -> str:
 
 
 def adopt(config: pytest.Config, testrun_uid: str) -> None:
-    """Make ``testrun_uid`` this process's id of the run, for the fixture and the environment."""
+    """Make ``testrun_uid`` the id of the run that ``config`` belongs to."""
     config.stash[testrun_uid_key] = testrun_uid
-    os.environ["PYTEST_XDIST_TESTRUNUID"] = testrun_uid

@@ -41,7 +41,7 @@ class Shutdown(NamedTuple):
 
 
 class Event(NamedTuple):
-    """Something a running task emitted before its result (see ``pool.emit``)."""
+    """Something a running task emitted before its result (see ``poolworker.emit``)."""
 
     task_id: int
     payload: bytes
