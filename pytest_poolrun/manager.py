@@ -16,6 +16,9 @@ iterating ``imap``, ``join``, ``ready``)::
       └─▶ dispatch ─▶ Dispatcher.assign, each touched socket flushed once; idle workers told
                       to shut down once the pool is closing
 
+    Pool facade ─▶ close / retire_when_idle / reset / terminate / join: the lifecycle, on the
+                   same parts
+
 **Callbacks without threads.**  ``multiprocessing.Pool`` runs helper threads in the caller's
 process; a process with threads must not fork (Python 3.12+ warns, and ``-W error`` suites then
 fail), yet this pool forks replacement workers at any time.  So all I/O happens here, in the

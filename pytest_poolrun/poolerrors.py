@@ -8,8 +8,8 @@ Data flow::
 
 ``.worker`` names the worker involved (``None`` where no single worker is), ``.exitcode`` is
 its exit status as ``multiprocessing`` reports it (negative: the signal), ``.timeout`` the
-timeout that ran out.  The attributes default to ``None`` so that every error still pickles and
-unpickles from its message alone.
+timeout that ran out.  They are keyword arguments with defaults, so that an error rebuilds from its
+message when unpickled (pickle then restores the attributes too).
 """
 
 from __future__ import annotations
