@@ -14,6 +14,7 @@ from __future__ import annotations
 import multiprocessing
 from collections import deque
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any, Generic, Protocol, TypeVar
 
 from pytest_poolrun.poolerrors import PoolTerminatedError
@@ -108,19 +109,18 @@ class MapResult(AsyncResult[list[T]]):
 
     def chunk_done(self, index: int) -> Callable[[bool, Any], None]:
         """The ``on_result`` of chunk ``index``."""
+        return partial(self._chunk_arrived, index)
 
-        def record(ok: bool, value: Any) -> None:
-            if self._done:
-                return
-            if not ok:
-                self.on_result(False, value)
-                return
-            self._parts[index] = value
-            self._missing -= 1
-            if self._missing == 0:
-                self.on_result(True, [item for part in self._parts for item in part or ()])
-
-        return record
+    def _chunk_arrived(self, index: int, ok: bool, value: Any) -> None:
+        if self._done:
+            return
+        if not ok:
+            self.on_result(False, value)
+            return
+        self._parts[index] = value
+        self._missing -= 1
+        if self._missing == 0:
+            self.on_result(True, [item for part in self._parts for item in part or ()])
 
 
 class IMapIterator(Iterator[T]):
@@ -141,12 +141,11 @@ class IMapIterator(Iterator[T]):
 
     def chunk_done(self, index: int) -> Callable[[bool, Any], None]:
         """The ``on_result`` of chunk ``index``."""
+        return partial(self._chunk_arrived, index)
 
-        def record(ok: bool, value: Any) -> None:
-            self._arrived[index] = (ok, value)
-            self._order.append(index)
-
-        return record
+    def _chunk_arrived(self, index: int, ok: bool, value: Any) -> None:
+        self._arrived[index] = (ok, value)
+        self._order.append(index)
 
     def __iter__(self) -> IMapIterator[T]:
         return self
