@@ -21,6 +21,10 @@ __version__ = "0.1.0"
 _HOMES = {
     "AsyncResult": "pytest_poolrun.pool",
     "Pool": "pytest_poolrun.pool",
+    "PoolHooks": "pytest_poolrun.pool",
+    "WorkerExit": "pytest_poolrun.pool",
+    "IMapIterator": "pytest_poolrun.pool",
+    "MapResult": "pytest_poolrun.pool",
     "PoolExhaustedError": "pytest_poolrun.pool",
     "PoolTerminatedError": "pytest_poolrun.pool",
     "TaskCancelledError": "pytest_poolrun.pool",
@@ -39,14 +43,18 @@ _HOMES = {
 
 __all__ = [
     "AsyncResult",
+    "IMapIterator",
+    "MapResult",
     "Pool",
     "PoolExhaustedError",
+    "PoolHooks",
     "PoolTerminatedError",
     "ReceiveError",
     "RemoteTraceback",
     "SendError",
     "TaskCancelledError",
     "TaskTimeoutError",
+    "WorkerExit",
     "WorkerLostError",
     "pool_fixture",
     "pytest_addoption",
@@ -68,11 +76,15 @@ if TYPE_CHECKING:
     )
     from pytest_poolrun.pool import (
         AsyncResult,
+        IMapIterator,
+        MapResult,
         Pool,
         PoolExhaustedError,
+        PoolHooks,
         PoolTerminatedError,
         TaskCancelledError,
         TaskTimeoutError,
+        WorkerExit,
         WorkerLostError,
     )
 

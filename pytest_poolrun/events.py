@@ -192,7 +192,7 @@ def replay(config: pytest.Config, event: HookEvent) -> None:
         hook.pytest_runtest_logstart(nodeid=event.nodeid, location=event.location)
     elif isinstance(event, LogFinish):
         hook.pytest_runtest_logfinish(nodeid=event.nodeid, location=event.location)
-    else:
+    elif isinstance(event, WarningRecorded):
         hook.pytest_warning_recorded.call_historic(
             kwargs=dict(
                 warning_message=rebuild_warning(event),
@@ -201,3 +201,5 @@ def replay(config: pytest.Config, event: HookEvent) -> None:
                 location=event.location,
             )
         )
+    else:
+        raise TypeError(f"unknown hook event: {event!r}")

@@ -29,7 +29,7 @@ from typing import Any
 
 from pytest_poolrun import codec
 from pytest_poolrun.poolworker import WorkerInfo, prepare_process
-from pytest_poolrun.wire import HEADER, SetupFailed, ToController, ToWorker, WorkerEnd
+from pytest_poolrun.wire import HEADER, SetupFailed, ToController, ToWorker, WorkerEnd, read_frame
 
 # Exit code of a bridge whose remote side went away: the pool reports it like a crash.
 REMOTE_LOST = 75
@@ -127,14 +127,7 @@ def bridge_main(
 
     channel.setcallback(to_controller, endmarker=_CLOSED)
     reader = sock.makefile("rb")
-    while True:
-        header = reader.read(HEADER.size)
-        if len(header) < HEADER.size:
-            break
-        (size,) = HEADER.unpack(header)
-        body = reader.read(size)
-        if len(body) < size:
-            break
+    while (body := read_frame(reader)) is not None:
         try:
             channel.send(body)
         except Exception:

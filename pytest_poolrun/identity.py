@@ -10,8 +10,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_poolrun import itemrunner
-
-testrun_uid_key = pytest.StashKey[str]()
+from pytest_poolrun.runid import testrun_uid_key
 
 
 @pytest.fixture(scope="session")

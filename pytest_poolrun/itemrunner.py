@@ -42,7 +42,7 @@ from typing import IO, Any, NamedTuple
 
 import pytest
 
-from pytest_poolrun import events
+from pytest_poolrun import events, runid
 from pytest_poolrun.board import Board
 from pytest_poolrun.poolworker import current_worker, emit, format_exception
 
@@ -174,6 +174,7 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
         _own_fault_file(info.name)
         _own_tmp_path(config, info.name)
         _silence_terminal(config)
+    runid.adopt(config, testrun_uid)
     config.pluginmanager.register(_Forwarder(config), "poolrun-forwarder")
 
 

@@ -14,18 +14,15 @@ Without ``--pool`` (or with ``--pool 0``) nothing here changes the run.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from pytest_poolrun import fixture, gateway, identity, scheduling, sharding
+from pytest_poolrun import fixture, gateway, identity, runid, scheduling, sharding
 from pytest_poolrun.durations import DurationRecorder, Durations
-from pytest_poolrun.pool import threads_running
-from pytest_poolrun.runner import Controller, resolve_workers
+from pytest_poolrun.runner import Controller, RunOptions, resolve_workers
+from pytest_poolrun.workerset import fork_is_safe
 
 durations_key = pytest.StashKey[Durations]()
 # Options whose output is written from inside the test protocol, to the terminal writer of the
@@ -181,7 +178,7 @@ def _pool_requested(config: pytest.Config) -> bool:
 
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[identity.testrun_uid_key] = uuid.uuid4().hex
+    config.stash[runid.testrun_uid_key] = runid.new_testrun_uid()
     recorder = DurationRecorder(config)
     config.stash[durations_key] = recorder.durations
     config.pluginmanager.register(recorder, "poolrun-durations")
@@ -231,30 +228,23 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     max_restarts = config.getoption("pool_max_restarts")
     if max_restarts is None:
         max_restarts = RESTARTS_PER_WORKER * workers
-    controller = Controller(
-        session,
-        workers,
-        config.getoption("pool_chunksize"),
-        max_restarts,
-        config.getoption("pool_timeout"),
-        config.getoption("pool_dist"),
-        config.stash[durations_key],
-        tx,
-        start,
-        config.getoption("pool_report_order"),
+    options = RunOptions(
+        workers=workers,
+        chunksize=config.getoption("pool_chunksize"),
+        max_restarts=max_restarts,
+        timeout=config.getoption("pool_timeout"),
+        dist=config.getoption("pool_dist"),
+        tx=tuple(tx),
+        start=start,
+        report_order=config.getoption("pool_report_order"),
+        testrun_uid=config.stash[runid.testrun_uid_key],
     )
-    controller.testrun_uid = config.stash[identity.testrun_uid_key]
-    controller.run()
+    Controller(session, options, config.stash[durations_key]).run()
     if session.shouldfail:
         raise session.Failed(session.shouldfail)
     if session.shouldstop:
         raise session.Interrupted(session.shouldstop)
     return True
-
-
-def fork_is_safe() -> bool:
-    """Fork after collection only where fork exists and no other thread runs in this process."""
-    return hasattr(os, "fork") and sys.platform != "win32" and not threads_running()
 
 
 def _header(local: int, tx: list[str], start: str, items: int) -> str:

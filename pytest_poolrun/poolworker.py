@@ -39,6 +39,7 @@ from pytest_poolrun.wire import (
     Retiring,
     SetupFailed,
     Shutdown,
+    Task,
     ToController,
     ToWorker,
     WorkerEnd,
@@ -65,7 +66,9 @@ class End(Protocol):
     def recv(self) -> ToWorker | None: ...
 
 
-class _State:
+class _ThisWorker:
+    """This process's identity and connection while it serves a pool (one per process)."""
+
     info: WorkerInfo | None = None
     end: End | None = None
     task_id: int = -1
@@ -73,7 +76,7 @@ class _State:
 
 def current_worker() -> WorkerInfo | None:
     """This process's identity in its pool, or None outside a pool worker."""
-    return _State.info
+    return _ThisWorker.info
 
 
 def emit(payload: object) -> None:
@@ -82,9 +85,9 @@ def emit(payload: object) -> None:
     The pool hands it to its ``on_event`` callback with the worker's name.  Only valid inside a
     pool worker; the payload must pickle with the standard library.
     """
-    if _State.end is None:
+    if _ThisWorker.end is None:
         raise RuntimeError("emit() is only available inside a pool worker")
-    _State.end.send(Event(_State.task_id, pickle.dumps(payload, pickle.HIGHEST_PROTOCOL)))
+    _ThisWorker.end.send(Event(_ThisWorker.task_id, pickle.dumps(payload, pickle.HIGHEST_PROTOCOL)))
 
 
 def _die_with_parent() -> None:
@@ -117,7 +120,7 @@ def worker_main(
 
 def serve(end: End, info: WorkerInfo, setup: bytes, maxtasks: int | None) -> None:
     """Run the initializer, then tasks until told to stop; the same loop for every transport."""
-    _State.info, _State.end = info, end
+    _ThisWorker.info, _ThisWorker.end = info, end
     initializer, initargs, finalizer = pickle.loads(setup)
     if initializer is not None:
         try:
@@ -135,11 +138,13 @@ def serve(end: End, info: WorkerInfo, setup: bytes, maxtasks: int | None) -> Non
             return
         if isinstance(message, Shutdown):
             break
-        _State.task_id = message.task_id
+        if not isinstance(message, Task):
+            raise TypeError(f"unknown message from the pool: {message!r}")
+        _ThisWorker.task_id = message.task_id
         started = time.perf_counter()
-        ok, payload, fatal = _run(message.function, message.args, functions)
+        ok, payload, fatal = _run_task(message.function, message.args, functions)
         seconds = time.perf_counter() - started
-        _State.task_id = -1
+        _ThisWorker.task_id = -1
         end.send(Result(message.task_id, ok, payload, seconds))
         if fatal:
             sys.stdout.flush()
@@ -163,7 +168,7 @@ def _decode_function(blob: bytes, cache: dict[bytes, Callable[..., Any]]) -> Cal
     return function
 
 
-def _run(
+def _run_task(
     function_blob: bytes, args_blob: bytes, cache: dict[bytes, Callable[..., Any]]
 ) -> tuple[bool, bytes, bool]:
     """Run one task: (ok, pickled value or error, whether the worker must exit now)."""
@@ -175,8 +180,10 @@ def _run(
             value = function(*args, **kwargs)
         elif mode == MAP:
             value = [function(arg) for arg in args]
-        else:
+        elif mode == STARMAP:
             value = [function(*arg) for arg in args]
+        else:
+            raise ValueError(f"unknown task mode {mode!r}")
     except BaseException as exc:
         # The traceback starts with this frame; the user's frames follow it.
         if exc.__traceback__ is not None and exc.__traceback__.tb_next is not None:
@@ -187,19 +194,6 @@ def _run(
         return True, blob, False
     except codec.SendError as exc:
         return False, codec.dump_error(exc), False
-
-
-def describe_exit(exitcode: int | None) -> str:
-    """'signal 11 (SIGSEGV)' or 'exit code 3', for messages about a worker that ended."""
-    if exitcode is None:
-        return "an unknown cause"
-    if exitcode < 0:
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            name = "unknown signal"
-        return f"signal {-exitcode} ({name})"
-    return f"exit code {exitcode}"
 
 
 def format_exception(exc: BaseException) -> str:

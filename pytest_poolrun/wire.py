@@ -21,7 +21,7 @@ from __future__ import annotations
 import pickle
 import socket
 import struct
-from typing import NamedTuple, Union
+from typing import BinaryIO, NamedTuple, Union
 
 HEADER = struct.Struct("!Q")
 # Large enough that one recv usually drains a burst of small reports, small enough to stay cheap.
@@ -41,7 +41,7 @@ class Shutdown(NamedTuple):
 
 
 class Event(NamedTuple):
-    """Something a running task emitted before its result (see ``pool.emit``)."""
+    """Something a running task emitted before its result (see ``poolworker.emit``)."""
 
     task_id: int
     payload: bytes
@@ -82,6 +82,20 @@ def encode(message: ToWorker | ToController) -> bytes:
     return HEADER.pack(len(body)) + body
 
 
+def read_frame(stream: BinaryIO) -> bytes | None:
+    """The body of the next frame from a blocking stream, or None once the sender has gone.
+
+    The one reader of frames on the blocking side: the worker, and the execnet bridge relaying
+    frames to its gateway.
+    """
+    header = stream.read(HEADER.size)
+    if len(header) < HEADER.size:
+        return None
+    (size,) = HEADER.unpack(header)
+    body = stream.read(size)
+    return body if len(body) == size else None
+
+
 class WorkerEnd:
     """The worker's side of the socket: plain blocking reads and writes."""
 
@@ -95,12 +109,8 @@ class WorkerEnd:
 
     def recv(self) -> ToWorker | None:
         """The next message, or None once the controller has gone away."""
-        header = self._file.read(HEADER.size)
-        if len(header) < HEADER.size:
-            return None
-        (size,) = HEADER.unpack(header)
-        body = self._file.read(size)
-        if len(body) < size:
+        body = read_frame(self._file)
+        if body is None:
             return None
         message: ToWorker = pickle.loads(body)
         return message

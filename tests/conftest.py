@@ -1,28 +1,9 @@
-"""Shared helpers for the plugin's own tests: run a pytest session and read its verdicts."""
+"""Fixtures shared by the plugin's own tests (plain helpers live in ``helpers.py``)."""
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
-from pathlib import Path
-
 import pytest
-
-POOL = ("-p", "pytest_poolrun")
-
-
-def junit_outcomes(path: Path) -> dict[str, tuple[str, str]]:
-    """nodeid-like key → (outcome, message) from a junitxml file, ignoring times."""
-    outcomes: dict[str, tuple[str, str]] = {}
-    for case in ET.parse(path).getroot().iter("testcase"):
-        key = f"{case.get('classname')}::{case.get('name')}"
-        outcome, message = "passed", ""
-        for child in case:
-            if child.tag in ("failure", "error", "skipped"):
-                outcome, message = child.tag, child.get("message", "")
-        if key in outcomes:
-            key += "#again"  # a test case listed twice (e.g. error in teardown after a failure)
-        outcomes[key] = (outcome, message)
-    return outcomes
+from helpers import POOL, junit_outcomes
 
 
 @pytest.fixture

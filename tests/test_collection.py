@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import POOL
+from helpers import POOL
 
-COLLECTION_LEDGER = """
+COLLECTION_LOG = """
 import os
 def pytest_collection_finish(session):
-    with open(os.environ["LEDGER"], "a") as ledger:
-        ledger.write(f"collected {os.getpid()}\\n")
+    with open(os.environ["COLLECTION_LOG"], "a") as collection_log:
+        collection_log.write(f"collected {os.getpid()}\\n")
 
 def pytest_collection_modifyitems(items):
     items.reverse()   # a plugin that reorders: the workers must see its order
@@ -21,21 +21,21 @@ TESTS = """
 import os, pytest
 @pytest.mark.parametrize("n", range(12))
 def test_n(n, worker_id):
-    with open(os.environ["LEDGER"], "a") as ledger:
-        ledger.write(f"ran {os.getpid()} {worker_id} {n}\\n")
+    with open(os.environ["COLLECTION_LOG"], "a") as collection_log:
+        collection_log.write(f"ran {os.getpid()} {worker_id} {n}\\n")
 """
 
 
 def test_collects_once_and_keeps_the_plugin_order(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ledger = pytester.path / "ledger.txt"
-    monkeypatch.setenv("LEDGER", str(ledger))
-    pytester.makeconftest(COLLECTION_LEDGER)
+    collection_log = pytester.path / "collection_log.txt"
+    monkeypatch.setenv("COLLECTION_LOG", str(collection_log))
+    pytester.makeconftest(COLLECTION_LOG)
     pytester.makepyfile(test_numbers=TESTS)
     result = pytester.runpytest_subprocess(*POOL, "--pool", "2", "--pool-chunksize", "3")
     assert result.ret == 0
-    lines = ledger.read_text().splitlines()
+    lines = collection_log.read_text().splitlines()
     collected = [line for line in lines if line.startswith("collected")]
     assert len(collected) == 1, "collection happens once, in the controller"
     controller = collected[0].split()[1]
@@ -55,7 +55,7 @@ def test_collects_once_and_keeps_the_plugin_order(
 def test_selection_options_apply_once(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("LEDGER", str(pytester.path / "ledger.txt"))
+    monkeypatch.setenv("COLLECTION_LOG", str(pytester.path / "collection_log.txt"))
     pytester.makepyfile(test_numbers=TESTS)
     result = pytester.runpytest_subprocess(
         *POOL, "--pool", "2", "-k", "not 5", "--deselect", "test_numbers.py::test_n[7]"

@@ -10,8 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import POOL, junit_outcomes
-from test_faults import assert_no_process_left
+from helpers import POOL, assert_no_process_left, junit_outcomes, pid_noting_conftest
 
 PROJECT_TESTS = Path(__file__).parent
 
@@ -23,19 +22,6 @@ def test_n(n):
     assert n % 11 != 5
 @pytest.mark.skip(reason="skipped here")
 def test_skipped(): pass
-"""
-
-
-def pid_ledger(path: Path) -> str:
-    """A conftest noting each test's process id in ``path`` (named literally: the socket
-    servers, like real remote hosts, do not share this process's environment)."""
-    return f"""
-import os, pytest
-
-@pytest.fixture(autouse=True)
-def _note_pid():
-    with open({str(path)!r}, "a") as ledger:
-        ledger.write(f"{{os.getpid()}}\\n")
 """
 
 
@@ -78,8 +64,8 @@ def two_hosts(pytester: pytest.Pytester) -> Iterator[list[tuple[subprocess.Popen
 def test_local_and_execnet_workers_give_serial_verdicts(
     pytester: pytest.Pytester, two_hosts
 ) -> None:
-    ledger = pytester.path / "pids.txt"
-    pytester.makeconftest(pid_ledger(ledger))
+    pid_file = pytester.path / "pids.txt"
+    pytester.makeconftest(pid_noting_conftest(pid_file))
     pytester.makepyfile(test_suite=SUITE)
     serial = pytester.runpytest_subprocess(*POOL, "--junitxml=serial.xml")
     tx = [arg for _, spec in two_hosts for arg in ("--pool-tx", spec)]
@@ -92,16 +78,16 @@ def test_local_and_execnet_workers_give_serial_verdicts(
         pytester.path / "serial.xml"
     )
     hosts = frozenset(server.pid for server, _ in two_hosts)
-    assert_no_process_left(ledger, ignore=hosts)
+    assert_no_process_left(pid_file, ignore=hosts)
 
 
 def test_a_host_lost_mid_run_still_gives_every_verdict_once(
     pytester: pytest.Pytester, two_hosts
 ) -> None:
-    ledger = pytester.path / "pids.txt"
+    pid_file = pytester.path / "pids.txt"
     doomed, _ = two_hosts[0]
     pytester.makeconftest(
-        pid_ledger(ledger)
+        pid_noting_conftest(pid_file)
         + f"""
 import os, signal
 def pytest_runtest_call(item):
@@ -121,7 +107,7 @@ def pytest_runtest_call(item):
     assert len(lost) == 1
     result.stdout.fnmatch_lines(["*its execnet gateway disconnected*"])
     doomed.wait(timeout=10)
-    assert_no_process_left(ledger, ignore=frozenset({two_hosts[1][0].pid}))
+    assert_no_process_left(pid_file, ignore=frozenset({two_hosts[1][0].pid}))
 
 
 def test_unreachable_host_gets_no_work(pytester: pytest.Pytester) -> None:

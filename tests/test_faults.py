@@ -6,7 +6,6 @@ every other test has exactly one outcome in --junitxml, and that no process of t
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -14,20 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import POOL, junit_outcomes
-
-# Upper bound for the kernel to deliver a death signal and for us to see it; generous for CI.
-SETTLE_SECONDS = 5.0
-
-PID_LEDGER = """
-import os, pytest
-
-@pytest.fixture(autouse=True)
-def _note_pid():
-    with open(os.environ["PID_LEDGER"], "a") as ledger:
-        ledger.write(f"{os.getpid()}\\n")
-    yield
-"""
+from helpers import POOL, assert_no_process_left, junit_outcomes, pid_noting_conftest
 
 BYSTANDERS = """
 import pytest
@@ -36,30 +22,11 @@ def test_bystander(n): pass
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            state = stat.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def assert_no_process_left(ledger: Path, ignore: frozenset[int] = frozenset()) -> None:
-    """No process whose id the run noted in ``ledger`` is alive (``ignore``: not the run's)."""
-    pids = {int(line) for line in ledger.read_text().split()} if ledger.exists() else set()
-    pids -= ignore
-    deadline = time.monotonic() + SETTLE_SECONDS
-    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
-        time.sleep(0.05)
-    assert [pid for pid in pids if _alive(pid)] == []
-
-
 @pytest.fixture
-def ledger(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Path:
+def pid_file(pytester: pytest.Pytester) -> Path:
+    """Where every test of the run notes its process id."""
     path = pytester.path / "pids.txt"
-    monkeypatch.setenv("PID_LEDGER", str(path))
-    pytester.makeconftest(PID_LEDGER)
+    pytester.makeconftest(pid_noting_conftest(path))
     pytester.makepyfile(test_bystanders=BYSTANDERS)
     return path
 
@@ -93,7 +60,7 @@ def _assert_bystanders_passed(outcomes: dict) -> None:
     ids=["segfault", "os._exit", "sigkill", "keyboardinterrupt"],
 )
 def test_a_test_that_kills_its_worker_fails_once(
-    pytester: pytest.Pytester, ledger: Path, body: str, message: str
+    pytester: pytest.Pytester, pid_file: Path, body: str, message: str
 ) -> None:
     pytester.makepyfile(
         test_guilty=f"""
@@ -125,7 +92,7 @@ def test_a_test_that_kills_its_worker_fails_once(
     )
     _assert_bystanders_passed(outcomes)
     assert len(outcomes) == 11
-    assert_no_process_left(ledger)
+    assert_no_process_left(pid_file)
 
 
 def test_segfault_report_carries_the_fatal_traceback(pytester: pytest.Pytester) -> None:
@@ -141,7 +108,7 @@ def test_segfault_report_carries_the_fatal_traceback(pytester: pytest.Pytester) 
 
 
 def test_sys_exit_and_other_base_exceptions_fail_like_serial(
-    pytester: pytest.Pytester, ledger: Path
+    pytester: pytest.Pytester, pid_file: Path
 ) -> None:
     pytester.makepyfile(
         test_guilty="""
@@ -157,10 +124,10 @@ def test_sys_exit_and_other_base_exceptions_fail_like_serial(
         ["FAILED test_guilty.py::test_sys_exit - SystemExit: 4", "FAILED *test_custom*out of band"]
     )
     _assert_bystanders_passed(outcomes)
-    assert_no_process_left(ledger)
+    assert_no_process_left(pid_file)
 
 
-def test_restarts_are_bounded(pytester: pytest.Pytester, ledger: Path) -> None:
+def test_restarts_are_bounded(pytester: pytest.Pytester, pid_file: Path) -> None:
     pytester.makepyfile(
         test_guilty="""
         import os
@@ -176,10 +143,10 @@ def test_restarts_are_bounded(pytester: pytest.Pytester, ledger: Path) -> None:
     not_run = [key for key, (_, message) in outcomes.items() if "not run" in message]
     assert "test_guilty::test_never_started" in not_run
     assert len(outcomes) == 10, "every collected test has one outcome"
-    assert_no_process_left(ledger)
+    assert_no_process_left(pid_file)
 
 
-def test_pool_timeout_dumps_stacks_and_goes_on(pytester: pytest.Pytester, ledger: Path) -> None:
+def test_pool_timeout_dumps_stacks_and_goes_on(pytester: pytest.Pytester, pid_file: Path) -> None:
     pytester.makepyfile(
         test_guilty="""
         import time
@@ -205,10 +172,25 @@ def test_pool_timeout_dumps_stacks_and_goes_on(pytester: pytest.Pytester, ledger
     assert outcomes["test_guilty::test_sleeps"][0] == "failure"
     assert outcomes["test_guilty::test_spins"][0] == "failure"
     _assert_bystanders_passed(outcomes)
-    assert_no_process_left(ledger)
+    assert_no_process_left(pid_file)
 
 
-def test_exitfirst_stops_every_worker(pytester: pytest.Pytester, ledger: Path) -> None:
+def test_timed_out_test_shows_its_output_once(pytester: pytest.Pytester, pid_file: Path) -> None:
+    pytester.makepyfile(
+        test_guilty="""
+        import time
+        def test_sleeps():
+            print("printed-" + "before-the-timeout")
+            time.sleep(60)
+        """
+    )
+    result, outcomes = _run(pytester, "--pool", "1", "--pool-timeout", "1")
+    assert outcomes["test_guilty::test_sleeps"][0] == "failure"
+    assert result.stdout.str().count("printed-before-the-timeout") == 1
+    assert_no_process_left(pid_file)
+
+
+def test_exitfirst_stops_every_worker(pytester: pytest.Pytester, pid_file: Path) -> None:
     pytester.makepyfile(
         test_guilty="""
         import time
@@ -219,10 +201,10 @@ def test_exitfirst_stops_every_worker(pytester: pytest.Pytester, ledger: Path) -
     result, _ = _run(pytester, "--pool", "2", "-x", "--pool-chunksize", "1")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["*stopping after 1 failures*"])
-    assert_no_process_left(ledger)
+    assert_no_process_left(pid_file)
 
 
-def _start_hanging_run(pytester: pytest.Pytester, ledger: Path) -> subprocess.Popen[bytes]:
+def _start_hanging_run(pytester: pytest.Pytester, pid_file: Path) -> subprocess.Popen[bytes]:
     started = pytester.path / "started"
     pytester.makepyfile(
         test_guilty=f"""
@@ -237,7 +219,6 @@ def _start_hanging_run(pytester: pytest.Pytester, ledger: Path) -> subprocess.Po
         cwd=pytester.path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "PID_LEDGER": str(ledger)},
     )
     deadline = time.monotonic() + 30
     while not started.exists():
@@ -248,9 +229,9 @@ def _start_hanging_run(pytester: pytest.Pytester, ledger: Path) -> subprocess.Po
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_stops_within_two_seconds(
-    pytester: pytest.Pytester, ledger: Path, signum: int
+    pytester: pytest.Pytester, pid_file: Path, signum: int
 ) -> None:
-    process = _start_hanging_run(pytester, ledger)
+    process = _start_hanging_run(pytester, pid_file)
     sent = time.monotonic()
     process.send_signal(signum)
     output, _ = process.communicate(timeout=10)
@@ -261,23 +242,23 @@ def test_interrupt_stops_within_two_seconds(
     assert "KeyboardInterrupt" in text
     assert "passed" in text.splitlines()[-1], "the summary of what ran is printed"
     assert "poolworker" not in text, "no traceback from a worker reaches the terminal"
-    assert_no_process_left(ledger)
+    assert_no_process_left(pid_file)
 
 
 def test_workers_exit_when_the_controller_is_killed(
-    pytester: pytest.Pytester, ledger: Path
+    pytester: pytest.Pytester, pid_file: Path
 ) -> None:
-    process = _start_hanging_run(pytester, ledger)
+    process = _start_hanging_run(pytester, pid_file)
     process.kill()
     process.communicate(timeout=10)
-    assert_no_process_left(ledger)
+    assert_no_process_left(pid_file)
 
 
 def test_error_outside_any_test_is_an_internal_error(
-    pytester: pytest.Pytester, ledger: Path
+    pytester: pytest.Pytester, pid_file: Path
 ) -> None:
     pytester.makeconftest(
-        PID_LEDGER
+        pid_noting_conftest(pid_file)
         + """
 import os
 def pytest_runtest_logreport(report):
@@ -288,7 +269,7 @@ def pytest_runtest_logreport(report):
     result = pytester.runpytest_subprocess(*POOL, "--pool", "2")
     assert result.ret == pytest.ExitCode.INTERNAL_ERROR
     result.stdout.fnmatch_lines(["INTERNALERROR>*RuntimeError: plugin hook broke in the worker*"])
-    assert_no_process_left(ledger)
+    assert_no_process_left(pid_file)
 
 
 def test_processes_a_test_starts_can_be_interrupted(pytester: pytest.Pytester) -> None:

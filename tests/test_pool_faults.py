@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from pytest_poolrun import Pool, SendError, TaskTimeoutError, WorkerLostError, poolworker
-from pytest_poolrun.pool import PoolTerminatedError, ReceiveError
+from pytest_poolrun.pool import PoolHooks, PoolTerminatedError, ReceiveError
 
 # A bound on waits that must not happen: reaching it fails the test instead of hanging it.
 NO_HANG = 10.0
@@ -244,7 +244,7 @@ def test_timeout_does_not_count_the_workers_start_up() -> None:
 
 def test_timeout_kills_the_processes_the_task_started() -> None:
     children: list[int] = []
-    with Pool(1, on_event=lambda worker, pid: children.append(pid)) as pool:
+    with Pool(1, hooks=PoolHooks(on_event=lambda worker, pid: children.append(pid))) as pool:
         result = pool.apply_async(start_child_then_wait, timeout=CHILD_TIMEOUT)
         with pytest.raises(TaskTimeoutError):
             result.get(NO_HANG)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import POOL
+from helpers import POOL
 
 from pytest_poolrun.pool import available_cpus
 

@@ -7,14 +7,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import POOL
+from helpers import POOL
 
-LEDGER_CONFTEST = """
+FIXTURE_LOG_CONFTEST = """
 import os, pytest
 
 def note(request, what):
-    with open(os.environ["LEDGER"], "a") as ledger:
-        ledger.write(f"{os.getpid()} {what}\\n")
+    with open(os.environ["FIXTURE_LOG"], "a") as fixture_log:
+        fixture_log.write(f"{os.getpid()} {what}\\n")
 
 @pytest.fixture(scope="session", autouse=True)
 def session_fixture(request):
@@ -47,27 +47,27 @@ class TestGroup:
 """
 
 
-def _ledger(path) -> list[tuple[str, str]]:
+def _log_entries(path) -> list[tuple[str, str]]:
     lines = path.read_text().splitlines()
     return [tuple(line.split(" ", 1)) for line in lines]  # type: ignore[misc]
 
 
 @pytest.fixture
-def ledger(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Path:
+def fixture_log(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The file where the suite's fixtures note each setup and teardown, with their pid."""
-    path = pytester.path / "ledger.txt"
-    monkeypatch.setenv("LEDGER", str(path))
-    pytester.makeconftest(LEDGER_CONFTEST)
+    path = pytester.path / "fixture_log.txt"
+    monkeypatch.setenv("FIXTURE_LOG", str(path))
+    pytester.makeconftest(FIXTURE_LOG_CONFTEST)
     return path
 
 
 def test_each_scope_is_set_up_and_torn_down_in_pairs(
-    pytester: pytest.Pytester, ledger: Path
+    pytester: pytest.Pytester, fixture_log: Path
 ) -> None:
     pytester.makepyfile(test_one=MODULE, test_two=MODULE, test_three=MODULE)
     result = pytester.runpytest_subprocess(*POOL, "--pool", "2")
     assert result.ret == 0
-    entries = _ledger(ledger)
+    entries = _log_entries(fixture_log)
     pids = {pid for pid, _ in entries}
     assert len(pids) == 2, "both workers ran tests"
     for pid in pids:
@@ -138,6 +138,29 @@ def test_worker_identity_and_environment(pytester: pytest.Pytester) -> None:
     assert len({uid for _, uid in seen}) == 1, "one testrun_uid for the whole run"
 
 
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_one_testrun_uid_for_every_kind_of_worker(pytester: pytest.Pytester, start: str) -> None:
+    seen_file = pytester.path / "uids.txt"
+    pytester.makepyfile(
+        f"""
+        import os, pytest
+        @pytest.mark.parametrize("n", range(6))
+        def test_identity(n, worker_id, testrun_uid):
+            with open({str(seen_file)!r}, "a") as seen:
+                env = os.environ["PYTEST_XDIST_TESTRUNUID"]
+                seen.write(f"{{worker_id}} {{testrun_uid}} {{env}}\\n")
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        *POOL, "--pool", "2", "--pool-start", start, "--pool-chunksize", "1"
+    )
+    assert result.ret == 0
+    seen = [line.split() for line in seen_file.read_text().splitlines()]
+    assert {worker for worker, _, _ in seen} == {"gw0", "gw1"}
+    assert all(uid == env for _, uid, env in seen), "the fixture and the environment agree"
+    assert len({uid for _, uid, _ in seen}) == 1, "one testrun_uid for the whole run"
+
+
 def test_serial_run_sees_master(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     # When this suite itself runs under --pool (or -n), the variable is inherited.
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
@@ -152,11 +175,13 @@ def test_serial_run_sees_master(pytester: pytest.Pytester, monkeypatch: pytest.M
     pytester.runpytest_subprocess(*POOL).assert_outcomes(passed=1)
 
 
-def test_session_finalizers_run_in_every_worker(pytester: pytest.Pytester, ledger: Path) -> None:
+def test_session_finalizers_run_in_every_worker(
+    pytester: pytest.Pytester, fixture_log: Path
+) -> None:
     pytester.makepyfile(test_one=MODULE, test_two=MODULE)
     result = pytester.runpytest_subprocess(*POOL, "--pool", "2", "--pool-chunksize", "1")
     assert result.ret == 0
-    entries = _ledger(ledger)
+    entries = _log_entries(fixture_log)
     workers = {pid for pid, _ in entries}
     finalized = {pid for pid, what in entries if what == "teardown session"}
     assert finalized == workers and len(workers) == 2

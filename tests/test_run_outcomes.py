@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import POOL
+from helpers import POOL
 
 EVERY_OUTCOME = """
 import pytest, warnings

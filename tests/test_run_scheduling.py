@@ -6,7 +6,7 @@ import json
 from collections import defaultdict
 
 import pytest
-from conftest import POOL
+from helpers import POOL
 
 LEDGER = """
 import os, time, pytest

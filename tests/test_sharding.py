@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import POOL
+from helpers import POOL
 
 from pytest_poolrun.durations import merge
 from pytest_poolrun.scheduling import ItemInfo

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import POOL
+from helpers import POOL
 
 CASES = [
     (("--pool", "-1"), "*--pool: '-1' is not a number of workers*"),

@@ -1,0 +1,218 @@
+"""The pool's jobs: queued, handed to workers with a little prefetch, timed, requeued or failed.
+
+Data flow, in the pool's thread::
+
+    Pool.apply_async / map chunks ─▶ enqueue ─▶ queue ─▶ assign: to the least loaded started
+                                                          workers, up to in_flight_limit() each
+                                                          ─▶ WorkerProcess.jobs + Task on its end
+    Ready from a worker  ─▶ started(worker): its first job's deadline starts counting
+    Result from a worker ─▶ finished(worker, task_id) ─▶ the Job, whose on_result the pool calls
+    the worker ended     ─▶ take_back(worker): the job it ran (blamed, unless the exit was
+                            expected), its unstarted jobs back to the front of the queue
+    overdue(now)         ─▶ (worker, job) pairs whose running job passed its deadline
+
+**Prefetch.**  Each worker holds its running task plus a couple of milliseconds' worth of the
+next ones (by the running estimate of a task's duration, 2 to 64 tasks), so it never waits for a
+round trip between tiny tasks, while slow tasks are handed out one by one.  Tasks held but not
+started by a worker that dies go back to the queue.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from pytest_poolrun import codec
+from pytest_poolrun.poolworker import APPLY
+from pytest_poolrun.wire import Task
+from pytest_poolrun.workerset import WorkerProcess
+
+# How much work a worker holds beyond the task it runs, in seconds of recent tasks: enough to
+# cover the controller's reaction time between two results, so a worker never idles waiting for
+# its next task, and little enough that few tasks wait behind a slow one.
+PREFETCH_SECONDS = 0.002
+# Tasks in flight per worker.  At least 2, so the next task is always at hand; at most 64, so a
+# dead worker sends few tasks back to the queue and tiny tasks still share one system call.
+MIN_IN_FLIGHT = 2
+MAX_IN_FLIGHT = 64
+# Weight of the newest task's duration when the estimate falls (it rises at once: a slow task
+# must shrink the prefetch before more tasks queue behind the next one).
+DURATION_DECAY = 0.1
+# Durations below this are clock noise; it keeps the prefetch arithmetic finite.
+MIN_DURATION = 1e-6
+# multiprocessing.Pool's automatic chunksize: about four chunks per worker.
+CHUNKS_PER_WORKER = 4
+# The end of the message when an argument cannot be sent.
+SEND_ADVICE = "pass something picklable, or create it inside the task"
+
+OnResult = Callable[[bool, Any], None]
+
+
+@dataclass(eq=False)
+class Job:
+    """One task: its pickled function and arguments, and who hears of its outcome."""
+
+    task_id: int
+    function: bytes
+    args: bytes
+    on_result: OnResult
+    timeout: float | None
+    deadline: float | None = None
+    finished: bool = False
+
+
+class Dispatcher:
+    """The queue of jobs not yet handed out, and the rules for handing them out."""
+
+    def __init__(self, in_flight: int | None) -> None:
+        # Tasks a worker may hold at once; None: as many as cover PREFETCH_SECONDS of recent tasks.
+        self._in_flight = in_flight
+        self.queue: deque[Job] = deque()
+        self._ids = itertools.count()
+        self._task_seconds: float | None = None
+
+    def enqueue(
+        self,
+        function: bytes,
+        mode: int,
+        args: Any,
+        kwargs: Mapping[str, Any],
+        on_result: OnResult,
+        timeout: float | None,
+        first: int = 0,
+    ) -> None:
+        """Queue one task; ``first`` is a map chunk's position in its iterable, for messages."""
+        try:
+            args_blob = codec.dumps((mode, args, dict(kwargs)))
+        except Exception:
+            _raise_send_error(mode, args, kwargs, first)
+        self.queue.append(Job(next(self._ids), function, args_blob, on_result, timeout))
+
+    def enqueue_chunks(
+        self,
+        function: bytes,
+        mode: int,
+        items: list[Any],
+        size: int,
+        chunk_done: Callable[[int], OnResult],
+        timeout: float | None,
+    ) -> None:
+        """Queue a map's items in chunks of ``size``; chunk ``i`` reports to ``chunk_done(i)``."""
+        for index, start in enumerate(range(0, len(items), size)):
+            chunk = items[start : start + size]
+            self.enqueue(function, mode, chunk, {}, chunk_done(index), timeout, start)
+
+    def in_flight_limit(self) -> int:
+        if self._in_flight is not None:
+            return self._in_flight
+        if self._task_seconds is None:
+            return MIN_IN_FLIGHT
+        wanted = 1 + math.ceil(PREFETCH_SECONDS / max(self._task_seconds, MIN_DURATION))
+        return max(MIN_IN_FLIGHT, min(MAX_IN_FLIGHT, wanted))
+
+    def assign(self, workers: Iterable[WorkerProcess]) -> set[WorkerProcess]:
+        """Hand queued jobs to the least loaded workers with room; returns those to flush."""
+        limit = self.in_flight_limit()
+        open_workers = [
+            worker
+            for worker in workers
+            if not (worker.retiring or worker.stopping) and len(worker.jobs) < limit
+        ]
+        touched: set[WorkerProcess] = set()
+        while self.queue and open_workers:
+            worker = min(open_workers, key=_load)
+            job = self.queue.popleft()
+            if not worker.jobs and worker.ready:
+                job.deadline = _deadline(job.timeout)
+            worker.jobs.append(job)
+            worker.end.send(Task(job.task_id, job.function, job.args))
+            touched.add(worker)
+            if len(worker.jobs) >= limit:
+                open_workers.remove(worker)
+        return touched
+
+    @staticmethod
+    def started(worker: WorkerProcess) -> None:
+        """The worker sent ``Ready``: its first job's timeout counts from now."""
+        worker.ready = True
+        if worker.jobs:
+            worker.jobs[0].deadline = _deadline(worker.jobs[0].timeout)
+
+    def finished(self, worker: WorkerProcess, task_id: int, seconds: float) -> Job:
+        """The worker's oldest job has its result; the next one's timeout starts counting."""
+        self._note_duration(seconds)
+        job = worker.jobs.popleft()
+        assert job.task_id == task_id, "results arrive in the order tasks were sent"
+        if worker.jobs:
+            worker.jobs[0].deadline = _deadline(worker.jobs[0].timeout)
+        return job
+
+    def take_back(self, worker: WorkerProcess, crashed: bool) -> Job | None:
+        """Requeue an ended worker's unstarted jobs; return the running one a crash is blamed on."""
+        jobs = [job for job in worker.jobs if not job.finished]
+        worker.jobs.clear()
+        running = None
+        if jobs and crashed:
+            running = jobs.pop(0)
+            running.finished = True
+        self.queue.extendleft(reversed(jobs))
+        return running
+
+    def next_deadline(self, workers: Iterable[WorkerProcess]) -> float | None:
+        """Seconds until the earliest running job's deadline, if any job has one."""
+        deadlines = [
+            worker.jobs[0].deadline
+            for worker in workers
+            if worker.jobs and worker.jobs[0].deadline is not None
+        ]
+        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+
+    @staticmethod
+    def overdue(workers: Iterable[WorkerProcess]) -> list[tuple[WorkerProcess, Job]]:
+        now = time.monotonic()
+        late = []
+        for worker in workers:
+            job = worker.jobs[0] if worker.jobs else None
+            if job is not None and not job.finished and job.deadline is not None:
+                if job.deadline <= now:
+                    late.append((worker, job))
+        return late
+
+    def _note_duration(self, seconds: float) -> None:
+        current = self._task_seconds
+        if current is None or seconds > current:
+            self._task_seconds = seconds
+        else:
+            self._task_seconds = current + DURATION_DECAY * (seconds - current)
+
+
+def auto_chunksize(length: int, processes: int) -> int:
+    """``multiprocessing.Pool``'s choice when a map is given no chunksize."""
+    chunksize, extra = divmod(length, processes * CHUNKS_PER_WORKER)
+    return chunksize + 1 if extra else max(chunksize, 1)
+
+
+def _load(worker: WorkerProcess) -> tuple[bool, int]:
+    """Started workers first, then the fewest tasks in flight."""
+    return not worker.ready, len(worker.jobs)
+
+
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def _raise_send_error(mode: int, args: Any, kwargs: Mapping[str, Any], first: int) -> NoReturn:
+    """Raise ``SendError`` naming the argument or item that does not pickle."""
+    if mode == APPLY:
+        codec.dump_value(tuple(args), "args", SEND_ADVICE)
+        codec.dump_value(dict(kwargs), "kwds", SEND_ADVICE)
+    else:
+        for index, item in enumerate(args, first):
+            codec.dump_value(item, f"iterable[{index}]", SEND_ADVICE)
+    codec.dump_value((args, dict(kwargs)), "the arguments", SEND_ADVICE)
+    raise AssertionError("unreachable: the arguments did not pickle as a whole")

@@ -1,0 +1,102 @@
+"""The controller's ledger of items: which are queued, running, held back, aborted or done.
+
+Data flow, in the controller's thread::
+
+    ItemStarted / ItemAborted (a fresh worker's announcement) ─▶ started(worker, item)
+    the shared Board (a forked worker writes its slot; no message) ─▶ current(worker, slot)
+    ItemFinished / SessionExit / a synthetic report  ─▶ done(item)
+    a chunk task's result (worker, held item)         ─▶ hold(worker, item)
+    the worker ended ─▶ ended(worker, slot): the item it ran (to report), the one it held
+                        (to send out again), and how it stopped if it said so (ItemAborted)
+
+An item is dispatched again only while it is ``QUEUED``: once a worker said it started it, or
+the board shows it, the item's only outcomes are its own reports or a crash report.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from enum import Enum
+from typing import NamedTuple
+
+from pytest_poolrun import events
+from pytest_poolrun.board import Board
+
+
+class ItemState(Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+
+
+class Running(NamedTuple):
+    item: int
+    started: float  # time.monotonic()
+
+
+class EndedWorker(NamedTuple):
+    """What the ledger knew of a worker when it ended."""
+
+    running: int | None  # the item it was running and that has no outcome yet
+    held: int | None  # the item it held back, not started: to send out again
+    aborted: events.ItemAborted | None  # the worker's own word on how the item stopped
+
+
+class ItemLedger:
+    def __init__(self, items: int, board: Board) -> None:
+        self.state = [ItemState.QUEUED] * items
+        self._board = board
+        self._running: dict[str, Running] = {}
+        self._held: dict[str, int] = {}
+        self._aborted: dict[str, events.ItemAborted] = {}
+
+    def started(self, worker: str, item: int) -> None:
+        self._running[worker] = Running(item, time.monotonic())
+        self.state[item] = ItemState.RUNNING
+        if self._held.get(worker) == item:
+            del self._held[worker]
+
+    def aborted(self, worker: str, event: events.ItemAborted) -> None:
+        """Known before the failed chunk's callback: that item must not go out again."""
+        self.started(worker, event.item)
+        self._aborted[worker] = event
+
+    def finished(self, worker: str, item: int) -> None:
+        self._running.pop(worker, None)
+        self.done(item)
+
+    def done(self, item: int) -> None:
+        self.state[item] = ItemState.DONE
+
+    def is_queued(self, item: int) -> bool:
+        return self.state[item] is ItemState.QUEUED
+
+    def unstarted(self, chunk: Iterable[int]) -> list[int]:
+        return [item for item in chunk if self.is_queued(item)]
+
+    def hold(self, worker: str, item: int | None) -> None:
+        """The worker's chunk is done and it holds ``item`` back until its next chunk."""
+        if item is not None and self.is_queued(item):
+            self._held[worker] = item
+
+    def current(self, worker: str, slot: int) -> Running | None:
+        """What ``worker`` runs now, from its announcement or, for a forked one, the board."""
+        if worker in self._running:
+            return self._running[worker]
+        on_board = self._board.running(slot)
+        return None if on_board is None else Running(*on_board)
+
+    def ended(self, worker: str, slot: int) -> EndedWorker:
+        """Forget ``worker``; the item it ran is done from now on (its crash gets reported)."""
+        current = self.current(worker, slot)
+        self._running.pop(worker, None)
+        aborted = self._aborted.pop(worker, None)
+        held = self._held.pop(worker, None)
+        running = None
+        if current is not None and self.state[current.item] is not ItemState.DONE:
+            running = current.item
+            self.done(running)
+        if held is not None and not self.is_queued(held):
+            held = None
+        return EndedWorker(running, held, aborted)

@@ -1,0 +1,97 @@
+"""The report replayer: workers' recorded hook calls, and synthetic reports, into pytest's hooks.
+
+Data flow, in the controller's thread::
+
+    ItemFinished(item, hook events) ─▶ in_order(item, replay) ─▶ events.replay, one by one:
+                                        pytest_runtest_logstart / logreport / logfinish,
+                                        warning_recorded (terminal, junitxml, cache…)
+    a crash, a timeout   ─▶ report_crash(item, why, sections): one failed "call" report
+    a pool out of workers ─▶ report_not_run(item, why): one failed "setup" report
+    after each replay: session.shouldfail / shouldstop (-x, --maxfail) ─▶ on_stop()
+
+``in_order`` replays at once (``--pool-report-order completion``) or once every earlier item
+is replayed (``collection``), so that the output is a serial run's line for line; once the run
+stops nothing more is replayed (the items past the failing one would not have run serially).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import pytest
+
+from pytest_poolrun import events
+
+
+class Replayer:
+    def __init__(
+        self, session: pytest.Session, report_order: str, on_stop: Callable[[], None]
+    ) -> None:
+        self._session = session
+        self._config = session.config
+        self._in_collection_order = report_order == "collection"
+        self._on_stop = on_stop
+        self.stopped = False
+        self._pending: dict[int, Callable[[], None]] = {}
+        self._next = 0
+
+    def stop(self) -> bool:
+        """Replay nothing more from now on; True the first time (the caller then stops)."""
+        first, self.stopped = not self.stopped, True
+        return first
+
+    def in_order(self, item: int, replay: Callable[[], None]) -> None:
+        """Run ``replay`` for ``item`` now, or once every earlier item's replay has run."""
+        if not self._in_collection_order:
+            replay()
+            return
+        self._pending[item] = replay
+        while self._next in self._pending and not self.stopped:
+            self._pending.pop(self._next)()
+            self._next += 1
+
+    def finished(self, event: events.ItemFinished) -> None:
+        self.in_order(event.item, partial(self.replay, event.events))
+
+    def replay(self, hook_events: Sequence[events.HookEvent]) -> None:
+        if self.stopped:
+            return
+        for event in hook_events:
+            events.replay(self._config, event)
+        self._check_stop()
+
+    def report_crash(self, item: int, why: str, sections: Sequence[tuple[str, str]] = ()) -> None:
+        self.in_order(item, partial(self._report_synthetic, item, why, "call", sections))
+
+    def report_not_run(self, item: int, why: str) -> None:
+        self.in_order(item, partial(self._report_synthetic, item, f"not run: {why}", "setup", ()))
+
+    def _report_synthetic(
+        self, index: int, longrepr: str, when: str, sections: Sequence[tuple[str, str]]
+    ) -> None:
+        if self.stopped:
+            return
+        item = self._session.items[index]
+        hook = self._config.hook
+        hook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+        report = pytest.TestReport(
+            nodeid=item.nodeid,
+            location=item.location,
+            keywords={name: 1 for name in item.keywords},
+            outcome="failed",
+            longrepr=longrepr,
+            when=when,  # type: ignore[arg-type]
+            sections=list(sections),
+            duration=0.0,
+            start=0.0,
+            stop=0.0,
+            user_properties=list(item.user_properties),
+        )
+        hook.pytest_runtest_logreport(report=report)
+        hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+        self._check_stop()
+
+    def _check_stop(self) -> None:
+        if self._session.shouldfail or self._session.shouldstop:
+            self._on_stop()

@@ -1,0 +1,177 @@
+"""The caller's handles on submitted work: ``AsyncResult``, ``MapResult``, ``IMapIterator``.
+
+Data flow, in the caller's thread::
+
+    Pool.apply_async ─▶ AsyncResult ◀── on_result(ok, value), called by the manager's loop
+    Pool.map_async   ─▶ MapResult   ◀── one chunk_done(index) per chunk; complete when all are
+    Pool.imap        ─▶ IMapIterator ◀── one chunk_done(index) per chunk; yields in order (or
+                                         in arrival order, for imap_unordered)
+    get / wait / ready / next ─▶ Manager.wait_until or poll: the pool's loop runs meanwhile
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import deque
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Any, Generic, Protocol, TypeVar
+
+from pytest_poolrun.poolerrors import PoolTerminatedError
+
+T = TypeVar("T")
+
+
+class Waiter(Protocol):
+    """What a result needs of the pool: to run its loop while the caller waits."""
+
+    terminated: bool
+
+    def wait_until(self, done: Callable[[], bool], timeout: float | None) -> bool: ...
+
+    def poll(self) -> None: ...
+
+
+def _terminated_error() -> PoolTerminatedError:
+    return PoolTerminatedError("the pool was terminated before this result arrived")
+
+
+class AsyncResult(Generic[T]):
+    """The future outcome of one ``apply_async`` (or, as ``MapResult``, of a whole map).
+
+    ``callback`` and ``error_callback`` run in the caller's thread, inside whichever pool call
+    is waiting when the result arrives.  They must not wait on the pool themselves (that raises
+    ``RuntimeError``); an exception they raise is re-raised by that pool call.
+    """
+
+    def __init__(
+        self,
+        waiter: Waiter,
+        callback: Callable[[Any], object] | None,
+        error_callback: Callable[[BaseException], object] | None,
+    ) -> None:
+        self._waiter = waiter
+        self._callback = callback
+        self._error_callback = error_callback
+        self._done = False
+        self._ok = False
+        self._value: Any = None
+
+    def on_result(self, ok: bool, value: Any) -> None:
+        """The outcome arrived (called by the pool's loop): keep it, run the callback."""
+        if self._done:
+            return
+        self._done, self._ok, self._value = True, ok, value
+        if ok and self._callback is not None:
+            self._callback(value)
+        if not ok and self._error_callback is not None:
+            self._error_callback(value)
+
+    def ready(self) -> bool:
+        if not self._done:
+            self._waiter.poll()
+        return self._done
+
+    def successful(self) -> bool:
+        if not self.ready():
+            raise ValueError(f"{self!r} not ready")
+        return self._ok
+
+    def wait(self, timeout: float | None = None) -> None:
+        self._waiter.wait_until(lambda: self._done, timeout)
+
+    def get(self, timeout: float | None = None) -> T:
+        self.wait(timeout)
+        if not self._done:
+            if self._waiter.terminated:
+                raise _terminated_error()
+            raise multiprocessing.TimeoutError
+        if self._ok:
+            return self._value  # type: ignore[no-any-return]
+        raise self._value
+
+
+class MapResult(AsyncResult[list[T]]):
+    """A map's outcome: its chunks' lists joined in order, or the first chunk's error."""
+
+    def __init__(
+        self,
+        waiter: Waiter,
+        chunks: int,
+        callback: Callable[[list[T]], object] | None,
+        error_callback: Callable[[BaseException], object] | None,
+    ) -> None:
+        super().__init__(waiter, callback, error_callback)
+        self._parts: list[list[T] | None] = [None] * chunks
+        self._missing = chunks
+        if chunks == 0:
+            self.on_result(True, [])
+
+    def chunk_done(self, index: int) -> Callable[[bool, Any], None]:
+        """The ``on_result`` of chunk ``index``."""
+        return partial(self._chunk_arrived, index)
+
+    def _chunk_arrived(self, index: int, ok: bool, value: Any) -> None:
+        if self._done:
+            return
+        if not ok:
+            self.on_result(False, value)
+            return
+        self._parts[index] = value
+        self._missing -= 1
+        if self._missing == 0:
+            self.on_result(True, [item for part in self._parts for item in part or ()])
+
+
+class IMapIterator(Iterator[T]):
+    """Iterates over an ``imap``'s results as their chunks arrive.
+
+    Ordered, it yields chunk 0's items first, then chunk 1's…; unordered, whole chunks in the
+    order they arrive.  A chunk that failed raises its error when its turn comes.
+    """
+
+    def __init__(self, waiter: Waiter, chunks: int, ordered: bool) -> None:
+        self._waiter = waiter
+        self._chunks = chunks
+        self._ordered = ordered
+        self._arrived: dict[int, tuple[bool, Any]] = {}
+        self._order: deque[int] = deque()
+        self._position = 0
+        self._current: Iterator[T] = iter(())
+
+    def chunk_done(self, index: int) -> Callable[[bool, Any], None]:
+        """The ``on_result`` of chunk ``index``."""
+        return partial(self._chunk_arrived, index)
+
+    def _chunk_arrived(self, index: int, ok: bool, value: Any) -> None:
+        self._arrived[index] = (ok, value)
+        self._order.append(index)
+
+    def __iter__(self) -> IMapIterator[T]:
+        return self
+
+    def __next__(self) -> T:
+        while True:
+            for value in self._current:
+                return value
+            if self._position >= self._chunks:
+                raise StopIteration
+            self._current = iter(self._next_chunk())
+
+    def _next_chunk(self) -> list[T]:
+        self._position += 1
+        if self._ordered:
+            index = self._position - 1
+            self._waiter.wait_until(lambda: index in self._arrived, None)
+        else:
+            self._waiter.wait_until(lambda: bool(self._order), None)
+            if not self._order:
+                raise _terminated_error()
+            index = self._order.popleft()
+        if index not in self._arrived:
+            raise _terminated_error()
+        ok, value = self._arrived.pop(index)
+        if not ok:
+            raise value
+        chunk: list[T] = value
+        return chunk

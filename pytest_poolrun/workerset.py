@@ -1,0 +1,348 @@
+"""The pool's worker processes: one per slot, started, killed with their groups, reaped, replaced.
+
+Data flow, in the pool's thread::
+
+    WorkerSet.start(slot) ─▶ multiprocessing Process (worker_main, or gateway.bridge_main for an
+                             execnet slot) with one end of a socket pair ─▶ WorkerProcess
+    the event loop sees the exit descriptor (pidfd, or the sentinel) turn readable
+    WorkerSet.reap(worker) ─▶ joins it, kills what is left of its process group,
+                              counts a restart ─▶ WorkerExit (the record every pool user gets)
+    WorkerSet.may_replace(exit) ─▶ the restart policy: the slot is not disabled, the limit holds
+
+A worker leads its own process group, so killing the group also ends the processes its tasks
+started.  A slot whose initializer failed is disabled: a replacement would fail the same way.
+
+**Start methods.**  ``"fork"``, ``"forkserver"`` or ``"spawn"``.  The default is ``"fork"`` where
+the platform forks safely (not macOS, whose system libraries may crash in a forked child) and
+``"spawn"`` elsewhere, whatever the interpreter's own default.  A fork is only done from a process
+with no other thread running; when a thread runs at that moment, that worker is started with
+``"forkserver"`` instead.  ``fork_is_safe`` is the same decision, for the test runner.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from pytest_poolrun.gateway import REMOTE_LOST, bridge_main
+from pytest_poolrun.poolworker import WorkerInfo, worker_main
+from pytest_poolrun.wire import ControllerEnd
+
+if TYPE_CHECKING:
+    from pytest_poolrun.dispatch import Job
+
+START_METHODS = ("fork", "forkserver", "spawn")
+# How long a thread that Python has joined may take to leave the kernel's list (a few ms on a
+# busy machine), and how often to look meanwhile.
+THREAD_EXIT_GRACE = 0.05
+THREAD_EXIT_POLL = 0.001
+# How long a worker that was asked to stop, or whose socket closed, may take to exit before it
+# is killed.
+STOP_GRACE = 2.0
+
+
+def platform_forks_safely() -> bool:
+    return hasattr(os, "fork") and sys.platform != "darwin"
+
+
+def default_start_method() -> str:
+    return "fork" if platform_forks_safely() else "spawn"
+
+
+def threads_running() -> bool:
+    """Whether another thread than this one exists (Python's or, on Linux, any native one).
+
+    A thread that Python has just joined lingers in the kernel's list for a moment while it
+    finishes exiting, so a native thread counts only if it is still there after a short grace.
+    """
+    if threading.active_count() > 1:
+        return True
+    deadline = time.monotonic() + THREAD_EXIT_GRACE
+    while True:
+        try:
+            if len(os.listdir("/proc/self/task")) <= 1:
+                return False
+        except OSError:
+            return False
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(THREAD_EXIT_POLL)
+
+
+def fork_is_safe() -> bool:
+    """Whether a worker forked now would start with the default method, ``"fork"``."""
+    return platform_forks_safely() and not threads_running()
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity), not merely the machine's count."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """'signal 11 (SIGSEGV)' or 'exit code 3', for messages about a worker that ended."""
+    if exitcode is None:
+        return "an unknown cause"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = "unknown signal"
+        return f"signal {-exitcode} ({name})"
+    return f"exit code {exitcode}"
+
+
+@dataclass(frozen=True)
+class WorkerExit:
+    """A worker that ended, as every user of a ``Pool`` hears of it.
+
+    ``exitcode`` is ``multiprocessing``'s: negative for a signal (see ``signal``).  ``expected``
+    is true for an exit the pool asked for or caused (shutdown, ``maxtasksperchild``, a timeout,
+    ``reset``), false for a crash.  ``setup_error`` is what the initializer raised (or why an
+    execnet gateway could not be opened); the slot is then not refilled.
+    """
+
+    name: str
+    slot: int
+    pid: int
+    exitcode: int | None
+    expected: bool
+    remote: bool = False
+    setup_error: BaseException | None = None
+
+    @property
+    def signal(self) -> int | None:
+        return -self.exitcode if self.exitcode is not None and self.exitcode < 0 else None
+
+    def describe(self) -> str:
+        """Why the worker ended, in words: a lost gateway reads as such, not as an exit code."""
+        if self.remote and self.exitcode == REMOTE_LOST:
+            return "its execnet gateway disconnected (the remote process ended or the link broke)"
+        return describe_exit(self.exitcode)
+
+
+class LiveWorker(NamedTuple):
+    """A live worker as a pool's user sees it (``Pool.live_workers``)."""
+
+    name: str
+    slot: int
+    pid: int  # of the local process: the worker itself, or its bridge to an execnet gateway
+    remote: bool
+
+
+@dataclass(eq=False)
+class WorkerProcess:
+    """One live worker: its process, its socket end, and the jobs it holds (oldest runs)."""
+
+    info: WorkerInfo
+    process: multiprocessing.process.BaseProcess
+    end: ControllerEnd
+    exit_fd: int
+    remote: bool
+    jobs: deque[Job] = field(default_factory=deque)
+    # Whether the worker has started (sent ``Ready``).  Tasks go to started workers first, and
+    # a task's timeout only counts from then: a worker's start-up is not the task's time.
+    ready: bool = False
+    # An exit asked for (maxtasksperchild, a timeout, reset): not a crash, and it is replaced.
+    retiring: bool = False
+    # Told to shut down: not replaced.
+    stopping: bool = False
+    setup_error: BaseException | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process.pid is not None
+        return self.process.pid
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    def view(self) -> LiveWorker:
+        return LiveWorker(self.name, self.info.slot, self.pid, self.remote)
+
+
+# Controller ends of every pool's sockets in this process: a forked child closes them, so that
+# only the controller holds them and a worker's exit is seen as end-of-file.
+_controller_sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+# Called in a forked child after the sockets are closed (the pool forgets its live pools there).
+after_fork_in_child: list[Callable[[], None]] = []
+
+
+def _close_inherited_sockets() -> None:
+    for sock in list(_controller_sockets):
+        try:
+            sock.close()
+        except OSError:
+            pass
+    _controller_sockets.clear()
+    for forget in after_fork_in_child:
+        forget()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_inherited_sockets)
+
+
+class WorkerSet:
+    """The workers by slot, and the policy for replacing them.
+
+    ``slot_specs`` has one entry per slot: ``None`` for a local worker, an execnet spec for a
+    worker behind a gateway.  ``setup`` is the pickled (initializer, initargs, finalizer).
+    """
+
+    def __init__(
+        self,
+        slot_specs: Sequence[str | None],
+        method: str,
+        setup: bytes,
+        maxtasks: int | None,
+        name_prefix: str,
+        max_restarts: int | None,
+    ) -> None:
+        self.slot_specs = list(slot_specs)
+        self.method = method
+        self._setup = setup
+        self._maxtasks = maxtasks
+        self._name_prefix = name_prefix
+        self.max_restarts = max_restarts
+        self.restarts = 0
+        self.disabled: set[int] = set()
+        self._by_slot: dict[int, WorkerProcess] = {}
+
+    def __iter__(self) -> Iterator[WorkerProcess]:
+        return iter(list(self._by_slot.values()))
+
+    def __len__(self) -> int:
+        return len(self._by_slot)
+
+    @property
+    def slots(self) -> int:
+        return len(self.slot_specs)
+
+    def named(self, name: str) -> WorkerProcess | None:
+        return next((worker for worker in self if worker.name == name), None)
+
+    def is_current(self, worker: WorkerProcess) -> bool:
+        return self._by_slot.get(worker.info.slot) is worker
+
+    def start(self, slot: int) -> WorkerProcess:
+        method = self.method
+        if method == "fork" and threads_running():
+            method = "forkserver"
+        context: Any = multiprocessing.get_context(method)
+        ours, theirs = socket.socketpair()
+        info = WorkerInfo(f"{self._name_prefix}{slot}", slot)
+        spec = self.slot_specs[slot]
+        target: Callable[..., None] = worker_main if spec is None else bridge_main
+        args: tuple[Any, ...] = (theirs, info, self._setup, self._maxtasks)
+        process = context.Process(
+            target=target,
+            args=args if spec is None else (*args, spec),
+            name=info.name,
+            daemon=False,
+        )
+        _controller_sockets.add(ours)
+        process.start()
+        theirs.close()
+        worker = WorkerProcess(
+            info, process, ControllerEnd(ours), _exit_fd(process), spec is not None
+        )
+        self._by_slot[slot] = worker
+        return worker
+
+    def empty_slots(self) -> list[int]:
+        """Slots to refill while work waits (a worker that retired idle left its slot empty)."""
+        if self.max_restarts is not None and self.restarts > self.max_restarts:
+            return []
+        return [
+            slot
+            for slot in range(self.slots)
+            if slot not in self._by_slot and slot not in self.disabled
+        ]
+
+    def disable(self, worker: WorkerProcess, error: BaseException) -> None:
+        """The worker's initializer failed: a replacement would fail the same way."""
+        self.disabled.add(worker.info.slot)
+        worker.setup_error = error
+
+    def exhausted_reason(self) -> str:
+        if len(self.disabled) == self.slots:
+            return "every worker failed to start (its initializer raised; see above)"
+        return f"{self.restarts} died, more than the limit of {self.max_restarts} restarts"
+
+    @staticmethod
+    def kill(worker: WorkerProcess) -> None:
+        """Kill a worker and every process in its group (it leads its own group)."""
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(worker.pid, signal.SIGKILL)
+                return
+            except (ProcessLookupError, PermissionError):
+                continue
+
+    def reap(self, worker: WorkerProcess) -> WorkerExit:
+        """Wait for an ended worker, end what is left of its group, and free its slot.
+
+        The caller has stopped watching the worker's descriptors; they are closed here.
+        """
+        worker.process.join(STOP_GRACE)
+        if worker.process.exitcode is None:
+            self.kill(worker)
+            worker.process.join()
+        # Whatever else lived in the worker's process group goes with it.
+        try:
+            os.killpg(worker.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        worker.end.close()
+        if worker.exit_fd != worker.process.sentinel:
+            os.close(worker.exit_fd)
+        if self.is_current(worker):
+            del self._by_slot[worker.info.slot]
+        expected = worker.retiring or worker.stopping
+        if not expected and worker.info.slot not in self.disabled:
+            self.restarts += 1
+        return WorkerExit(
+            worker.name,
+            worker.info.slot,
+            worker.pid,
+            worker.process.exitcode,
+            expected,
+            worker.remote,
+            worker.setup_error,
+        )
+
+    def may_replace(self, worker: WorkerProcess, ended: WorkerExit) -> bool:
+        """The restart policy: not a disabled slot, not told to stop, within ``max_restarts``."""
+        if worker.info.slot in self.disabled or worker.stopping:
+            return False
+        within_limit = self.max_restarts is None or self.restarts <= self.max_restarts
+        return ended.expected or within_limit
+
+
+def _exit_fd(process: multiprocessing.process.BaseProcess) -> int:
+    """A descriptor that becomes readable when the process exits.
+
+    A pidfd sees the exit even when the worker's own children still hold its sentinel pipe open;
+    the sentinel serves where pidfds are missing.
+    """
+    assert process.pid is not None
+    if hasattr(os, "pidfd_open"):
+        try:
+            return os.pidfd_open(process.pid)
+        except OSError:
+            pass
+    return process.sentinel
