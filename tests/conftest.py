@@ -5,6 +5,37 @@ from __future__ import annotations
 import pytest
 from helpers import POOL, junit_outcomes
 
+# Third-party plugins in the test extras (for tests/test_plugins.py) that would otherwise be
+# autoloaded by every pytester subprocess and change what those sessions do: pytest-randomly
+# shuffles and reseeds, pytest-rerunfailures starts a thread in pytest_configure, others add
+# header lines or session-end checks.
+THIRD_PARTY_PLUGINS = (
+    "randomly",
+    "rerunfailures",
+    "pytest_cov",
+    "timeout",
+    "django",
+    "syrupy",
+    "hypothesispytest",
+    "benchmark",
+    "pytest_jsonreport",
+    "metadata",
+)
+
+
+@pytest.fixture(autouse=True)
+def _plain_pytester_sessions(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """Keep the pytester sessions of this suite free of the extras' third-party plugins.
+
+    A module that sets ``REAL_PLUGINS = True`` (test_plugins.py) gets every installed plugin,
+    as a user's session does.
+    """
+    if "pytester" in request.fixturenames and not getattr(request.module, "REAL_PLUGINS", False):
+        request.getfixturevalue("pytester")  # it clears PYTEST_ADDOPTS when it is set up
+        blocked = " ".join(f"-p no:{name}" for name in THIRD_PARTY_PLUGINS)
+        monkeypatch.setenv("PYTEST_ADDOPTS", blocked)
+    yield
+
 
 @pytest.fixture
 def run_both(pytester: pytest.Pytester):
