@@ -10,7 +10,8 @@ Data flow, in the controller's thread::
                         (to send out again), and how it stopped if it said so (ItemAborted)
 
 An item is dispatched again only while it is ``QUEUED``: once a worker said it started it, or
-the board shows it, the item's only outcomes are its own reports or a crash report.
+the board shows it, the item's only outcomes are its own reports or a crash report, unless a
+plugin turns that crash into a rerun (pytest-rerunfailures, through ``requeue``).
 """
 
 from __future__ import annotations
@@ -68,6 +69,10 @@ class ItemLedger:
 
     def done(self, item: int) -> None:
         self.state[item] = ItemState.DONE
+
+    def requeue(self, item: int) -> None:
+        """A plugin asked for the crashed ``item`` to run again (pytest_handlecrashitem)."""
+        self.state[item] = ItemState.QUEUED
 
     def is_queued(self, item: int) -> bool:
         return self.state[item] is ItemState.QUEUED
