@@ -607,7 +607,7 @@ def main(argv: list[str]) -> int:
     contenders = list(CONTENDERS)
     missing: dict[str, str] = {}
     if options.no_xdist:
-        missing[XDIST] = "left out (--no-xdist)"
+        missing[XDIST] = "left out by --no-xdist"
     elif importlib.util.find_spec("xdist") is None:
         missing[XDIST] = "pytest-xdist not installed"
     if importlib.util.find_spec("pytest_poolrun") is None:
