@@ -19,10 +19,11 @@ reported, never fatal to the run (``finishing_errors``).
 
 from __future__ import annotations
 
+import os
 import pickle
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import SimpleNamespace
 from typing import Any, Protocol
 
@@ -116,7 +117,16 @@ class SyrupyAdapter:
 
     def worker_ended(self, config: pytest.Config, output: dict[str, Any]) -> None:
         session = getattr(config, "_syrupy", None)
-        if session is None or config.pluginmanager.hasplugin("xdist"):
+        if session is None:
+            return
+        if not hasattr(session, "add_worker_report"):
+            if _uses_snapshots(session):
+                self._unused_unknown(
+                    config,
+                    "this syrupy release cannot merge its workers' assertions (syrupy 5 can)",
+                )
+            return
+        if config.pluginmanager.hasplugin("xdist"):
             return  # syrupy's own pytest_testnodedown merges it
         report = output.get("syrupy_report")
         if report is not None:
@@ -126,17 +136,32 @@ class SyrupyAdapter:
             session.add_written_snapshot_locations(sidecars)
 
     def output_lost(self, config: pytest.Config) -> None:
-        if getattr(config, "_syrupy", None) is None:
-            return
-        # syrupy's own answer to missing worker reports: no unused-snapshot accounting.
+        session = getattr(config, "_syrupy", None)
+        if session is not None and _uses_snapshots(session):
+            self._unused_unknown(
+                config, "a worker ended before handing syrupy its snapshot assertions"
+            )
+
+    def _unused_unknown(self, config: pytest.Config, why: str) -> None:
+        """No unused-snapshot accounting in this run: syrupy's own answer to an incomplete
+        picture (its option since syrupy 5; before, the xdist controller's mark)."""
+        if getattr(config.option, "disable_unused_snapshots", False):
+            return  # said once already, or the user asked for it
         config.option.disable_unused_snapshots = True
+        os.environ["PYTEST_XDIST_WORKER_COUNT"] = "1"
         warnings.warn(
             pytest.PytestWarning(
-                "poolrun: a worker ended before handing syrupy its snapshot assertions, so this "
-                "run neither reports nor deletes unused snapshots; rerun to check them"
+                f"poolrun: {why}, so this run neither reports nor deletes unused snapshots; "
+                "run without --pool to check them"
             ),
             stacklevel=1,
         )
+
+
+def _uses_snapshots(session: Any) -> bool:
+    """Whether a test of the run asks for syrupy's ``snapshot`` fixture."""
+    items = getattr(getattr(session, "pytest_session", None), "items", ())
+    return any("snapshot" in getattr(item, "fixturenames", ()) for item in items)
 
 
 class MetadataAdapter:
@@ -201,12 +226,13 @@ class RerunFailuresAdapter:
             return
         module = sys.modules.get("pytest_rerunfailures")
         client = getattr(module, "ClientStatusDB", None)
-        if client is not None:
-            setattr(  # noqa: B010 - the plugin's own attribute on the config
-                config,
-                "failures_db",
-                client(workerinput["sock_port"], workerinput["statusdb_token"]),
-            )
+        if client is None:
+            return
+        # Releases before 16 connect with the port alone; later ones also send a token.
+        credentials = [workerinput["sock_port"]]
+        if "statusdb_token" in workerinput:
+            credentials.append(workerinput["statusdb_token"])
+        setattr(config, "failures_db", client(*credentials))  # noqa: B010 - the plugin's own
 
     def worker_finishing(self, config: pytest.Config, output: dict[str, Any]) -> None:
         pass
@@ -227,17 +253,22 @@ ADAPTERS: Sequence[Adapter] = (
 )
 
 
-def worker_started(config: pytest.Config, forked: bool) -> None:
-    for adapter in ADAPTERS:
-        adapter.worker_started(config, forked)
+def worker_started(config: pytest.Config, forked: bool) -> list[str]:
+    """Prepare each plugin's worker state; returns a line for each adapter that failed."""
+    return _each(lambda adapter: adapter.worker_started(config, forked))
 
 
 def worker_finishing(config: pytest.Config, output: dict[str, Any]) -> list[str]:
     """Fill ``output``; returns a line for each adapter that failed (the rest still ran)."""
+    return _each(lambda adapter: adapter.worker_finishing(config, output))
+
+
+def _each(step: Callable[[Adapter], None]) -> list[str]:
+    """Run ``step`` for every adapter: one plugin's surprise must not cost the run."""
     errors = []
     for adapter in ADAPTERS:
         try:
-            adapter.worker_finishing(config, output)
+            step(adapter)
         except Exception as exc:
             errors.append(f"{type(adapter).__name__}: {type(exc).__name__}: {exc}")
     return errors

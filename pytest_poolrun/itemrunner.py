@@ -180,7 +180,8 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
         _silence_terminal(config)
         _become_xdist_worker(config, workerinput)
     runid.adopt(config, testrun_uid)
-    adapters.worker_started(config, _Shared.forked)
+    for error in adapters.worker_started(config, _Shared.forked):
+        print(f"poolrun: worker {info.name} could not prepare a plugin: {error}")
     config.pluginmanager.register(_Forwarder(config), "poolrun-forwarder")
 
 

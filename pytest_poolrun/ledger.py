@@ -95,6 +95,9 @@ class ItemLedger:
     def ended(self, worker: str, slot: int) -> EndedWorker:
         """Forget ``worker``; the item it ran is done from now on (its crash gets reported)."""
         current = self.current(worker, slot)
+        # The slot's next worker starts with a clean slate: a crashed worker leaves its item
+        # marked, which would otherwise be blamed again when that next worker ends.
+        self._board.clear(slot)
         self._running.pop(worker, None)
         aborted = self._aborted.pop(worker, None)
         held = self._held.pop(worker, None)
