@@ -236,7 +236,7 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
         dist=config.getoption("pool_dist"),
         tx=tuple(tx),
         start=start,
-        report_order=config.getoption("pool_report_order"),
+        report_order=_report_order(config),
         testrun_uid=config.stash[runid.testrun_uid_key],
     )
     Controller(session, options, config.stash[durations_key]).run()
@@ -245,6 +245,14 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     if session.shouldstop:
         raise session.Interrupted(session.shouldstop)
     return True
+
+
+def _report_order(config: pytest.Config) -> str:
+    """``--pool-report-order``, except under ``--sw``: stepwise must see the failures in
+    collection order to stop at, and record, the one a serial run stops at."""
+    if config.getoption("stepwise", False) or config.getoption("stepwise_skip", False):
+        return "collection"
+    return str(config.getoption("pool_report_order"))
 
 
 def _start_method(asked: str | None) -> tuple[str, str | None]:

@@ -11,8 +11,10 @@ Data flow, in the controller's thread::
     after each replay: session.shouldfail / shouldstop (-x, --maxfail) ─▶ on_stop()
 
 ``in_order`` replays at once (``--pool-report-order completion``) or once every earlier item
-is replayed (``collection``), so that the output is a serial run's line for line; once the run
-stops nothing more is replayed (the items past the failing one would not have run serially).
+is replayed (``collection``), so that the output is a serial run's line for line.  Once the run
+stops (``-x``, ``--maxfail``), collection order replays nothing more (the items past the
+failing one would not have run serially); completion order goes on reporting the tests that
+were running and ran to their end, since they did run.
 """
 
 from __future__ import annotations
@@ -34,12 +36,18 @@ class Replayer:
         self._in_collection_order = report_order == "collection"
         self._on_stop = on_stop
         self.stopped = False
+        # Why the run stopped, as pytest said it then ("stopping after 1 failures"): a report
+        # replayed later must not change the reason a serial run would print.
+        self._stop_reason: str | bool = False
         self._pending: dict[int, Callable[[], None]] = {}
         self._next = 0
 
     def stop(self) -> bool:
-        """Replay nothing more from now on; True the first time (the caller then stops)."""
+        """The run stops (see the module docstring); True the first time (the caller then
+        stops handing out work)."""
         first, self.stopped = not self.stopped, True
+        if first:
+            self._stop_reason = self._session.shouldfail
         return first
 
     def in_order(self, item: int, replay: Callable[[], None]) -> None:
@@ -56,7 +64,7 @@ class Replayer:
         self.in_order(event.item, partial(self.replay, event.events))
 
     def replay(self, hook_events: Sequence[events.HookEvent]) -> None:
-        if self.stopped:
+        if self._drops_after_stop():
             return
         for event in hook_events:
             events.replay(self._config, event)
@@ -103,8 +111,8 @@ class Replayer:
         )
 
     def _log_synthetic(self, index: int, report: pytest.TestReport) -> None:
-        if self.stopped:
-            return
+        if self._drops_after_stop() or (self.stopped and report.when == "setup"):
+            return  # a not-run report: after a stop, the item was simply not run
         item = self._session.items[index]
         hook = self._config.hook
         hook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
@@ -112,6 +120,13 @@ class Replayer:
         hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
         self._check_stop()
 
+    def _drops_after_stop(self) -> bool:
+        """Once stopped, collection order replays nothing more (serially, nothing past the
+        failing test ran); completion order still reports every test that ran to its end."""
+        return self.stopped and self._in_collection_order
+
     def _check_stop(self) -> None:
-        if self._session.shouldfail or self._session.shouldstop:
+        if self.stopped and self._stop_reason:
+            self._session.shouldfail = self._stop_reason
+        elif self._session.shouldfail or self._session.shouldstop:
             self._on_stop()

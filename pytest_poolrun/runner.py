@@ -161,8 +161,11 @@ class Controller:
         # forked worker.
         sys.stdout.flush()
         sys.stderr.flush()
+        first = _asked_first(self.config)
         infos = [
-            scheduling.ItemInfo(item.nodeid, self.durations.get(item.nodeid), _group(item))
+            scheduling.ItemInfo(
+                item.nodeid, self.durations.get(item.nodeid), _group(item), first(item.nodeid)
+            )
             for item in self.items
         ]
         chunks = scheduling.plan_chunks(infos, options.workers, options.chunksize, options.dist)
@@ -358,6 +361,22 @@ def _group(item: pytest.Item) -> str | None:
         return None
     name = marker.kwargs.get("name", marker.args[0] if marker.args else None)
     return None if name is None else str(name)
+
+
+def _asked_first(config: pytest.Config) -> Callable[[str], bool]:
+    """Which node ids the user asked to run before the others: ``--ff``'s previous failures,
+    ``--nf``'s new tests (pytest's cache plugins already put them first in ``items``)."""
+    failed: set[str] = set()
+    if config.getoption("failedfirst", False):
+        failed = set(config.cache.get("cache/lastfailed", {})) if config.cache else set()
+    known: set[str] | None = None
+    if config.getoption("newfirst", False) and config.cache is not None:
+        known = set(config.cache.get("cache/nodeids", []))
+
+    def first(nodeid: str) -> bool:
+        return nodeid in failed or (known is not None and nodeid not in known)
+
+    return first
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
