@@ -10,7 +10,9 @@ Data flow, in the controller's thread::
                         (to send out again), and how it stopped if it said so (ItemAborted)
 
 An item is dispatched again only while it is ``QUEUED``: once a worker said it started it, or
-the board shows it, the item's only outcomes are its own reports or a crash report.
+the board shows it, the item's only outcomes are its own reports or a crash report.  And since
+a worker runs its chunk in order, an item of a dead worker's chunk that comes before one known
+to have started had started too, even with no trace of it left (``after_death``).
 """
 
 from __future__ import annotations
@@ -69,11 +71,23 @@ class ItemLedger:
     def done(self, item: int) -> None:
         self.state[item] = ItemState.DONE
 
+    def is_done(self, item: int) -> bool:
+        return self.state[item] is ItemState.DONE
+
     def is_queued(self, item: int) -> bool:
         return self.state[item] is ItemState.QUEUED
 
     def unstarted(self, chunk: Iterable[int]) -> list[int]:
         return [item for item in chunk if self.is_queued(item)]
+
+    def after_death(self, chunk: list[int]) -> tuple[list[int], list[int]]:
+        """A dead worker's chunk: (items that started but have no outcome, items never started).
+
+        Call it once the dead worker's journal was read and its running item accounted for.
+        """
+        started = [position for position, item in enumerate(chunk) if not self.is_queued(item)]
+        last = max(started, default=-1)
+        return self.unstarted(chunk[:last]), self.unstarted(chunk[last + 1 :])
 
     def hold(self, worker: str, item: int | None) -> None:
         """The worker's chunk is done and it holds ``item`` back until its next chunk."""

@@ -6,7 +6,7 @@ Data flow, in the controller's thread::
                                         pytest_runtest_logstart / logreport / logfinish,
                                         warning_recorded (terminal, junitxml, cache…)
     a crash, a timeout   ─▶ report_crash(item, why, sections): one failed "call" report
-    a pool out of workers ─▶ report_not_run(item, why): one failed "setup" report
+    a pool out of workers ─▶ report_not_run(item, why): one failed "call" report ("not run: …")
     after each replay: session.shouldfail / shouldstop (-x, --maxfail) ─▶ on_stop()
 
 ``in_order`` replays at once (``--pool-report-order completion``) or once every earlier item
@@ -65,7 +65,9 @@ class Replayer:
         self.in_order(item, partial(self._report_synthetic, item, why, "call", sections))
 
     def report_not_run(self, item: int, why: str) -> None:
-        self.in_order(item, partial(self._report_synthetic, item, f"not run: {why}", "setup", ()))
+        # A "call" report: junitxml and the summary show a failure, as the README says, not an
+        # error in a fixture.
+        self.in_order(item, partial(self._report_synthetic, item, f"not run: {why}", "call", ()))
 
     def _report_synthetic(
         self, index: int, longrepr: str, when: str, sections: Sequence[tuple[str, str]]

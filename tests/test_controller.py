@@ -57,7 +57,7 @@ class FakePool:
 
     def event(self, worker: str, *batch: events.WorkerEvent) -> None:
         assert self.hooks.on_event is not None
-        self.hooks.on_event(worker, batch)
+        self.hooks.on_event(worker, tuple(events.encode(event) for event in batch))
 
     def exit(self, worker: str, exitcode: int, expected: bool = False) -> None:
         assert self.hooks.on_worker_exit is not None
@@ -159,8 +159,8 @@ def test_an_exhausted_pool_reports_the_unstarted_items_as_not_run(drive: Any) ->
     outcomes = [(report.nodeid, report.outcome, report.when) for report in recorder.reports]
     assert outcomes == [
         (items[0].nodeid, "passed", "call"),
-        (items[1].nodeid, "failed", "setup"),
-        (items[2].nodeid, "failed", "setup"),
+        (items[1].nodeid, "failed", "call"),
+        (items[2].nodeid, "failed", "call"),
     ]
     assert "not run: no worker is left" in str(recorder.reports[1].longrepr)
 
