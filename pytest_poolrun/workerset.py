@@ -12,6 +12,14 @@ Data flow, in the pool's thread::
 A worker leads its own process group, so killing the group also ends the processes its tasks
 started.  A slot whose initializer failed is disabled: a replacement would fail the same way.
 
+**A pool dropped without ``terminate``.**  Each live worker has a ``weakref.finalize`` on its
+``WorkerSet`` that kills its process group and closes its exit descriptor when the set is
+collected, through C functions only (libc's ``killpg`` and ``close``, the socket's ``close``),
+detached once the worker is reaped (its pid may then be reused).  No Python code of the pool
+runs while the pool is collected, so a Ctrl-C that arrives then is not swallowed as an exception
+raised in a finalizer would be (``Exception ignored in ...``).  The killed workers are reaped by
+``multiprocessing`` at its next start of a process, or at exit.
+
 **Start methods.**  ``"fork"``, ``"forkserver"`` or ``"spawn"``.  The default is ``"fork"`` where
 the platform forks safely (not macOS, whose system libraries may crash in a forked child) and
 ``"spawn"`` elsewhere, whatever the interpreter's own default.  A fork is only done from a process
@@ -21,6 +29,7 @@ with no other thread running; when a thread runs at that moment, that worker is 
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import signal
@@ -160,6 +169,8 @@ class WorkerProcess:
     # Told to shut down: not replaced.
     stopping: bool = False
     setup_error: BaseException | None = None
+    # Kills and closes what is left if the WorkerSet is collected unreaped (see the docstring).
+    finalizers: tuple[weakref.finalize[Any, Any], ...] = ()
 
     @property
     def pid(self) -> int:
@@ -174,9 +185,14 @@ class WorkerProcess:
         return LiveWorker(self.name, self.info.slot, self.pid, self.remote)
 
 
+# C functions for the finalizers of dropped pools: they never raise, and run no Python code.
+_LIBC = ctypes.CDLL(None)
+
 # Controller ends of every pool's sockets in this process: a forked child closes them, so that
 # only the controller holds them and a worker's exit is seen as end-of-file.
 _controller_sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+# Every WorkerSet of this process (their finalizers are detached in a forked child).
+_worker_sets: weakref.WeakSet[WorkerSet] = weakref.WeakSet()
 # Called in a forked child after the sockets are closed (the pool forgets its live pools there).
 after_fork_in_child: list[Callable[[], None]] = []
 
@@ -188,6 +204,12 @@ def _close_inherited_sockets() -> None:
         except OSError:
             pass
     _controller_sockets.clear()
+    # The copies of the parent's worker sets must not kill the parent's workers when collected.
+    for workers in list(_worker_sets):
+        for worker in workers:
+            for finalizer in worker.finalizers:
+                finalizer.detach()
+    _worker_sets.clear()
     for forget in after_fork_in_child:
         forget()
 
@@ -221,6 +243,7 @@ class WorkerSet:
         self.restarts = 0
         self.disabled: set[int] = set()
         self._by_slot: dict[int, WorkerProcess] = {}
+        _worker_sets.add(self)
 
     def __iter__(self) -> Iterator[WorkerProcess]:
         return iter(list(self._by_slot.values()))
@@ -260,6 +283,15 @@ class WorkerSet:
         worker = WorkerProcess(
             info, process, ControllerEnd(ours), _exit_fd(process), spec is not None
         )
+        worker.finalizers = (
+            weakref.finalize(self, _LIBC.killpg, worker.pid, signal.SIGKILL),
+            weakref.finalize(self, ours.close),
+            *(
+                [weakref.finalize(self, _LIBC.close, worker.exit_fd)]
+                if worker.exit_fd != process.sentinel
+                else []
+            ),
+        )
         self._by_slot[slot] = worker
         return worker
 
@@ -298,6 +330,8 @@ class WorkerSet:
 
         The caller has stopped watching the worker's descriptors; they are closed here.
         """
+        for finalizer in worker.finalizers:
+            finalizer.detach()
         worker.process.join(STOP_GRACE)
         if worker.process.exitcode is None:
             self.kill(worker)
