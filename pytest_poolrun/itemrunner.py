@@ -2,10 +2,13 @@
 
 Data flow, in a worker forked from the controller after collection::
 
-    Pool task run_chunk([i, j, k]) ─▶ for each index: ItemStarted ─▶ pytest_runtest_protocol
+    Pool task run_chunk([i, j, k]) ─▶ empty the slot's journal; for each index:
+        Board.set_running (forked) or ItemStarted (fresh) ─▶ pytest_runtest_protocol
                                         │ every pytest_runtest_* hook of every plugin fires here;
                                         │ _Forwarder records logstart/logreport/logfinish/warnings
-                                        └─▶ ItemFinished(index, recorded events) ─▶ emit
+        ItemFinished(index, recorded events) ─▶ events.encode, once ─▶ the record:
+                                        ├─▶ the slot's journal (one os.write, before the next item)
+                                        └─▶ the outbox ─▶ emit(tuple of records), every 50 ms
     finalizer finish_worker() ─▶ the held item runs with nextitem=None (fixtures torn down)
 
 **nextitem at a chunk's end.**  pytest decides which fixtures to tear down after an item by

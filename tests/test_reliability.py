@@ -499,3 +499,56 @@ def test_no_fault_directory_is_left_when_the_controller_is_killed(
         process.wait(10)
     assert_no_process_left(pids)
     assert list(tmpdir.glob("poolrun-faults-*")) == []
+
+
+# ---------------------------------------------------- further cases of the issue's bullets
+
+UNPICKLABLE_ATTRIBUTE = """
+import threading, pytest
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    if item.name == "test_lock_attribute" and call.when == "call":
+        outcome.get_result().lock = threading.Lock()
+"""
+
+
+def test_a_report_attribute_that_cannot_be_sent_fails_that_test_by_name(
+    pytester: pytest.Pytester, pids: Path
+) -> None:
+    """Not a user property (serially nothing pickles it): that test fails, saying which
+    attribute of which type, and every other test keeps its verdict."""
+    pytester.makeconftest(PID_LEDGER + UNPICKLABLE_ATTRIBUTE)
+    pytester.makepyfile(
+        test_attr="def test_before(): pass\ndef test_lock_attribute(): pass\ndef test_after(): pass"
+    )
+    pooled, pool_xml = run(pytester, "--pool", "1", "--pool-chunksize", "3")
+    assert pooled.ret == pytest.ExitCode.TESTS_FAILED
+    assert verdicts(pool_xml) == {
+        "test_attr::test_before": "passed",
+        "test_attr::test_lock_attribute": "failure",
+        "test_attr::test_after": "passed",
+    }
+    pooled.stdout.fnmatch_lines(["*report.lock is a _thread.lock, which does not pickle*"])
+    assert_no_process_left(pids)
+
+
+def test_a_worker_dying_in_its_finalizer_counts_against_the_restart_limit() -> None:
+    from pytest_poolrun import Pool
+    from pytest_poolrun.manager import PoolHooks
+
+    exits = []
+    pool = Pool(1, hooks=PoolHooks(on_worker_exit=exits.append, finalizer=_exit_three))
+    try:
+        assert pool.apply(abs, (-1,)) == 1
+        pool.close()
+        assert pool.join(timeout=RUN_TIMEOUT)
+    finally:
+        pool.terminate()
+    assert [(ended.exitcode, ended.expected) for ended in exits] == [(3, False)]
+    assert pool.restarts == 1
+
+
+def _exit_three() -> None:
+    os._exit(3)
