@@ -86,7 +86,9 @@ class ItemLedger:
         Call it once the dead worker's journal was read and its running item accounted for.
         """
         started = [position for position, item in enumerate(chunk) if not self.is_queued(item)]
-        last = max(started, default=-1)
+        if not started:
+            return [], self.unstarted(chunk)
+        last = started[-1]
         return self.unstarted(chunk[:last]), self.unstarted(chunk[last + 1 :])
 
     def hold(self, worker: str, item: int | None) -> None:

@@ -346,9 +346,12 @@ class WorkerSet:
             os.close(worker.exit_fd)
         if self.is_current(worker):
             del self._by_slot[worker.info.slot]
-        # A worker told to stop exits with 0 once its finalizer is done; one that dies in the
-        # finalizer (running its held item) crashed, and counts against max_restarts.
-        expected = worker.retiring or (worker.stopping and worker.process.exitcode == 0)
+        # A local worker told to stop exits with 0 once its finalizer is done; one that dies in
+        # the finalizer (running its held item) crashed, and counts against max_restarts.  A
+        # bridge exits with REMOTE_LOST whenever its gateway closes, after Shutdown too.
+        expected = worker.retiring or (
+            worker.stopping and (worker.remote or worker.process.exitcode == 0)
+        )
         if not expected and worker.info.slot not in self.disabled:
             self.restarts += 1
         return WorkerExit(

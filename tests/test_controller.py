@@ -234,3 +234,13 @@ def test_an_item_before_the_running_one_without_a_result_is_lost_not_rerun(drive
     assert "its report was lost when worker gw0 died" in outcomes[items[1].nodeid][1]
     assert outcomes[items[2].nodeid][0] == "failed"
     assert [task.chunk for task in pool.submitted] == [[0, 1, 2]]
+
+
+def test_a_chunk_whose_worker_died_before_starting_it_goes_out_whole(drive: Any) -> None:
+    def script(pool: FakePool, items: list[pytest.Item]) -> None:
+        pool.exit("gw0", 75)
+        pool.submitted[0].error_callback(WorkerLostError("died", worker="gw0", exitcode=75))
+
+    pool, recorder, _ = drive(script)
+    assert recorder.reports == []
+    assert [task.chunk for task in pool.submitted] == [[0, 1, 2], [0, 1, 2]]
