@@ -73,6 +73,16 @@ def run(
     return result, path
 
 
+def run_serial_then_pooled(
+    pytester: pytest.Pytester, *pool_args: str, timeout: float = RUN_TIMEOUT
+) -> tuple[pytest.RunResult, Path, pytest.RunResult, Path]:
+    """The suite serially (where it passes), then with ``pool_args``; both results and reports."""
+    serial, serial_xml = run(pytester, xml="serial.xml")
+    assert serial.ret == pytest.ExitCode.OK
+    pooled, pool_xml = run(pytester, *pool_args, timeout=timeout)
+    return serial, serial_xml, pooled, pool_xml
+
+
 @pytest.fixture
 def pids(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every process that runs a test notes its id here (through an autouse fixture)."""
@@ -102,9 +112,9 @@ def test_unpicklable_report_as_last_of_chunk_ends_with_serial_verdicts(
     """Serially junitxml writes str(value); under --pool the held item's report could not be sent
     and the worker was restarted about a hundred times a second, forever."""
     pytester.makepyfile(test_lock=UNPICKLABLE_LAST)
-    serial, serial_xml = run(pytester, xml="serial.xml")
-    assert serial.ret == pytest.ExitCode.OK
-    pooled, pool_xml = run(pytester, "--pool", "1", "--pool-max-restarts", "0", timeout=20)
+    serial, serial_xml, pooled, pool_xml = run_serial_then_pooled(
+        pytester, "--pool", "1", "--pool-max-restarts", "0", timeout=20
+    )
     assert pooled.ret == serial.ret
     assert verdicts(pool_xml) == verdicts(serial_xml)
     assert_no_process_left(pids)
@@ -126,9 +136,9 @@ def test_unpicklable_report_in_the_middle_of_a_chunk_reports_every_test(
 ) -> None:
     """Today: INTERNALERROR, and 0 to 3 of the 21 tests reported."""
     pytester.makepyfile(test_lock=UNPICKLABLE_MIDDLE)
-    serial, serial_xml = run(pytester, xml="serial.xml")
-    assert serial.ret == pytest.ExitCode.OK
-    pooled, pool_xml = run(pytester, "--pool", "1", "--pool-chunksize", "21", timeout=20)
+    serial, serial_xml, pooled, pool_xml = run_serial_then_pooled(
+        pytester, "--pool", "1", "--pool-chunksize", "21", timeout=20
+    )
     assert pooled.ret == serial.ret, pooled.stdout.str()[-2000:]
     assert verdicts(pool_xml) == verdicts(serial_xml)
     assert len(verdicts(pool_xml)) == 21
@@ -151,9 +161,9 @@ def test_a_test_that_unloads_the_plugin_modules_ends_with_serial_verdicts(
     """Today the worker cannot pickle its events any more (their classes are no longer the ones in
     sys.modules); as the last of its chunk it starts the same endless restart loop."""
     pytester.makepyfile(test_purge=PURGE_PLUGIN_MODULES)
-    serial, serial_xml = run(pytester, xml="serial.xml")
-    assert serial.ret == pytest.ExitCode.OK
-    pooled, pool_xml = run(pytester, "--pool", "1", timeout=20)
+    serial, serial_xml, pooled, pool_xml = run_serial_then_pooled(
+        pytester, "--pool", "1", timeout=20
+    )
     assert pooled.ret == serial.ret, pooled.stdout.str()[-2000:]
     assert verdicts(pool_xml) == verdicts(serial_xml)
     assert_no_process_left(pids)
@@ -298,9 +308,9 @@ def test_a_forked_child_that_returns_does_not_corrupt_the_run(
 ) -> None:
     """Today: INTERNALERROR (IndexError: pop from an empty deque) and 7 junit cases for 5 tests."""
     pytester.makepyfile(test_fork=FORK_CHILD_RETURNS)
-    serial, serial_xml = run(pytester, xml="serial.xml")
-    assert serial.ret == pytest.ExitCode.OK
-    pooled, pool_xml = run(pytester, "--pool", "1", "--pool-chunksize", "5")
+    serial, serial_xml, pooled, pool_xml = run_serial_then_pooled(
+        pytester, "--pool", "1", "--pool-chunksize", "5"
+    )
     assert "INTERNALERROR" not in pooled.stdout.str()
     assert pooled.ret == serial.ret
     assert verdicts(pool_xml) == verdicts(serial_xml)
