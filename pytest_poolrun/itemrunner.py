@@ -60,6 +60,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -139,6 +140,42 @@ def worker_name(session: pytest.Session) -> str | None:
 def _session() -> pytest.Session:
     assert _Shared.session is not None, "itemrunner.prepare() was not called before forking"
     return _Shared.session
+
+
+def _leave_if_forked_child() -> None:
+    if os.getpid() != _Shared.pid:
+        # A process the test forked, returning instead of calling os._exit: the parent's
+        # verdict is the test's, as serially; buffers and the socket are the parent's.
+        os._exit(0)
+
+
+def _in_this_process() -> Generator[None, object, object]:
+    try:
+        return (yield)
+    finally:
+        _leave_if_forked_child()
+
+
+class _ForkedChildGuard:
+    """Ends a test's forked child as soon as its test phase returns into pytest's code.
+
+    The innermost wrapper of each phase, so that neither the rest of the protocol (reports,
+    other plugins' hooks, fixture teardowns) nor this worker's code runs in the child.
+    """
+
+    @pytest.hookimpl(wrapper=True, trylast=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, object, object]:
+        return (yield from _in_this_process())
+
+    @pytest.hookimpl(wrapper=True, trylast=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, object, object]:
+        return (yield from _in_this_process())
+
+    @pytest.hookimpl(wrapper=True, trylast=True)
+    def pytest_runtest_teardown(
+        self, item: pytest.Item, nextitem: pytest.Item | None
+    ) -> Generator[None, object, object]:
+        return (yield from _in_this_process())
 
 
 class _Forwarder:
@@ -227,6 +264,7 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
         _silence_terminal(config)
     runid.adopt(config, testrun_uid)
     config.pluginmanager.register(_Forwarder(config), "poolrun-forwarder")
+    config.pluginmanager.register(_ForkedChildGuard(), "poolrun-forked-child-guard")
 
 
 def _collect_here(invocation: Invocation, name: str) -> pytest.Config:
@@ -452,10 +490,7 @@ def _protocol(item: pytest.Item, nextitem: pytest.Item | None) -> None:
     try:
         item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
     finally:
-        if os.getpid() != _Shared.pid:
-            # A process the test forked, returning instead of calling os._exit: the parent's
-            # verdict is the test's, as serially; buffers and the socket are the parent's.
-            os._exit(0)
+        _leave_if_forked_child()  # a child forked in another hook of the protocol
 
 
 def run_chunk(indices: list[int], hold_last: bool = True) -> tuple[str, int | None]:

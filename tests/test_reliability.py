@@ -562,3 +562,29 @@ def test_a_worker_dying_in_its_finalizer_counts_against_the_restart_limit() -> N
 
 def _exit_three() -> None:
     os._exit(3)
+
+
+REPORTS_BY_PROCESS = """
+import os
+
+def pytest_runtest_logreport(report):
+    if report.nodeid.endswith("test_forks"):
+        with open(os.environ["TEST_LEDGER"], "a") as ledger:
+            ledger.write(f"{os.getpid()}-{report.when}\\n")
+"""
+
+
+def test_a_forked_child_that_returns_runs_nothing_more_of_the_protocol(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The child leaves as soon as its test returns: no report, hook or teardown of its own."""
+    ledger = pytester.path / "ledger.txt"
+    monkeypatch.setenv("TEST_LEDGER", str(ledger))
+    pytester.makeconftest(REPORTS_BY_PROCESS)
+    pytester.makepyfile(test_fork=FORK_CHILD_RETURNS)
+    pooled, _ = run(pytester, "--pool", "1", "--pool-chunksize", "5")
+    assert pooled.ret == pytest.ExitCode.OK
+    lines = [line.split("-") for line in ledger.read_text().split()]
+    # Each phase's report once in the worker and once replayed in the controller, no more.
+    assert len({pid for pid, _ in lines}) == 2
+    assert collections.Counter(when for _, when in lines) == {"setup": 2, "call": 2, "teardown": 2}
