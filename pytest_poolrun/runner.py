@@ -2,7 +2,8 @@
 
 **The invariant: every collected test runs at most once and is reported exactly once.**  A test
 may have side effects, so a test that started never goes out again, and the verdict it produced
-is the one reported.  How it is kept:
+is the one reported.  (Once the run stops, by ``-x``, ``--maxfail`` or ``pytest.exit``, the tests
+that did not start are not reported, as serially.)  How it is kept:
 
 - a forked worker writes each finished item's record to its slot's results journal before the
   board shows its next item running (``itemrunner``); when a worker dies, its socket is read to
@@ -291,8 +292,8 @@ class Controller:
             worker = error.worker if isinstance(error, WorkerLostError) else "its worker"
             self.replayer.report_crash(
                 index,
-                f"the test ran, but its report was lost when worker {worker} died: {error}; "
-                "it is not run again (it ran once already)",
+                f"the test ran, but its report was lost when worker {worker} died; it is not "
+                f"run again (it ran once already)\n\n{error}",
             )
         if isinstance(error, PoolExhaustedError):
             for index in unstarted:
