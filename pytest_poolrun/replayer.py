@@ -20,8 +20,28 @@ from collections.abc import Callable, Sequence
 from functools import partial
 
 import pytest
+from _pytest._code.code import ReprFileLocation, TerminalRepr
+from _pytest._io import TerminalWriter
 
 from pytest_poolrun import events
+
+
+class SyntheticFailure(TerminalRepr):
+    """A synthetic report's text, with a crash line (its first line) as pytest's own have.
+
+    The short summary (``FAILED id - message``) and junitxml's ``message`` read the crash line;
+    for plain text pytest before 9 shows no message at all.
+    """
+
+    def __init__(self, text: str, location: events.Location) -> None:
+        self.text = text
+        path, lineno, _ = location
+        first_line = text.strip().splitlines()[0] if text.strip() else text
+        self.reprcrash = ReprFileLocation(path, (lineno or 0) + 1, first_line)
+
+    def toterminal(self, tw: TerminalWriter) -> None:
+        for line in self.text.splitlines():
+            tw.line(line)
 
 
 class Replayer:
@@ -82,7 +102,7 @@ class Replayer:
             location=item.location,
             keywords={name: 1 for name in item.keywords},
             outcome="failed",
-            longrepr=longrepr,
+            longrepr=SyntheticFailure(longrepr, item.location),
             when=when,  # type: ignore[arg-type]
             sections=list(sections),
             duration=0.0,
