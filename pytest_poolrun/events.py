@@ -17,7 +17,8 @@ representations, doctests' for one, into plain text), at a fraction of the cost.
 Warnings travel as text with their category named by module and qualified name.
 
 **Records.**  A worker encodes each event once, when it is made, into a *record*: a header (the
-body's length and the item's index) and the pickled event.  The same bytes go into the worker's
+body's length, the item's index, the body's format) and the event, pickled (a finished item's
+hook events as plain tuples, see ``FINISHED``).  The same bytes go into the worker's
 results journal and, in batches (a tuple of records), over the socket; the header lets the
 controller split a journal and skip items it already has without unpickling them, and spot a
 record torn by a kill.  ``encode`` never fails on a report: a value in ``user_properties`` that
@@ -121,23 +122,58 @@ WorkerEvent = Union[ItemStarted, ItemAborted, ItemFinished, LooseEvents, Session
 
 
 # The header of a record: the pickled event's length, and its item's index (NO_ITEM if none).
-RECORD = struct.Struct("<Iq")
+# The header of a record: the body's length, its item's index (NO_ITEM if none), its format.
+RECORD = struct.Struct("<IqB")
 NO_ITEM = -1
+# Body formats: any event, pickled; or an ItemFinished's hook events as plain tuples (a kind's
+# index in HOOK_KINDS, then its fields).  One item per record means one pickle per item, which
+# would repeat (and look up) every event class each time; plain tuples of builtins make the
+# common record cheaper to write and to read than a batch of NamedTuples was.
+PICKLED, FINISHED = 0, 1
+HOOK_KINDS: tuple[type[HookEvent], ...] = (
+    LogStart,
+    LogReport,
+    PlainReport,
+    LogFinish,
+    WarningRecorded,
+)
+_HOOK_TAGS = {kind: tag for tag, kind in enumerate(HOOK_KINDS)}
 
 
 def encode(event: WorkerEvent) -> bytes:
     """``event`` as one record; an event that does not pickle is made sendable (see above)."""
-    try:
-        body = pickle.dumps(event, pickle.HIGHEST_PROTOCOL)
-    except Exception:
-        body = pickle.dumps(_sendable(event), pickle.HIGHEST_PROTOCOL)
+    if type(event) is ItemFinished:
+        form = FINISHED
+        try:
+            body = _dumps(_plain(event.events))
+        except Exception:
+            body = _dumps(_plain(_sendable(event).events))  # type: ignore[union-attr]
+    else:
+        form = PICKLED
+        try:
+            body = _dumps(event)
+        except Exception:
+            body = _dumps(_sendable(event))
     item = getattr(event, "item", NO_ITEM)
-    return RECORD.pack(len(body), item) + body
+    return RECORD.pack(len(body), item, form) + body
 
 
 def decode(record: bytes) -> WorkerEvent:
-    event: WorkerEvent = pickle.loads(memoryview(record)[RECORD.size :])
+    _, item, form = RECORD.unpack_from(record)
+    body = memoryview(record)[RECORD.size :]
+    if form == FINISHED:
+        plain = pickle.loads(body)
+        return ItemFinished(item, tuple(HOOK_KINDS[fields[0]](*fields[1:]) for fields in plain))
+    event: WorkerEvent = pickle.loads(body)
     return event
+
+
+def _dumps(value: object) -> bytes:
+    return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+
+
+def _plain(hook_events: tuple[HookEvent, ...]) -> tuple[tuple[Any, ...], ...]:
+    return tuple((_HOOK_TAGS[type(event)], *event) for event in hook_events)
 
 
 def split_records(data: bytes) -> tuple[list[tuple[int, bytes]], int | None]:
@@ -148,7 +184,7 @@ def split_records(data: bytes) -> tuple[list[tuple[int, bytes]], int | None]:
     records: list[tuple[int, bytes]] = []
     offset = 0
     while offset + RECORD.size <= len(data):
-        length, item = RECORD.unpack_from(data, offset)
+        length, item, _ = RECORD.unpack_from(data, offset)
         end = offset + RECORD.size + length
         if end > len(data):
             return records, item
