@@ -40,8 +40,10 @@ and replacement workers are forked from it then), so that a test and the process
 see what they would see serially.  Stack dumps come on ``DUMP_SIGNAL``, a real-time signal where
 there is one, which tests leave alone (a test's own SIGUSR1 handler once swallowed them).
 
-**A test's forked child** that returns into this code instead of calling ``os._exit`` leaves at
-once, silently: it would otherwise run the rest of the chunk and answer on the worker's socket.
+**A test's forked child** that returns instead of calling ``os._exit`` leaves at once,
+silently, as soon as its test phase returns into pytest's code (``_ForkedChildGuard``; the
+protocol's end is a second check): it would otherwise report the test again, tear fixtures down,
+run the rest of the chunk and answer on the worker's socket.
 
 **Stopping early.**  The controller sets the board's stop flag (``-x``, ``--maxfail``); a worker
 checks it between items, runs nothing more, and on shutdown tears its fixtures down without
