@@ -118,7 +118,15 @@ class LooseEvents(NamedTuple):
     events: tuple[HookEvent, ...]
 
 
-WorkerEvent = Union[ItemStarted, ItemAborted, ItemFinished, LooseEvents, SessionExit, CaptureFiles]
+class WorkerOutput(NamedTuple):
+    """The worker is done: its ``config.workeroutput``, as pytest-xdist's workers send it."""
+
+    output: dict[str, Any]
+
+
+WorkerEvent = Union[
+    ItemStarted, ItemAborted, ItemFinished, LooseEvents, SessionExit, CaptureFiles, WorkerOutput
+]
 
 
 # The header of a record: the pickled event's length, and its item's index (NO_ITEM if none).

@@ -22,27 +22,27 @@ raised in a finalizer would be (``Exception ignored in ...``).  The killed worke
 
 **Start methods.**  ``"fork"``, ``"forkserver"`` or ``"spawn"``.  The default is ``"fork"`` where
 the platform forks safely (not macOS, whose system libraries may crash in a forked child) and
-``"spawn"`` elsewhere, whatever the interpreter's own default.  A fork is only done from a process
-with no other thread running; when a thread runs at that moment, that worker is started with
-``"forkserver"`` instead.  ``fork_is_safe`` is the same decision, for the test runner.
+``"spawn"`` elsewhere, whatever the interpreter's own default.  A fork is only done while no
+other thread runs but those ``forksafety`` knows to be idle; otherwise that worker is started
+with ``"forkserver"`` instead.  The test runner makes the same decision once per run
+(``plugin._start_method``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing
 import os
 import signal
 import socket
-import sys
-import threading
-import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from pytest_poolrun.forksafety import fork_blockers, platform_forks_safely, quiet_fork
 from pytest_poolrun.gateway import REMOTE_LOST, bridge_main
 from pytest_poolrun.poolworker import WorkerInfo, worker_main
 from pytest_poolrun.wire import ControllerEnd
@@ -51,46 +51,13 @@ if TYPE_CHECKING:
     from pytest_poolrun.dispatch import Job
 
 START_METHODS = ("fork", "forkserver", "spawn")
-# How long a thread that Python has joined may take to leave the kernel's list (a few ms on a
-# busy machine), and how often to look meanwhile.
-THREAD_EXIT_GRACE = 0.05
-THREAD_EXIT_POLL = 0.001
 # How long a worker that was asked to stop, or whose socket closed, may take to exit before it
 # is killed.
 STOP_GRACE = 2.0
 
 
-def platform_forks_safely() -> bool:
-    return hasattr(os, "fork") and sys.platform != "darwin"
-
-
 def default_start_method() -> str:
     return "fork" if platform_forks_safely() else "spawn"
-
-
-def threads_running() -> bool:
-    """Whether another thread than this one exists (Python's or, on Linux, any native one).
-
-    A thread that Python has just joined lingers in the kernel's list for a moment while it
-    finishes exiting, so a native thread counts only if it is still there after a short grace.
-    """
-    if threading.active_count() > 1:
-        return True
-    deadline = time.monotonic() + THREAD_EXIT_GRACE
-    while True:
-        try:
-            if len(os.listdir("/proc/self/task")) <= 1:
-                return False
-        except OSError:
-            return False
-        if time.monotonic() >= deadline:
-            return True
-        time.sleep(THREAD_EXIT_POLL)
-
-
-def fork_is_safe() -> bool:
-    """Whether a worker forked now would start with the default method, ``"fork"``."""
-    return platform_forks_safely() and not threads_running()
 
 
 def available_cpus() -> int:
@@ -263,7 +230,7 @@ class WorkerSet:
 
     def start(self, slot: int) -> WorkerProcess:
         method = self.method
-        if method == "fork" and threads_running():
+        if method == "fork" and fork_blockers():
             method = "forkserver"
         context: Any = multiprocessing.get_context(method)
         ours, theirs = socket.socketpair()
@@ -278,7 +245,8 @@ class WorkerSet:
             daemon=False,
         )
         _controller_sockets.add(ours)
-        process.start()
+        with quiet_fork() if method == "fork" else contextlib.nullcontext():
+            process.start()
         theirs.close()
         worker = WorkerProcess(
             info, process, ControllerEnd(ours), _exit_fd(process), spec is not None
