@@ -18,7 +18,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from helpers import POOL, assert_no_process_left
+from helpers import POOL, assert_no_process_left, file_a_conftest_writes
 
 # No case below needs more than a few seconds; a run still going after this is a hang.
 RUN_TIMEOUT = 40.0
@@ -86,10 +86,7 @@ def run_serial_then_pooled(
 @pytest.fixture
 def pids(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every process that runs a test notes its id here (through an autouse fixture)."""
-    path = pytester.path / "pids.txt"
-    monkeypatch.setenv("PID_LEDGER", str(path))
-    pytester.makeconftest(PID_LEDGER)
-    return path
+    return file_a_conftest_writes(pytester, monkeypatch, "pids.txt", "PID_LEDGER", PID_LEDGER)
 
 
 def ledger_counts(path: Path) -> collections.Counter[str]:
@@ -578,9 +575,9 @@ def test_a_forked_child_that_returns_runs_nothing_more_of_the_protocol(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The child leaves as soon as its test returns: no report, hook or teardown of its own."""
-    ledger = pytester.path / "ledger.txt"
-    monkeypatch.setenv("TEST_LEDGER", str(ledger))
-    pytester.makeconftest(REPORTS_BY_PROCESS)
+    ledger = file_a_conftest_writes(
+        pytester, monkeypatch, "ledger.txt", "TEST_LEDGER", REPORTS_BY_PROCESS
+    )
     pytester.makepyfile(test_fork=FORK_CHILD_RETURNS)
     pooled, _ = run(pytester, "--pool", "1", "--pool-chunksize", "5")
     assert pooled.ret == pytest.ExitCode.OK
