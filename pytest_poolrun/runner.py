@@ -3,7 +3,9 @@
 **The invariant: every collected test runs at most once and is reported exactly once.**  A test
 may have side effects, so a test that started never goes out again, and the verdict it produced
 is the one reported.  (Once the run stops, by ``-x``, ``--maxfail`` or ``pytest.exit``, the tests
-that did not start are not reported, as serially.)  How it is kept:
+that did not start are not reported, as serially; and a plugin may ask, through
+``pytest_handlecrashitem``, for a crashed test to run again, as pytest-rerunfailures does.)  How
+it is kept:
 
 - a forked worker writes each finished item's record to its slot's results journal before the
   board shows its next item running (``itemrunner``); when a worker dies, its socket is read to
