@@ -7,7 +7,7 @@ Data flow, in the controller's thread::
                                         warning_recorded (terminal, junitxml, cache…)
     a crash, a timeout   ─▶ crash_report(item, why, sections): one failed "call" report,
                             which pytest_handlecrashitem may turn into a rerun ─▶ report_crash
-    a pool out of workers ─▶ report_not_run(item, why): one failed "setup" report
+    a pool out of workers ─▶ report_not_run(item, why): one failed "call" report ("not run: …")
     after each replay: session.shouldfail / shouldstop (-x, --maxfail) ─▶ on_stop()
 
 ``in_order`` replays at once (``--pool-report-order completion``) or once every earlier item
@@ -23,8 +23,28 @@ from collections.abc import Callable, Sequence
 from functools import partial
 
 import pytest
+from _pytest._code.code import ReprFileLocation, TerminalRepr
+from _pytest._io import TerminalWriter
 
 from pytest_poolrun import events
+
+
+class SyntheticFailure(TerminalRepr):
+    """A synthetic report's text, with a crash line (its first line) as pytest's own have.
+
+    The short summary (``FAILED id - message``) and junitxml's ``message`` read the crash line;
+    for plain text pytest before 9 shows no message at all.
+    """
+
+    def __init__(self, text: str, location: events.Location) -> None:
+        self.text = text
+        path, lineno, _ = location
+        first_line = text.strip().splitlines()[0] if text.strip() else text
+        self.reprcrash = ReprFileLocation(path, (lineno or 0) + 1, first_line)
+
+    def toterminal(self, tw: TerminalWriter) -> None:
+        for line in self.text.splitlines():
+            tw.line(line)
 
 
 class Replayer:
@@ -89,7 +109,9 @@ class Replayer:
             self.in_order(item, replay)
 
     def report_not_run(self, item: int, why: str) -> None:
-        report = self._synthetic(item, f"not run: {why}", "setup", ())
+        # A "call" report: junitxml and the summary show a failure, as the README says, not an
+        # error in a fixture.
+        report = self._synthetic(item, f"not run: {why}", "call", ())
         self.in_order(item, partial(self._log_synthetic, item, report))
 
     def _synthetic(
@@ -101,7 +123,7 @@ class Replayer:
             location=item.location,
             keywords={name: 1 for name in item.keywords},
             outcome="failed",
-            longrepr=longrepr,
+            longrepr=SyntheticFailure(longrepr, item.location),
             when=when,  # type: ignore[arg-type]
             sections=list(sections),
             duration=0.0,
