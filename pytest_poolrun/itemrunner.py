@@ -55,9 +55,6 @@ controller before the pool forks: nothing is pickled, imported or collected agai
 
 from __future__ import annotations
 
-import difflib
-import faulthandler
-import itertools
 import os
 import pickle
 import signal
@@ -65,23 +62,20 @@ import sys
 import time
 from collections.abc import Generator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
 
-from pytest_poolrun import adapters, events, runid
+from pytest_poolrun import adapters, events, runid, workersetup
 from pytest_poolrun.board import Board
 from pytest_poolrun.poolworker import current_worker, emit, format_exception
 from pytest_poolrun.slotfiles import SlotFiles
+from pytest_poolrun.workersetup import DUMP_SIGNAL as DUMP_SIGNAL
+from pytest_poolrun.workersetup import Invocation as Invocation
 
 # A forked worker sends the results of finished items at least this often (and at the end of
 # each chunk): often enough for live progress, rarely enough that fast tests share messages.
 BATCH_SECONDS = 0.05
-# The signal on which a worker writes the Python stacks of all its threads to its fault file
-# (the controller sends it to a test that overran --pool-timeout, before killing the worker).
-# A real-time one, which tests do not take for themselves (SIGRTMIN..+2 belong to the C library,
-# and Python's SIGRTMIN is already past them); SIGUSR1 where there are none.
-DUMP_SIGNAL: int = signal.SIGRTMIN + 4 if hasattr(signal, "SIGRTMIN") else signal.SIGUSR1
 # Signals whose disposition cannot be changed.
 _FIXED_SIGNALS = frozenset(
     getattr(signal, name) for name in ("SIGKILL", "SIGSTOP") if hasattr(signal, name)
@@ -226,20 +220,6 @@ class _Forwarder:
         self._record(events.capture_warning(warning_message, when, nodeid, location))
 
 
-class Invocation(NamedTuple):
-    """What a worker started fresh (spawn, execnet) needs to collect as the controller did,
-    and what every worker is told of itself (``workerinputs``, by worker name: see xdistnode)."""
-
-    args: tuple[str, ...]
-    directory: str
-    expected_ids: tuple[str, ...]
-    workerinputs: dict[str, dict[str, Any]]
-
-
-class CollectionMismatch(Exception):
-    """A fresh worker collected other tests than the controller: it must not get work."""
-
-
 def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) -> None:
     """Pool initializer: make this process a worker of the run.
 
@@ -259,80 +239,22 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
     os.environ["PYTEST_XDIST_TESTRUNUID"] = testrun_uid
     workerinput = invocation.workerinputs.get(info.name, {})
     if _Shared.session is None:
-        config = _collect_here(invocation, info.name, workerinput)
+        _Shared.session = workersetup.collect_here(invocation, info.name, workerinput)
+        config = _Shared.session.config
     else:
         config = _session().config
         _Shared.forked = True
-        _restore_dispositions()
+        workersetup.restore_dispositions(_Shared.dispositions)
         _own_capture(config)
-        _own_fault_file(info.slot)
-        _own_tmp_path(config, info.name)
-        _silence_terminal(config)
-        _become_xdist_worker(config, workerinput)
+        workersetup.own_fault_file(_Shared.faults, info.slot)
+        workersetup.own_tmp_path(config, _Shared.basetemp, info.name)
+        workersetup.silence_terminal(config)
+        workersetup.become_xdist_worker(config, workerinput)
     runid.adopt(config, testrun_uid)
     for error in adapters.worker_started(config, _Shared.forked):
         print(f"poolrun: worker {info.name} could not prepare a plugin: {error}")
     config.pluginmanager.register(_Forwarder(config), "poolrun-forwarder")
     config.pluginmanager.register(_ForkedChildGuard(), "poolrun-forked-child-guard")
-
-
-def _become_xdist_worker(config: pytest.Config, workerinput: dict[str, Any]) -> None:
-    """What pytest-xdist gives its workers' config, which plugins check to act as workers
-    (pytest's cache plugins, pytest-django's database names, syrupy's report)."""
-    config.workerinput = workerinput  # type: ignore[attr-defined]
-    config.workeroutput = {}  # type: ignore[attr-defined]
-
-
-def _collect_here(invocation: Invocation, name: str, workerinput: dict[str, Any]) -> pytest.Config:
-    from _pytest.config import _prepareconfig
-
-    if os.path.isdir(invocation.directory):
-        os.chdir(invocation.directory)
-    args = list(invocation.args)
-    coverage_config = workerinput.get(adapters.COVERAGE_CONFIG_KEY)
-    if coverage_config is not None:
-        # Measured from before the first import, as the controller was; pytest-cov must not
-        # start a second measurement here.
-        adapters.start_fresh_coverage(coverage_config)
-        args += workerinput.get(adapters.COVERAGE_ARGS_KEY, [])
-    config = _prepareconfig(args)
-    # Before pytest_configure, as pytest-xdist does: plugins decide there whether they run in
-    # a worker (pytest-randomly takes the controller's seed, pytest-rerunfailures connects).
-    _become_xdist_worker(config, workerinput)
-    config._do_configure()
-    _silence_terminal(config)
-    if config.option.basetemp:
-        # Every worker would otherwise empty the same --basetemp directory for itself.
-        _Shared.basetemp = Path(config.option.basetemp)
-        _own_tmp_path(config, name)
-    session = pytest.Session.from_config(config)
-    config.hook.pytest_sessionstart(session=session)
-    config.hook.pytest_collection(session=session)
-    ids = tuple(item.nodeid for item in session.items)
-    if ids != invocation.expected_ids:
-        if sorted(ids) != sorted(invocation.expected_ids):
-            raise CollectionMismatch(_mismatch_message(name, invocation.expected_ids, ids))
-        # The same tests in another order (a plugin shuffled them with a seed of its own):
-        # items run by the controller's index, so take the controller's order.
-        by_id = {item.nodeid: item for item in session.items}
-        session.items[:] = [by_id[nodeid] for nodeid in invocation.expected_ids]
-    _Shared.session = session
-    return config
-
-
-# Lines of the id diff shown for a worker that collected differently.
-MISMATCH_LINES = 12
-
-
-def _mismatch_message(name: str, expected: tuple[str, ...], found: tuple[str, ...]) -> str:
-    diff = difflib.unified_diff(list(expected), list(found), "controller", name, lineterm="", n=0)
-    shown = list(itertools.islice(diff, MISMATCH_LINES))
-    return (
-        f"worker {name} collected {len(found)} tests, the controller {len(expected)}; "
-        "it gets no work. First differences:\n"
-        + "\n".join(shown)
-        + "\nMake the worker's checkout, Python and plugins match this one."
-    )
 
 
 def _own_capture(config: pytest.Config) -> None:
@@ -349,94 +271,13 @@ def _own_capture(config: pytest.Config) -> None:
     capman.suspend_global_capture()
     capturing = capman._global_capturing
     _send(
-        events.CaptureFiles(os.getpid(), _file_number(capturing.out), _file_number(capturing.err))
+        events.CaptureFiles(
+            os.getpid(),
+            workersetup.file_number(capturing.out),
+            workersetup.file_number(capturing.err),
+        )
     )
     _flush()
-
-
-def _file_number(capture: Any) -> int | None:
-    """The descriptor of an fd-level capture's temporary file (None for other captures)."""
-    try:
-        return int(capture.tmpfile.fileno())
-    except (AttributeError, OSError, ValueError):
-        return None
-
-
-def _restore_dispositions() -> None:
-    """Put back the signal handlers the controller had before the run (see the docstring).
-
-    Only handlers that differ are set: a C-level handler (faulthandler's) reads as the default
-    here and must stay.
-    """
-    for signum, handler in _Shared.dispositions.items():
-        try:
-            if handler is not None and signal.getsignal(signum) != handler:
-                signal.signal(signum, handler)
-        except (OSError, ValueError, TypeError):
-            continue
-
-
-def _own_fault_file(slot: int) -> None:
-    """Send fatal-error tracebacks and on-demand stack dumps to the slot's fault file."""
-    fd = None if _Shared.faults is None else _Shared.faults.fd(slot)
-    if fd is None:
-        return
-    faulthandler.enable(file=fd, all_threads=True)
-    faulthandler.register(DUMP_SIGNAL, file=fd, all_threads=True)
-
-
-def _own_tmp_path(config: pytest.Config, name: str) -> None:
-    """Give this worker a ``tmp_path`` base of its own, under the controller's."""
-    if _Shared.basetemp is None:
-        return
-    factory: Any = getattr(config, "_tmp_path_factory", None)
-    if factory is None:
-        return
-    factory._given_basetemp = _Shared.basetemp / f"popen-{name}"
-    factory._basetemp = None
-
-
-def _silence_terminal(config: pytest.Config) -> None:
-    """Leave reporting to the controller: the worker's reporters neither print nor listen.
-
-    The terminal reporter and the junitxml writer are unregistered, since the controller runs
-    its own copies on every replayed report and running them here too would cost as much again
-    per test.  pytest's own code and plugins still expect a terminal reporter in a test's
-    process (``config.get_terminal_writer()`` asserts one is registered; pytest 8 asks it for
-    every assertion diff, pytest-timeout writes its stacks to it), so a ``_MutedReporter``
-    takes its name: it answers every attribute as the real reporter would.  Its writer is the
-    real one, with the controller's width and colour settings, writing to the worker's
-    standard output as it would serially: into the test's captured output while capture is
-    on, to the terminal where a plugin suspended capture to print (pytest-timeout does).
-    """
-    from _pytest.junitxml import xml_key
-
-    reporter: Any = config.pluginmanager.getplugin("terminalreporter")
-    if reporter is not None and not isinstance(reporter, _MutedReporter):
-        config.pluginmanager.unregister(reporter)
-        config.pluginmanager.register(_MutedReporter(reporter), "terminalreporter")
-    xml = config.stash.get(xml_key, None)
-    if xml is not None and config.pluginmanager.is_registered(xml):
-        config.pluginmanager.unregister(xml)
-    # Test durations are recorded, and saved, by the controller.
-    recorder = config.pluginmanager.get_plugin("poolrun-durations")
-    if recorder is not None:
-        config.pluginmanager.unregister(recorder)
-
-
-class _MutedReporter:
-    """Stands in a worker for pytest's terminal reporter, without implementing any hook.
-
-    pluggy registers only the hook methods it finds on the object itself, so none of the real
-    reporter's hooks fire here; every other attribute (``_tw``, ``write_line``, ``section``…)
-    is the real reporter's.
-    """
-
-    def __init__(self, reporter: object) -> None:
-        self._reporter = reporter
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._reporter, name)
 
 
 def _send(event: events.WorkerEvent, durable: bool = False) -> None:
