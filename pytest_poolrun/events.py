@@ -56,11 +56,16 @@ class CaptureFiles(NamedTuple):
 
 
 class ItemAborted(NamedTuple):
-    """The item raised something that ends the worker (KeyboardInterrupt, SystemExit…)."""
+    """The item raised something that ends the worker (KeyboardInterrupt, SystemExit…).
+
+    ``interrupted``: it was a KeyboardInterrupt, which ends a serial run (exit code 2), so it
+    ends this one too.
+    """
 
     item: int
     description: str
     sections: tuple[tuple[str, str], ...] = ()
+    interrupted: bool = False
 
 
 class LogStart(NamedTuple):

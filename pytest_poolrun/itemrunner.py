@@ -347,7 +347,8 @@ def _run(index: int, nextitem: pytest.Item | None) -> None:
             for when, key, content in getattr(item, "_report_sections", ())
             if content
         )
-        _send(events.ItemAborted(index, format_exception(exc), sections))
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        _send(events.ItemAborted(index, format_exception(exc), sections, interrupted))
         _flush()
         raise
     finally:

@@ -172,6 +172,7 @@ class Controller:
         )
         self.session_exit: events.SessionExit | None = None
         self.internal_error: BaseException | None = None
+        self.interrupted: events.ItemAborted | None = None  # a test raised KeyboardInterrupt
         self.pool: RunnerPool | None = None  # started by run(), after the board and prepare()
 
     # ------------------------------------------------------------------------------- running
@@ -231,6 +232,10 @@ class Controller:
                 signal.signal(signal.SIGTERM, previous_sigterm)
         if self.internal_error is not None:
             raise self.internal_error
+        if self.interrupted is not None:
+            # As serially: pytest prints its interrupted summary and exits with code 2.
+            last_line = self.interrupted.description.strip().splitlines()[-1]
+            raise KeyboardInterrupt(f"{self.items[self.interrupted.item].nodeid}: {last_line}")
         if self.session_exit is not None:
             raise pytest.exit.Exception(self.session_exit.message, self.session_exit.returncode)
 
@@ -281,6 +286,9 @@ class Controller:
             self.postmortem.keep_capture_files(worker, event)
         elif isinstance(event, events.ItemAborted):
             self.ledger.aborted(worker, event)
+            if event.interrupted and self.interrupted is None:
+                self.interrupted = event
+                self._stop()
         elif isinstance(event, events.SessionExit):
             self.ledger.finished(worker, event.item)
             self.replayer.in_order(event.item, partial(self._exit_session, event))
@@ -340,8 +348,9 @@ class Controller:
         torn = self._replay_journal(ended)
         left = self.ledger.ended(ended.name, ended.slot)
         overdue = self.timeouts.take(ended.name)
-        if left.running is None:
-            self.postmortem.capture_sections(ended.name)  # closes the files; nothing to report
+        if left.running is None or (left.aborted is not None and left.aborted.interrupted):
+            # Nothing ran, or a test interrupted the run: serially it gets no report either.
+            self.postmortem.capture_sections(ended.name)  # closes the files
         else:
             if overdue is not None and overdue.item == left.running:
                 why = overdue.message

@@ -105,6 +105,25 @@ def test_new_first_runs_the_new_test_first(pytester: pytest.Pytester) -> None:
     assert "test_new" in order[:2], order
 
 
+# ------------------------------------------------------------------------ KeyboardInterrupt
+
+RAISES_KEYBOARD_INTERRUPT = """
+def test_a(): pass
+def test_interrupts(): raise KeyboardInterrupt
+def test_c(): pass
+"""
+
+
+def test_a_test_raising_keyboard_interrupt_interrupts_the_run(pytester: pytest.Pytester) -> None:
+    """Serially the run is interrupted (exit code 2); so it is under --pool."""
+    pytester.makepyfile(test_kbi=RAISES_KEYBOARD_INTERRUPT)
+    serial = run(pytester)
+    assert serial.ret == pytest.ExitCode.INTERRUPTED
+    pooled = run(pytester, "--pool", "2")
+    assert pooled.ret == serial.ret, pooled.stdout.str()
+    pooled.stdout.fnmatch_lines(["*KeyboardInterrupt*"])
+
+
 # -------------------------------------------------------------------------------------- -x
 
 TWO_FAILURES = """
