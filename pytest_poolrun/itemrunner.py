@@ -55,6 +55,7 @@ controller before the pool forks: nothing is pickled, imported or collected agai
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import signal
@@ -62,7 +63,7 @@ import sys
 import time
 from collections.abc import Generator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -239,7 +240,9 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
     os.environ["PYTEST_XDIST_TESTRUNUID"] = testrun_uid
     workerinput = invocation.workerinputs.get(info.name, {})
     if _Shared.session is None:
-        _Shared.session = workersetup.collect_here(invocation, info.name, workerinput)
+        _Shared.session = workersetup.collect_here(
+            invocation, info.name, workerinput, _ForwardedText(sys.__stdout__)
+        )
         config = _Shared.session.config
     else:
         config = _session().config
@@ -248,9 +251,15 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
         _own_capture(config)
         workersetup.own_fault_file(_Shared.faults, info.slot)
         workersetup.own_tmp_path(config, _Shared.basetemp, info.name)
-        workersetup.silence_terminal(config)
+        workersetup.silence_terminal(config, _ForwardedText(sys.__stdout__))
         workersetup.become_xdist_worker(config, workerinput)
     runid.adopt(config, testrun_uid)
+    if config.option.capture == "no":
+        # -s: what tests print reaches the controller's terminal, from every kind of worker
+        # (a fresh one's standard output is not the terminal; a forked one's would be lost in
+        # its buffer when the worker exits).
+        sys.stdout = _ForwardedText(sys.__stdout__)
+        sys.stderr = _ForwardedText(sys.__stderr__)
     for error in adapters.worker_started(config, _Shared.forked):
         print(f"poolrun: worker {info.name} could not prepare a plugin: {error}")
     config.pluginmanager.register(_Forwarder(config), "poolrun-forwarder")
@@ -278,6 +287,45 @@ def _own_capture(config: pytest.Config) -> None:
         )
     )
     _flush()
+
+
+class _ForwardedText(io.TextIOBase):
+    """A text stream whose lines reach the controller's terminal as ``TerminalOutput``.
+
+    Text goes out at each newline and each ``flush`` (a logging handler flushes after every
+    record), tagged with the test that runs, so the controller can show it as it arrives.
+    """
+
+    def __init__(self, original: IO[str] | None) -> None:
+        super().__init__()
+        self._original = original
+        self._parts: list[str] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        if self._original is None:
+            raise io.UnsupportedOperation("fileno")
+        return self._original.fileno()
+
+    def write(self, text: str) -> int:
+        self._parts.append(text)
+        if "\n" in text:
+            self.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._parts or current_worker() is None or os.getpid() != _Shared.pid:
+            return
+        text, self._parts = "".join(self._parts), []
+        index = _Shared.current
+        nodeid = None if index is None else _session().items[index].nodeid
+        _send(events.TerminalOutput(nodeid, text))
+        _flush()
 
 
 def _send(event: events.WorkerEvent, durable: bool = False) -> None:
