@@ -35,6 +35,13 @@ def run(pytester: pytest.Pytester, *args: str, randomly: bool = False) -> pytest
     return pytester.runpytest_subprocess(*POOL, *(() if randomly else NO_RANDOM), *args)
 
 
+def verdicts(result: pytest.RunResult) -> dict[str, int]:
+    """The summary line's counts of test outcomes, without its warnings count."""
+    return {
+        key: n for key, n in result.parseoutcomes().items() if key not in ("warnings", "warning")
+    }
+
+
 def header(result: pytest.RunResult) -> str:
     lines = [line for line in result.outlines if line.startswith("poolrun:")]
     return lines[0] if lines else ""
@@ -403,10 +410,11 @@ def test_rerunfailures_reruns_a_crashed_test(pytester: pytest.Pytester) -> None:
         """
     )
     xdist = run(pytester, "-n", "2", "--reruns", "1")
-    assert xdist.parseoutcomes() == {"passed": 2, "rerun": 1}, xdist.stdout.str()
+    # Verdicts only: some plugin releases warn under pytest-xdist (syrupy 6 about its items).
+    assert verdicts(xdist) == {"passed": 2, "rerun": 1}, xdist.stdout.str()
     pytester.path.joinpath("crashed-once").unlink()
     pooled = run(pytester, "--pool", "2", "--reruns", "1")
-    assert pooled.parseoutcomes() == xdist.parseoutcomes(), pooled.stdout.str()
+    assert verdicts(pooled) == verdicts(xdist), pooled.stdout.str()
     assert pooled.ret == 0
 
 
