@@ -25,6 +25,7 @@ it: a copy reaching a child through a fork refuses work.
 from __future__ import annotations
 
 import atexit
+import multiprocessing.util
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -370,5 +371,11 @@ def _terminate_live_pools() -> None:
         pool.terminate()
 
 
-# Registered at import, after multiprocessing's own exit handler, so it runs first.
+# At interpreter exit, multiprocessing's own handler joins every non-daemon child process, and
+# the workers are not daemons (their tasks may start processes), so the pools must be stopped
+# before that join.  A finalizer with a priority runs at the start of that very handler, whatever
+# the order of imports; the plain atexit handler covers an exit that skips multiprocessing's
+# (it is registered after it, so it runs before it as well).
+EXIT_PRIORITY = 100
+multiprocessing.util.Finalize(None, _terminate_live_pools, exitpriority=EXIT_PRIORITY)
 atexit.register(_terminate_live_pools)

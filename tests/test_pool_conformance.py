@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -84,6 +87,27 @@ def make_pool(request: pytest.FixtureRequest) -> Iterator[MakePool]:
     for pool in made:
         pool.terminate()
         pool.join()
+
+
+@pytest.fixture(params=["multiprocessing", "poolrun"])
+def pool_import(request: pytest.FixtureRequest) -> str:
+    """The line a script uses to import one implementation's ``Pool``."""
+    if request.param == "multiprocessing":
+        return "from multiprocessing import Pool"
+    return "from pytest_poolrun import Pool"
+
+
+def run_script(code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter that must exit by itself within ``NO_HANG``."""
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=NO_HANG,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
 
 
 def test_apply_with_args_and_kwds(make_pool: MakePool) -> None:
@@ -250,3 +274,27 @@ def test_invalid_chunksize_is_refused(make_pool: MakePool) -> None:
 def test_default_size_uses_the_cpus(make_pool: MakePool) -> None:
     pool = make_pool()
     assert sorted(set(pool.map(square, range(4)))) == [0, 1, 4, 9]
+
+
+# ------------------------------------------------------------------------ interpreter exit
+
+
+@pytest.mark.parametrize("task_running", [False, True], ids=["idle", "task-running"])
+@pytest.mark.parametrize("first_import", ["", "import multiprocessing.util"])
+def test_an_unclosed_pool_lets_the_interpreter_exit(
+    pool_import: str, task_running: bool, first_import: str
+) -> None:
+    """A module-level pool that is never closed ends with the script, in any import order."""
+    done = run_script(
+        f"""
+        {first_import}
+        {pool_import}
+        import time
+        pool = Pool(2)
+        print(pool.apply(abs, (-3,)))
+        if {task_running}:
+            pool.apply_async(time.sleep, ({LONG_TASK},))
+            time.sleep(0.2)
+        """
+    )
+    assert done.stdout.split() == ["3"]
