@@ -33,6 +33,7 @@ import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing.pool import CLOSE, RUN, TERMINATE
 from typing import Any
 
 from pytest_poolrun import codec, wire
@@ -65,16 +66,29 @@ class Manager:
         self.dispatcher = dispatcher
         self.loop = EventLoop()
         self._hooks = hooks
-        self.closing = False
+        # multiprocessing.pool's RUN, CLOSE or TERMINATE: what the caller asked for.
+        self.state = RUN
         self.retire_idle = False
-        self.terminated = False
+        # The loop is closed and no worker is left (terminate, or join after close).
+        self.stopped = False
         self.owner_pid = os.getpid()
         for slot in range(workers.slots):
             self.start_worker(slot)
 
+    @property
+    def closing(self) -> bool:
+        """Whether jobs are refused: ``close`` or ``terminate`` was called."""
+        return self.state != RUN
+
+    @property
+    def terminated(self) -> bool:
+        """Whether the pool has stopped: nothing more will arrive."""
+        return self.stopped
+
     def close(self) -> None:
         """Accept no more jobs; workers are told to shut down once the queue is empty."""
-        self.closing = True
+        if self.state == RUN:
+            self.state = CLOSE
         self.maybe_shut_down()
 
     def retire_when_idle(self) -> None:
@@ -199,7 +213,7 @@ class Manager:
         """Kill every worker now; unfinished jobs fail with ``error``."""
         if self.terminated:
             return
-        self.closing = self.terminated = True
+        self.state, self.stopped = TERMINATE, True
         if os.getpid() != self.owner_pid:
             return  # a forked copy of the pool: its workers belong to the parent process
         workers = list(self.workers)
@@ -222,8 +236,8 @@ class Manager:
             lambda: not len(self.workers) and not self.dispatcher.queue, timeout
         ):
             return False
-        if not self.terminated:
-            self.terminated = True
+        if not self.stopped:
+            self.stopped = True
             self.loop.close()
         return True
 

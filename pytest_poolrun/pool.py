@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import atexit
 import multiprocessing.util
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from multiprocessing.pool import RUN
 from typing import Any, TypeVar
 
 from pytest_poolrun import codec, workerset
@@ -94,8 +96,18 @@ class Pool:
         specs = expand_specs(list(tx))
         if processes is None:
             processes = 0 if specs else available_cpus()
-        if not isinstance(processes, int) or processes < (0 if specs else 1):
+        if not isinstance(processes, int) or isinstance(processes, bool):
+            raise TypeError(
+                f"processes must be an int or None, not {type(processes).__qualname__}; "
+                "pass the number of worker processes"
+            )
+        if processes < (0 if specs else 1):
             raise ValueError(f"Number of processes must be at least 1, not {processes!r}")
+        if initializer is not None and not callable(initializer):
+            raise TypeError(
+                f"initializer must be a callable, not {type(initializer).__qualname__}; "
+                "pass the function each worker runs once at its start, or None"
+            )
         if maxtasksperchild is not None and (
             not isinstance(maxtasksperchild, int) or maxtasksperchild < 1
         ):
@@ -131,7 +143,16 @@ class Pool:
     @property
     def accepting(self) -> bool:
         """Whether tasks may be submitted: neither ``close`` nor ``terminate`` was called."""
-        return not (self._manager.closing or self._manager.terminated)
+        return self._manager.state == RUN
+
+    @property
+    def _state(self) -> str:
+        """``multiprocessing.pool``'s ``RUN``, ``CLOSE`` or ``TERMINATE``, where its users look."""
+        return self._manager.state
+
+    @_state.setter
+    def _state(self, state: str) -> None:
+        self._manager.state = state
 
     def kill(self, name: str) -> None:
         """Kill worker ``name`` with its process group; the pool then handles it as crashed."""
@@ -339,6 +360,8 @@ class Pool:
         return True
 
     def __enter__(self) -> Pool:
+        if self._manager.state != RUN:
+            raise ValueError("Pool not running: it was closed or terminated; create a new Pool")
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -346,7 +369,17 @@ class Pool:
 
     def __del__(self) -> None:
         manager = getattr(self, "_manager", None)
-        if manager is not None and not manager.terminated and len(manager.workers):
+        if manager is None:
+            return
+        if manager.state == RUN:
+            warnings.warn(
+                f"unclosed running multiprocessing pool {self!r}: its workers are terminated; "
+                "use the pool in a with block, or call close() and join() (or terminate())",
+                ResourceWarning,
+                stacklevel=2,
+                source=self,
+            )
+        if not manager.terminated and len(manager.workers):
             self.terminate()
 
     def __repr__(self) -> str:

@@ -25,7 +25,8 @@ T = TypeVar("T")
 class Waiter(Protocol):
     """What a result needs of the pool: to run its loop while the caller waits."""
 
-    terminated: bool
+    @property
+    def terminated(self) -> bool: ...
 
     def wait_until(self, done: Callable[[], bool], timeout: float | None) -> bool: ...
 

@@ -6,12 +6,15 @@ values, exception types, callback calls, and the errors raised for misuse.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
+import multiprocessing.pool
 import os
 import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -87,6 +90,14 @@ def make_pool(request: pytest.FixtureRequest) -> Iterator[MakePool]:
     for pool in made:
         pool.terminate()
         pool.join()
+
+
+@pytest.fixture(params=["multiprocessing", "poolrun"])
+def pool_class(request: pytest.FixtureRequest) -> MakePool:
+    """One implementation's constructor, for a test that must drop every reference to its pool."""
+    if request.param == "multiprocessing":
+        return multiprocessing.get_context("fork").Pool
+    return Pool
 
 
 @pytest.fixture(params=["multiprocessing", "poolrun"])
@@ -263,6 +274,55 @@ def test_context_manager_returns_the_pool_and_terminates_it(make_pool: MakePool)
 def test_invalid_process_count_is_refused(make_pool: MakePool, processes: int) -> None:
     with pytest.raises(ValueError):
         make_pool(processes)
+
+
+def test_process_count_of_another_type_is_a_type_error(make_pool: MakePool) -> None:
+    with pytest.raises(TypeError):
+        make_pool("2")
+
+
+def test_initializer_that_is_not_callable_is_refused_at_construction(make_pool: MakePool) -> None:
+    with pytest.raises(TypeError):
+        make_pool(1, initializer=1)
+
+
+@pytest.mark.parametrize("stop", ["close", "terminate"])
+def test_a_stopped_pool_cannot_be_entered_again(make_pool: MakePool, stop: str) -> None:
+    pool = make_pool(1)
+    getattr(pool, stop)()
+    with pytest.raises(ValueError):
+        with pool:
+            pass
+
+
+def test_the_cause_of_a_remote_error_is_a_multiprocessing_remote_traceback(
+    make_pool: MakePool,
+) -> None:
+    pool = make_pool(1)
+    with pytest.raises(ValueError) as info:
+        pool.apply(fail_on_three, (3,))
+    cause = info.value.__cause__
+    assert isinstance(cause, multiprocessing.pool.RemoteTraceback)
+    assert "fail_on_three" in cause.tb
+    assert str(cause) == cause.tb
+
+
+def test_a_running_pool_garbage_collected_warns(pool_class: MakePool) -> None:
+    pool = pool_class(1)
+    assert pool.apply(square, (2,)) == 4
+    with pytest.warns(ResourceWarning, match="unclosed running"):
+        del pool
+        gc.collect()
+
+
+def test_a_closed_pool_garbage_collected_does_not_warn(pool_class: MakePool) -> None:
+    pool = pool_class(1)
+    pool.close()
+    pool.join()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)
+        del pool
+        gc.collect()
 
 
 def test_invalid_chunksize_is_refused(make_pool: MakePool) -> None:

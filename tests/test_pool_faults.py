@@ -368,6 +368,18 @@ def test_unpicklable_argument_is_named_with_its_type(pool: Pool) -> None:
     assert pool.apply(square, (2,)) == 4
 
 
+class RefusesPickling:
+    def __reduce__(self) -> Any:
+        raise RuntimeError("this object refuses to be pickled")
+
+
+def test_unpicklable_argument_keeps_the_picklers_error_as_cause(pool: Pool) -> None:
+    with pytest.raises(SendError, match=r"iterable\[0\]: .* of type RefusesPickling") as info:
+        pool.map(identity, [RefusesPickling()])
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert "refuses to be pickled" in str(info.value.__cause__)
+
+
 def test_unpicklable_result_is_named_with_its_type(pool: Pool) -> None:
     with pytest.raises(SendError, match=r"the result: .* of type lock"):
         pool.apply(return_lock)
