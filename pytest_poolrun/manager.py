@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import pickle
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.pool import CLOSE, RUN, TERMINATE
@@ -72,8 +73,9 @@ class Manager:
         # The loop is closed and no worker is left (terminate, or join after close).
         self.stopped = False
         self.owner_pid = os.getpid()
-        for slot in range(workers.slots):
-            self.start_worker(slot)
+        for worker in workers.start_all():
+            self.loop.watch(worker)
+        self.warn_fallback()
 
     @property
     def closing(self) -> bool:
@@ -99,6 +101,12 @@ class Manager:
     def start_worker(self, slot: int) -> None:
         self.loop.watch(self.workers.start(slot))
 
+    def warn_fallback(self) -> None:
+        """Give the start method's fallback warning, once the pool's state is consistent."""
+        notice = self.workers.take_fallback_warning()
+        if notice is not None:
+            warnings.warn(notice, RuntimeWarning, stacklevel=4)
+
     # --------------------------------------------------------------------------- the steps
 
     def pump(self, timeout: float | None) -> None:
@@ -115,6 +123,7 @@ class Manager:
                 self.account_for_exit(worker)
             self.expire_overdue()
             self.dispatch()
+        self.warn_fallback()
 
     def handle(self, worker: WorkerProcess, message: wire.ToController) -> None:
         if isinstance(message, wire.Result):

@@ -72,6 +72,9 @@ class Pool:
     remote exceptions keep their type with the worker's traceback as their cause; workers may
     start processes of their own; ``start_method`` is an argument (see ``workerset``).
 
+    ``context`` is a ``multiprocessing`` context, as for ``multiprocessing.Pool``: its ``Process``
+    starts the local workers and its start method is the pool's.
+
     Further parameters: ``hooks`` (``PoolHooks``: events, worker exits, a finalizer);
     ``name_prefix`` names the workers (prefix + slot); ``max_restarts`` bounds the replacements
     of dead workers; ``in_flight`` fixes how many tasks a worker holds at once (for tasks of very
@@ -85,6 +88,7 @@ class Pool:
         initializer: Callable[..., object] | None = None,
         initargs: Iterable[Any] = (),
         maxtasksperchild: int | None = None,
+        context: Any = None,
         *,
         start_method: str | None = None,
         hooks: PoolHooks | None = None,
@@ -112,14 +116,13 @@ class Pool:
             not isinstance(maxtasksperchild, int) or maxtasksperchild < 1
         ):
             raise ValueError("maxtasksperchild must be a positive int or None")
-        method = start_method or default_start_method()
-        if method not in START_METHODS:
-            choices = ", ".join(START_METHODS)
-            raise ValueError(f"start_method must be one of {choices}, not {method!r}")
+        method = _start_method(start_method, context)
         hooks = hooks or PoolHooks()
         setup = codec.dumps((initializer, tuple(initargs), hooks.finalizer))
         slot_specs: list[str | None] = [None] * processes + list(specs)
-        workers = WorkerSet(slot_specs, method, setup, maxtasksperchild, name_prefix, max_restarts)
+        workers = WorkerSet(
+            slot_specs, method, setup, maxtasksperchild, name_prefix, max_restarts, context
+        )
         # Functions travel by value when some worker may not import this process's modules.
         self._remote = bool(specs)
         self._manager = Manager(workers, Dispatcher(in_flight), hooks)
@@ -133,6 +136,7 @@ class Pool:
 
     @property
     def start_method(self) -> str:
+        """How the latest worker was started: ``"fork"`` unless a thread forced the fallback."""
         return self._manager.workers.method
 
     @property
@@ -386,6 +390,24 @@ class Pool:
         manager = self._manager
         state = "terminated" if manager.terminated else "closing" if manager.closing else "running"
         return f"<Pool state={state} processes={self.processes} start_method={self.start_method}>"
+
+
+def _start_method(requested: str | None, context: Any) -> str:
+    """The start method: ``start_method=``, else the ``context``'s, else the default."""
+    own = getattr(context, "get_start_method", None)
+    of_context = own() if callable(own) else None
+    if of_context not in START_METHODS:
+        of_context = None  # a context of another kind: it starts its processes its own way
+    if requested is not None and of_context is not None and requested != of_context:
+        raise ValueError(
+            f"start_method={requested!r} contradicts the context's start method "
+            f"{of_context!r}; pass one of them"
+        )
+    method = requested or of_context or default_start_method()
+    if method not in START_METHODS:
+        choices = ", ".join(START_METHODS)
+        raise ValueError(f"start_method must be one of {choices}, not {method!r}")
+    return method
 
 
 def _dump_function(func: Callable[..., Any], by_value: bool = False) -> bytes:

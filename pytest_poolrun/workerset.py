@@ -16,7 +16,8 @@ started.  A slot whose initializer failed is disabled: a replacement would fail 
 the platform forks safely (not macOS, whose system libraries may crash in a forked child) and
 ``"spawn"`` elsewhere, whatever the interpreter's own default.  A fork is only done from a process
 with no other thread running; when a thread runs at that moment, that worker is started with
-``"forkserver"`` instead.  ``fork_is_safe`` is the same decision, for the test runner.
+``"forkserver"`` instead, the pool's ``start_method`` says so, and a ``RuntimeWarning`` (once per
+pool) names the threads.  ``fork_is_safe`` is the same decision, for the test runner.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ if TYPE_CHECKING:
     from pytest_poolrun.dispatch import Job
 
 START_METHODS = ("fork", "forkserver", "spawn")
+# How a "fork" worker starts while another thread runs: from a server process forked without
+# threads, which needs no re-import of the main script (unlike "spawn").
+FORK_FALLBACK = "forkserver"
 # How long a thread that Python has joined may take to leave the kernel's list (a few ms on a
 # busy machine), and how often to look meanwhile.
 THREAD_EXIT_GRACE = 0.05
@@ -142,6 +146,26 @@ class LiveWorker(NamedTuple):
     remote: bool
 
 
+class _Launched(NamedTuple):
+    """A worker process started, not yet watched (``WorkerSet.start_all``'s first phase)."""
+
+    info: WorkerInfo
+    process: Any  # a multiprocessing Process, or what the pool's ``context`` makes instead
+    sock: socket.socket
+    remote: bool
+
+
+def _fallback_warning() -> str:
+    others = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
+    running = ", ".join(others) if others else "a thread not started by Python"
+    return (
+        f"pool workers are started with {FORK_FALLBACK!r} instead of 'fork' while another "
+        f"thread runs in this process ({running}): forking a process with threads can deadlock "
+        f"the child; create the pool before starting threads, or pass "
+        f"start_method={FORK_FALLBACK!r} (or 'spawn') to choose the method yourself"
+    )
+
+
 @dataclass(eq=False)
 class WorkerProcess:
     """One live worker: its process, its socket end, and the jobs it holds (oldest runs)."""
@@ -201,6 +225,7 @@ class WorkerSet:
 
     ``slot_specs`` has one entry per slot: ``None`` for a local worker, an execnet spec for a
     worker behind a gateway.  ``setup`` is the pickled (initializer, initargs, finalizer).
+    ``context`` (optional) is the ``multiprocessing`` context whose ``Process`` starts workers.
     """
 
     def __init__(
@@ -211,9 +236,16 @@ class WorkerSet:
         maxtasks: int | None,
         name_prefix: str,
         max_restarts: int | None,
+        context: Any = None,
     ) -> None:
         self.slot_specs = list(slot_specs)
+        self.requested_method = method
+        # The method the latest worker was started with: the requested one, or FORK_FALLBACK.
         self.method = method
+        # A multiprocessing context whose Process starts the workers (None: the method's own).
+        self._context = context
+        self._fallback_warned = False
+        self._fallback_notice: str | None = None
         self._setup = setup
         self._maxtasks = maxtasks
         self._name_prefix = name_prefix
@@ -239,28 +271,68 @@ class WorkerSet:
         return self._by_slot.get(worker.info.slot) is worker
 
     def start(self, slot: int) -> WorkerProcess:
-        method = self.method
+        """Start a worker in ``slot`` (a replacement, or a slot refilled)."""
+        return self._adopt(self._launch(slot))
+
+    def start_all(self) -> list[WorkerProcess]:
+        """Start a worker in every slot; if one cannot start, stop those started and raise.
+
+        Every process is started before any is watched, so that a start that fails leaves
+        nothing behind; they are stopped through their ``Process`` objects only.
+        """
+        launched: list[_Launched] = []
+        try:
+            for slot in range(self.slots):
+                launched.append(self._launch(slot))
+        except BaseException:
+            for started in launched:
+                started.process.terminate()
+            for started in launched:
+                started.process.join()
+                started.sock.close()
+            raise
+        return [self._adopt(started) for started in launched]
+
+    def take_fallback_warning(self) -> str | None:
+        """The warning to give once: a worker was not forked because a thread ran."""
+        notice, self._fallback_notice = self._fallback_notice, None
+        return notice
+
+    def _launch(self, slot: int) -> _Launched:
+        method, context = self.requested_method, self._context
         if method == "fork" and threads_running():
-            method = "forkserver"
-        context: Any = multiprocessing.get_context(method)
+            method, context = FORK_FALLBACK, None
+            if not self._fallback_warned:
+                self._fallback_warned = True
+                self._fallback_notice = _fallback_warning()
+        if context is None:
+            context = multiprocessing.get_context(method)
+        self.method = method
         ours, theirs = socket.socketpair()
         info = WorkerInfo(f"{self._name_prefix}{slot}", slot)
         spec = self.slot_specs[slot]
         target: Callable[..., None] = worker_main if spec is None else bridge_main
         args: tuple[Any, ...] = (theirs, info, self._setup, self._maxtasks)
-        process = context.Process(
-            target=target,
-            args=args if spec is None else (*args, spec),
-            name=info.name,
-            daemon=False,
-        )
         _controller_sockets.add(ours)
-        process.start()
-        theirs.close()
-        worker = WorkerProcess(
-            info, process, ControllerEnd(ours), _exit_fd(process), spec is not None
-        )
-        self._by_slot[slot] = worker
+        try:
+            process = context.Process(
+                target=target,
+                args=args if spec is None else (*args, spec),
+                name=info.name,
+                daemon=False,
+            )
+            process.start()
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        return _Launched(info, process, ours, spec is not None)
+
+    def _adopt(self, launched: _Launched) -> WorkerProcess:
+        info, process, sock, remote = launched
+        worker = WorkerProcess(info, process, ControllerEnd(sock), _exit_fd(process), remote)
+        self._by_slot[info.slot] = worker
         return worker
 
     def empty_slots(self) -> list[int]:

@@ -73,6 +73,27 @@ def length(data: bytes) -> int:
 MakePool = Callable[..., Any]
 
 
+class FailingForkContext(multiprocessing.context.ForkContext):
+    """A fork context whose processes fail to start after the first ``starts``."""
+
+    def __init__(self, starts: int) -> None:
+        self.starts_left = starts
+        self.started: list[multiprocessing.process.BaseProcess] = []
+
+    def Process(self, *args: Any, **kwargs: Any) -> Any:
+        process = multiprocessing.context.ForkProcess(*args, **kwargs)
+        if self.starts_left == 0:
+            process.start = self._refuse  # type: ignore[method-assign]
+        else:
+            self.starts_left -= 1
+            self.started.append(process)
+        return process
+
+    @staticmethod
+    def _refuse() -> None:
+        raise OSError("cannot start another process (induced by the test)")
+
+
 @pytest.fixture(params=["multiprocessing", "poolrun"])
 def make_pool(request: pytest.FixtureRequest) -> Iterator[MakePool]:
     """Make pools of one implementation; every pool made is terminated after the test."""
@@ -80,7 +101,8 @@ def make_pool(request: pytest.FixtureRequest) -> Iterator[MakePool]:
 
     def make(*args: Any, **kwargs: Any) -> Any:
         if request.param == "multiprocessing":
-            pool = multiprocessing.get_context("fork").Pool(*args, **kwargs)
+            kwargs.setdefault("context", multiprocessing.get_context("fork"))
+            pool = multiprocessing.pool.Pool(*args, **kwargs)
         else:
             pool = Pool(*args, start_method="fork", **kwargs)
         made.append(pool)
@@ -284,6 +306,21 @@ def test_process_count_of_another_type_is_a_type_error(make_pool: MakePool) -> N
 def test_initializer_that_is_not_callable_is_refused_at_construction(make_pool: MakePool) -> None:
     with pytest.raises(TypeError):
         make_pool(1, initializer=1)
+
+
+def test_workers_start_through_the_given_context(make_pool: MakePool) -> None:
+    context = FailingForkContext(starts=2)
+    pool = make_pool(2, context=context)
+    pids = set(pool.map(pid_of_worker, range(20), 1))
+    assert pids and pids <= {process.pid for process in context.started}
+
+
+def test_a_worker_that_cannot_start_leaves_no_process_behind(make_pool: MakePool) -> None:
+    context = FailingForkContext(starts=2)
+    with pytest.raises(OSError, match="induced by the test"):
+        make_pool(4, context=context)
+    assert len(context.started) == 2
+    assert not any(process.is_alive() for process in context.started)
 
 
 @pytest.mark.parametrize("stop", ["close", "terminate"])

@@ -416,19 +416,22 @@ def test_tasks_may_start_processes_of_their_own(pool: Pool) -> None:
 # ------------------------------------------------------------------------------ threads
 
 
-def test_never_forks_while_threads_run() -> None:
+def test_never_forks_while_threads_run_and_says_so() -> None:
     """With a thread running, a fork pool's workers come from a forkserver, not this process.
 
-    (Without threads they are forked by this process: see the start method test above.)
+    (Without threads they are forked by this process: see the start method test above.)  The
+    pool reports the method it really used and warns once, naming the thread.
     """
     stop = threading.Event()
-    thread = threading.Thread(target=stop.wait)
+    thread = threading.Thread(target=stop.wait, name="the-other-thread")
     thread.start()
     try:
-        with Pool(1, maxtasksperchild=1) as pool:
-            parents = {pool.apply(parent_pid) for _ in range(2)}
-            assert pool.start_method == "fork"
+        with pytest.warns(RuntimeWarning, match="forkserver.*the-other-thread") as warned:
+            with Pool(1, maxtasksperchild=1) as pool:
+                parents = {pool.apply(parent_pid) for _ in range(2)}
+                assert pool.start_method == "forkserver"
     finally:
         stop.set()
         thread.join()
     assert os.getpid() not in parents
+    assert len([w for w in warned if issubclass(w.category, RuntimeWarning)]) == 1
