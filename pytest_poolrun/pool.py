@@ -33,7 +33,7 @@ from multiprocessing.pool import RUN
 from typing import Any, TypeVar
 
 from pytest_poolrun import codec, workerset
-from pytest_poolrun.dispatch import Dispatcher, auto_chunksize
+from pytest_poolrun.dispatch import Dispatcher, Feeder, auto_chunksize
 from pytest_poolrun.gateway import expand_specs
 from pytest_poolrun.manager import Manager
 from pytest_poolrun.manager import PoolHooks as PoolHooks
@@ -188,10 +188,13 @@ class Pool:
         result: AsyncResult[T] = AsyncResult(self._manager, callback, error_callback)
         function = _dump_function(func, self._remote)
         args = tuple(args)
-        self._manager.dispatcher.enqueue(
-            function, APPLY, args, kwds or {}, result.on_result, timeout
+        kwargs = kwds or {}
+        self._manager.submit(
+            timeout,
+            lambda dispatcher: dispatcher.enqueue(
+                function, APPLY, args, kwargs, result.on_result, timeout
+            ),
         )
-        self._manager.dispatch()
         return result
 
     def apply(
@@ -222,7 +225,12 @@ class Pool:
         chunks = len(range(0, len(items), size))
         result: MapResult[Any] = MapResult(self._manager, chunks, callback, error_callback)
         function = _dump_function(func, self._remote)
-        self._manager.submit_chunks(function, mode, items, size, result.chunk_done, timeout)
+        self._manager.submit(
+            timeout,
+            lambda dispatcher: dispatcher.enqueue_chunks(
+                function, mode, items, size, result.chunk_done, timeout
+            ),
+        )
         return result
 
     def map_async(
@@ -301,18 +309,17 @@ class Pool:
         if chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize!r}")
         self._manager.check_submission(timeout)
-        items = list(iterable)
-        chunks = len(range(0, len(items), chunksize))
-        iterator: IMapIterator[T] = IMapIterator(self._manager, chunks, ordered)
+        iterator: IMapIterator[T] = IMapIterator(self._manager, ordered)
         function = _dump_function(func, self._remote)
-        self._manager.submit_chunks(function, MAP, items, chunksize, iterator.chunk_done, timeout)
+        feeder = Feeder(iter(iterable), chunksize, function, MAP, timeout, iterator)
+        self._manager.add_feeder(feeder)
         return iterator
 
     # ----------------------------------------------------------------------------- lifecycle
 
     def cancel_queued(self) -> None:
         """Fail every task not yet sent to a worker with ``TaskCancelledError``."""
-        self._manager.fail_queued(TaskCancelledError("the task was cancelled before it started"))
+        self._manager.cancel_queued(TaskCancelledError("the task was cancelled before it started"))
 
     def shutdown_idle(self) -> None:
         """Let each worker that is idle while no task waits run the finalizer and exit.

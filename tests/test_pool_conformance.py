@@ -7,12 +7,14 @@ values, exception types, callback calls, and the errors raised for misuse.
 from __future__ import annotations
 
 import gc
+import itertools
 import multiprocessing
 import multiprocessing.pool
 import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -68,6 +70,19 @@ def big(size: int) -> bytes:
 
 def length(data: bytes) -> int:
     return len(data)
+
+
+def input_failing_at(failing: int) -> Iterator[int]:
+    """Yields 0, 1, ... and raises ``KeyError`` instead of item ``failing``."""
+    yield from range(failing)
+    raise KeyError(f"the input broke at item {failing}")
+
+
+def input_gated_at(gate: int, opened: threading.Event, seen: list[bool]) -> Iterator[int]:
+    """Yields ``gate`` items, then waits for ``opened`` (noting whether it was) before the rest."""
+    yield from range(gate)
+    seen.append(opened.wait(NO_HANG))
+    yield from range(gate, 2 * gate)
 
 
 MakePool = Callable[..., Any]
@@ -235,6 +250,69 @@ def test_imap_yields_results_before_the_failed_one(make_pool: MakePool) -> None:
     assert seen == [0, 1, 2]
 
 
+@pytest.mark.parametrize("chunksize", [1, 2, 4])
+def test_an_error_of_the_input_comes_after_the_results_before_its_chunk(
+    make_pool: MakePool, chunksize: int
+) -> None:
+    pool = make_pool(2)
+    results = pool.imap(square, input_failing_at(7), chunksize)  # the error is not raised here
+    complete_chunks = 7 // chunksize
+    for x in range(complete_chunks * chunksize):
+        assert next(results) == x * x
+    with pytest.raises(KeyError, match="broke at item 7"):
+        next(results)
+
+
+def test_an_error_of_the_input_comes_out_of_imap_unordered_next(make_pool: MakePool) -> None:
+    pool = make_pool(2)
+    results = pool.imap_unordered(square, input_failing_at(5))
+    seen: list[int] = []
+    with pytest.raises(KeyError, match="broke at item 5"):
+        for value in results:
+            seen.append(value)
+    assert set(seen) <= {x * x for x in range(5)}
+
+
+@pytest.mark.parametrize("method", ["imap", "imap_unordered"])
+def test_imap_reads_an_endless_input_as_it_goes(make_pool: MakePool, method: str) -> None:
+    pool = make_pool(2)
+    results = getattr(pool, method)(square, itertools.count(), 3)
+    first = [next(results) for _ in range(30)]
+    assert len(first) == 30
+    if method == "imap":
+        assert first == [x * x for x in range(30)]
+
+
+def test_imap_unordered_yields_before_its_input_is_exhausted(make_pool: MakePool) -> None:
+    pool = make_pool(2)
+    opened = threading.Event()
+    seen: list[bool] = []
+    results = pool.imap_unordered(square, input_gated_at(10, opened, seen))
+    assert next(results) in {x * x for x in range(10)}
+    opened.set()
+    assert len(list(results)) == 19
+    assert seen == [True]  # the input was still waiting at the gate when the result came
+
+
+@pytest.mark.parametrize("method", ["imap", "imap_unordered"])
+def test_imap_next_with_a_timeout(make_pool: MakePool, method: str) -> None:
+    pool = make_pool(1)
+    results = getattr(pool, method)(time.sleep, [LONG_TASK])
+    with pytest.raises(multiprocessing.TimeoutError):
+        results.next(timeout=0.01)
+    results = getattr(pool, method)(square, [])
+    with pytest.raises(StopIteration):
+        results.next(timeout=NO_HANG)
+
+
+def test_imap_close_and_join_run_the_whole_input(make_pool: MakePool) -> None:
+    pool = make_pool(2)
+    results = pool.imap(square, iter(range(2000)))
+    pool.close()
+    pool.join()
+    assert list(results) == [x * x for x in range(2000)]
+
+
 def test_starmap_and_starmap_async(make_pool: MakePool) -> None:
     pool = make_pool(2)
     pairs = [(a, a + 1) for a in range(10)]
@@ -395,3 +473,62 @@ def test_an_unclosed_pool_lets_the_interpreter_exit(
         """
     )
     assert done.stdout.split() == ["3"]
+
+
+# ---------------------------------------------------------------------------------- threads
+
+THREADS = 3
+ROUNDS = 15
+
+
+def test_threads_sharing_a_pool_all_get_their_own_results(make_pool: MakePool) -> None:
+    pool = make_pool(2)
+    outcomes: list[Any] = []
+
+    def use_the_pool(k: int) -> None:
+        for r in range(ROUNDS):
+            n = 40 + 7 * k + r
+            try:
+                mapped = pool.map(square, range(n), 3)
+                applied = pool.apply_async(add, (k, r)).get(NO_HANG)
+                streamed = list(pool.imap(square, range(k + r), 2))
+                outcomes.append(
+                    mapped == [x * x for x in range(n)]
+                    and applied == k + r
+                    and streamed == [x * x for x in range(k + r)]
+                )
+            except Exception as exc:
+                outcomes.append(exc)
+
+    threads = [threading.Thread(target=use_the_pool, args=(k,)) for k in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(NO_HANG * 3)
+    assert outcomes == [True] * (THREADS * ROUNDS)
+    assert pool.map(square, range(5)) == [0, 1, 4, 9, 16]
+
+
+def test_a_result_submitted_in_one_thread_can_be_awaited_in_another(make_pool: MakePool) -> None:
+    pool = make_pool(2)
+    results = [pool.apply_async(square, (x,)) for x in range(20)]
+    got: list[int] = []
+    thread = threading.Thread(target=lambda: got.extend(r.get(NO_HANG) for r in results))
+    thread.start()
+    thread.join(NO_HANG)
+    assert got == [x * x for x in range(20)]
+
+
+def test_callbacks_run_once_each_with_threads_waiting(make_pool: MakePool) -> None:
+    pool = make_pool(2)
+    called: list[int] = []
+    results = [pool.apply_async(square, (x,), callback=called.append) for x in range(30)]
+    threads = [
+        threading.Thread(target=lambda part=part: [r.wait(NO_HANG) for r in part])
+        for part in (results[::3], results[1::3], results[2::3])
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(NO_HANG)
+    assert sorted(called) == [x * x for x in range(30)]
