@@ -117,7 +117,7 @@ class Manager:
         self.loop.watch(self.workers.start(slot))
 
     def warn_fallback(self) -> None:
-        """Give the start method's fallback warning, once the pool's state is consistent."""
+        """Give the start method's fallback warning (when the pool is created)."""
         notice = self.workers.take_fallback_warning()
         if notice is not None:
             warnings.warn(notice, RuntimeWarning, stacklevel=4)
@@ -191,7 +191,6 @@ class Manager:
             self.expire_overdue()
             self.dispatch()
         self.run_callbacks()
-        self.warn_fallback()
 
     def handle(self, worker: WorkerProcess, message: wire.ToController) -> None:
         if isinstance(message, wire.Result):

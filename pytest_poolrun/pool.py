@@ -1,13 +1,15 @@
 """A process pool with ``multiprocessing.Pool``'s API that never hangs on a dead worker.
 
-Data flow (one controller thread, N worker processes)::
+Data flow (N worker processes; no helper thread: the I/O runs in the caller threads that wait)::
 
     caller ── apply_async / map_async / imap ──▶ Pool (this facade: checks, pickles the function)
-                                                   │ Dispatcher.enqueue ─▶ queue of Jobs
+      (any thread)                                 │ Manager.submit ─▶ queue of Jobs, under the
+                                                   │ pool's lock; imap: a Feeder read lazily
                                                    ▼ Manager.dispatch: a few ms of work per worker
     ControllerEnd.send(Task) ── socket pair ──▶ worker_main (poolworker.py) runs it
                                                    │
     Manager.pump ◀── Ready / Result / Event / Retiring / SetupFailed ──┘  (eventloop.py)
+      │  (run by one waiting caller thread at a time, for all of them)
       │  Result ─▶ the Job's on_result ─▶ AsyncResult / MapResult / IMapIterator (results.py)
       │  Event  ─▶ hooks.on_event(worker name, payload)
       │  worker exited ─▶ WorkerSet.reap ─▶ WorkerExit ─▶ hooks.on_worker_exit; its running job
@@ -16,16 +18,24 @@ Data flow (one controller thread, N worker processes)::
       └  a running job past its timeout ─▶ its worker is killed, the job fails with TaskTimeoutError
 
 The parts: ``workerset`` (processes, start methods, exit records), ``dispatch`` (jobs, prefetch,
-deadlines), ``eventloop`` (selector, writes, callback rules), ``manager`` (the steps that keep
-them consistent, and why there are no threads), ``results`` (what the caller holds),
-``poolerrors``.  The pool is meant to be used from one thread, and from the process that created
-it: a copy reaching a child through a fork refuses work.
+deadlines, the lazy imap read-ahead), ``eventloop`` (selector, writes, wake-ups, callback rules),
+``manager`` (the steps that keep them consistent, why there are no helper threads, and how
+several caller threads share the pool), ``results`` (what the caller holds), ``poolerrors``.
+
+**Threads.**  The pool is usable from any thread, concurrently; one caller thread at a time
+drives the I/O, and callbacks run in that thread (``manager`` describes the design).  A copy of
+the pool reaching a child through a fork refuses work.
+
+**Exit.**  Pools still running at interpreter exit are terminated by a ``multiprocessing``
+finalizer, which runs before ``multiprocessing`` joins its child processes (the workers are not
+daemons, so that join would otherwise wait for them forever).
 """
 
 from __future__ import annotations
 
 import atexit
 import multiprocessing.util
+import os
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -382,7 +392,7 @@ class Pool:
         manager = getattr(self, "_manager", None)
         if manager is None:
             return
-        if manager.state == RUN:
+        if manager.state == RUN and os.getpid() == manager.owner_pid:
             warnings.warn(
                 f"unclosed running multiprocessing pool {self!r}: its workers are terminated; "
                 "use the pool in a with block, or call close() and join() (or terminate())",

@@ -16,8 +16,10 @@ started.  A slot whose initializer failed is disabled: a replacement would fail 
 the platform forks safely (not macOS, whose system libraries may crash in a forked child) and
 ``"spawn"`` elsewhere, whatever the interpreter's own default.  A fork is only done from a process
 with no other thread running; when a thread runs at that moment, that worker is started with
-``"forkserver"`` instead, the pool's ``start_method`` says so, and a ``RuntimeWarning`` (once per
-pool) names the threads.  ``fork_is_safe`` is the same decision, for the test runner.
+``"forkserver"`` instead and the pool's ``start_method`` says so; when that happens as the pool
+is created, a ``RuntimeWarning`` names the threads.  (Not later: a replacement started while the
+caller waits must not raise a warning turned into an error out of an unrelated call.)
+``fork_is_safe`` is the same decision, for the test runner.
 """
 
 from __future__ import annotations
@@ -294,15 +296,17 @@ class WorkerSet:
         return [self._adopt(started) for started in launched]
 
     def take_fallback_warning(self) -> str | None:
-        """The warning to give once: a worker was not forked because a thread ran."""
+        """The warning to give once: a local worker was not forked because a thread ran."""
         notice, self._fallback_notice = self._fallback_notice, None
         return notice
 
     def _launch(self, slot: int) -> _Launched:
         method, context = self.requested_method, self._context
+        spec = self.slot_specs[slot]
         if method == "fork" and threads_running():
             method, context = FORK_FALLBACK, None
-            if not self._fallback_warned:
+            if spec is None and not self._fallback_warned:
+                # Said of workers that run tasks (an execnet bridge only relays them).
                 self._fallback_warned = True
                 self._fallback_notice = _fallback_warning()
         if context is None:
@@ -310,7 +314,6 @@ class WorkerSet:
         self.method = method
         ours, theirs = socket.socketpair()
         info = WorkerInfo(f"{self._name_prefix}{slot}", slot)
-        spec = self.slot_specs[slot]
         target: Callable[..., None] = worker_main if spec is None else bridge_main
         args: tuple[Any, ...] = (theirs, info, self._setup, self._maxtasks)
         _controller_sockets.add(ours)
