@@ -5,10 +5,11 @@ Data flow, all in this one process and its children::
     main ── calibrate() ──> suites.build(name) writes a suite into the work folder
          └─ per suite: warm-up ── serial --collect-only (writes bytecode for everyone)
                                 └─ poolrun once (stores test durations in pytest's cache)
-            repetition k: every contender once, in an order rotated by k
+            repetition k: every contender and a serial --collect-only once, in an order
+                          rotated by k
                 run_once: child `python -m pytest` in its own session ──> Sample
-                          (wall clock around it, CPU from RUSAGE_CHILDREN deltas,
-                           fixture setups from the suite's log file)
+                          (wall clock around it, CPU and the largest process's peak RSS
+                           from os.wait4, fixture setups from the suite's log file)
          └─ medians per contender ──> TARGETS judge each suite ──> tables on stdout
 
 Contenders differ only in the parallel plugin they load: serial loads neither pytest-xdist nor
@@ -18,7 +19,7 @@ as in a user's everyday run.
 
 Usage::
 
-    python benchmarks/bench_runs.py [--repeat K] [--suites tiny,cpu] [--quick]
+    python benchmarks/bench_runs.py [--repeat K] [--suites tiny,cpu] [--quick] [--no-xdist]
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ import importlib.metadata
 import importlib.util
 import os
 import platform
-import resource
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -44,6 +45,10 @@ import suites
 from suites import Suite
 
 SERIAL, XDIST, POOLRUN = "serial", "xdist", "poolrun"
+# Not a contender but a reference run: the serial command with --collect-only, timed like the
+# contenders, for the core limit (see core_limit).
+COLLECT = "collect-only"
+CONTENDERS = (SERIAL, XDIST, POOLRUN)
 
 # Options of every contender: quiet output (printing is not what we time) and no random order.
 COMMON_ARGS = ("-q", "-p", "no:randomly")
@@ -75,6 +80,8 @@ FAILURE_TAIL_LINES = 15
 def contender_args(contender: str, workers: int) -> tuple[str, ...]:
     if contender == SERIAL:
         return (*NO_XDIST, *NO_POOLRUN)
+    if contender == COLLECT:
+        return (*NO_XDIST, *NO_POOLRUN, "--collect-only")
     if contender == XDIST:
         return (*NO_POOLRUN, "-n", str(workers))
     return (*NO_XDIST, "-p", "pytest_poolrun", "--pool", str(workers))
@@ -91,15 +98,55 @@ class Sample:
     output: str
     # Module-fixture setups logged by the run, for suites that count them.
     setups: int | None = None
+    # Peak resident set (MiB) of the largest single process of the run: the kernel's maxrss of
+    # the pytest process and of every descendant it waited for (see wait_for).
+    peak_rss: float = 0.0
 
     @property
     def ok(self) -> bool:
         return self.returncode == 0
 
 
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+@dataclass(frozen=True)
+class Exit:
+    """How a child run ended, with the resources it and its reaped descendants used."""
+
+    returncode: int
+    cpu: float
+    peak_rss: float
+    timed_out: bool
+
+
+def wait_for(child: subprocess.Popen[str], timeout: float) -> Exit:
+    """Reap ``child`` with ``os.wait4``, killing its session if it runs past ``timeout``.
+
+    ``wait4`` gives the rusage of this one child, folded with that of every descendant the
+    child reaped itself (pytest joins its workers): CPU is their sum, ``ru_maxrss`` the peak
+    of the largest single process among them (a forked worker's count includes the pages it
+    shares with the controller).  ``getrusage(RUSAGE_CHILDREN)`` would instead keep the
+    largest child of this whole benchmark, across runs.
+    """
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        kill_session(child.pid)
+
+    timer = threading.Timer(timeout, expire)
+    timer.start()
+    try:
+        _, status, usage = os.wait4(child.pid, 0)
+    finally:
+        timer.cancel()
+    child.returncode = os.waitstatus_to_exitcode(status)
+    timed_out = expired.is_set()
+    # Linux reports ru_maxrss in KiB.
+    return Exit(
+        TIMED_OUT if timed_out else child.returncode,
+        usage.ru_utime + usage.ru_stime,
+        usage.ru_maxrss / 1024,
+        timed_out,
+    )
 
 
 def kill_session(leader: int) -> bool:
@@ -130,40 +177,39 @@ def run_once(suite: Suite, contender: str, extra: tuple[str, ...] = ()) -> Sampl
     log.unlink(missing_ok=True)
     env[suites.SETUP_LOG_ENV] = str(log)
 
-    cpu_before = children_cpu()
-    started = time.perf_counter()
-    child = subprocess.Popen(
-        command,
-        cwd=suite.path,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        output, _ = child.communicate(timeout=RUN_TIMEOUT_SECONDS)
-        returncode = child.returncode
-    except subprocess.TimeoutExpired:
-        kill_session(child.pid)
-        output, _ = child.communicate()
-        returncode = TIMED_OUT
+    # The output goes to a file, not a pipe, so that this process can block in wait4 (which
+    # alone tells this run's peak memory) without the child blocking on a full pipe.
+    with tempfile.TemporaryFile("w+") as sink:
+        started = time.perf_counter()
+        child = subprocess.Popen(
+            command,
+            cwd=suite.path,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            end = wait_for(child, RUN_TIMEOUT_SECONDS)
+        except BaseException:
+            kill_session(child.pid)
+            child.wait()
+            raise
+        wall = time.perf_counter() - started
+        sink.seek(0)
+        output = sink.read()
+    if end.timed_out:
         output += f"\n[bench] killed after {RUN_TIMEOUT_SECONDS:.0f} s"
-    except BaseException:
-        kill_session(child.pid)
-        child.wait()
-        raise
-    wall = time.perf_counter() - started
-    cpu = children_cpu() - cpu_before
     if kill_session(child.pid):
         output += "\n[bench] processes of this run were still alive after it exited; killed them"
 
     setups = None
-    if suite.counts_setups and not extra:
+    if suite.counts_setups and not extra and contender != COLLECT:
         setups = len(log.read_text().splitlines()) if log.exists() else 0
     log.unlink(missing_ok=True)
-    return Sample(wall, cpu, returncode, output, setups)
+    return Sample(wall, end.cpu, end.returncode, output, setups, end.peak_rss)
 
 
 def failure_text(sample: Sample) -> str:
@@ -194,6 +240,21 @@ class SuiteResult:
     def cpu(self, contender: str) -> float | None:
         return self._median(contender, lambda s: s.cpu)
 
+    def peak_rss(self, contender: str) -> float | None:
+        return self._median(contender, lambda s: s.peak_rss)
+
+    def core_limit(self) -> float | None:
+        """The wall time of a run at the cores' limit: collect once, then split the rest.
+
+        ``collect + (serial - collect) / cores``, with ``cores`` the workers the machine can
+        run at once: what a parallel run would take if collecting were its only serial part
+        and parallelism cost nothing.
+        """
+        collect, serial = self.wall(COLLECT), self.wall(SERIAL)
+        if collect is None or serial is None:
+            return None
+        return collect + (serial - collect) / min(self.suite.workers, cpu_count())
+
     def setups(self, contender: str) -> float | None:
         if not self.suite.counts_setups:
             return None
@@ -222,11 +283,13 @@ def report_failure(suite: Suite, contender: str, sample: Sample) -> None:
 
 
 def bench_suite(suite: Suite, contenders: list[str], repeat: int) -> SuiteResult:
+    """Warm the suite up, then time each contender and the collect-only run ``repeat`` times."""
+    contenders = [*contenders, COLLECT]
     result = SuiteResult(suite, {c: [] for c in contenders})
     progress(f"{suite.name}: warm-up")
-    warm = run_once(suite, SERIAL, ("--collect-only",))
+    warm = run_once(suite, COLLECT)
     if not warm.ok:
-        report_failure(suite, SERIAL, warm)
+        report_failure(suite, COLLECT, warm)
     if POOLRUN in contenders:
         warm = run_once(suite, POOLRUN)
         if not warm.ok:
@@ -294,12 +357,26 @@ def needs_xdist(result: SuiteResult, goal: str) -> Check | None:
     return None
 
 
+def limit_targets(r: SuiteResult) -> list[Check]:
+    """Issue 15's goals for suites of many small tests: near the cores' limit, little extra CPU."""
+    return [
+        at_most("wall ≤ 1.1x core limit", ratio(r.wall(POOLRUN), r.core_limit()), 1.1),
+        at_most("CPU ≤ 1.1x serial", ratio(r.cpu(POOLRUN), r.cpu(SERIAL)), 1.1),
+    ]
+
+
 def tiny_targets(r: SuiteResult, results: dict[str, SuiteResult]) -> list[Check]:
     vs_xdist = "poolrun ≤ 0.6x xdist"
     return [
         at_most("poolrun ≤ 0.75x serial", ratio(r.wall(POOLRUN), r.wall(SERIAL)), 0.75),
         needs_xdist(r, vs_xdist) or at_most(vs_xdist, ratio(r.wall(POOLRUN), r.wall(XDIST)), 0.6),
+        *limit_targets(r),
     ]
+
+
+def tiny50k_targets(r: SuiteResult, results: dict[str, SuiteResult]) -> list[Check]:
+    rss = ratio(r.peak_rss(POOLRUN), r.peak_rss(SERIAL))
+    return [*limit_targets(r), at_most("peak RSS ≤ 1.25x serial", rss, 1.25)]
 
 
 def sleep_targets(r: SuiteResult, results: dict[str, SuiteResult]) -> list[Check]:
@@ -349,6 +426,7 @@ Targets = Callable[[SuiteResult, dict[str, SuiteResult]], list[Check]]
 # The issue's targets, per suite; a suite without an entry has none (the demo).
 TARGETS: dict[str, Targets] = {
     "tiny": tiny_targets,
+    "tiny50k": tiny50k_targets,
     "sleep": sleep_targets,
     "cpu": cpu_targets,
     "skewed": skewed_targets,
@@ -369,6 +447,11 @@ def seconds(result: SuiteResult, contender: str, value: float | None) -> str:
 
 def factor(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
+
+
+def megabytes(result: SuiteResult, contender: str) -> str:
+    value = result.peak_rss(contender)
+    return f"{value:.0f}" if value is not None else result.status(contender) or "-"
 
 
 def render_tables(results: dict[str, SuiteResult], checks: dict[str, list[Check]]) -> str:
@@ -403,6 +486,26 @@ def render_tables(results: dict[str, SuiteResult], checks: dict[str, list[Check]
             f"| {name} | {seconds(r, SERIAL, r.cpu(SERIAL))} | {seconds(r, XDIST, r.cpu(XDIST))} "
             f"| {seconds(r, POOLRUN, r.cpu(POOLRUN))} | {counts} |"
         )
+    lines += [
+        "",
+        "Against the cores' limit: limit = collect-only + (serial - collect-only) / min(N, CPUs), "
+        "wall times; CPU of all processes; peak RSS of the largest single process (MiB):",
+        "",
+        "| suite | collect-only s | serial s | poolrun s | limit s | poolrun/limit "
+        "| CPU poolrun/serial | peak RSS serial | peak RSS poolrun | RSS poolrun/serial |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        limit = r.core_limit()
+        lines.append(
+            f"| {name} | {seconds(r, COLLECT, r.wall(COLLECT))} "
+            f"| {seconds(r, SERIAL, r.wall(SERIAL))} | {seconds(r, POOLRUN, r.wall(POOLRUN))} "
+            f"| {'-' if limit is None else f'{limit:.2f}'} "
+            f"| {factor(ratio(r.wall(POOLRUN), limit))} "
+            f"| {factor(ratio(r.cpu(POOLRUN), r.cpu(SERIAL)))} "
+            f"| {megabytes(r, SERIAL)} | {megabytes(r, POOLRUN)} "
+            f"| {factor(ratio(r.peak_rss(POOLRUN), r.peak_rss(SERIAL)))} |"
+        )
     return "\n".join(lines)
 
 
@@ -420,8 +523,15 @@ def load_average() -> str:
         return "unknown"
 
 
+def cpu_count() -> int:
+    """The CPUs this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
 def header(options: argparse.Namespace, cal: suites.Calibration, load_before: str) -> str:
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = cpu_count()
     # Other work on the machine skews every number: the load average shows whether there was any.
     return (
         f"Python {platform.python_version()}, pytest {version('pytest')}, "
@@ -452,6 +562,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--quick", action="store_true", help="smaller suites and one repetition: a smoke run"
+    )
+    parser.add_argument(
+        "--no-xdist", action="store_true", help="leave pytest-xdist out even when it is installed"
     )
     parser.add_argument(
         "--workdir", type=Path, help="write the suites here and keep them (default: a temp dir)"
@@ -491,14 +604,17 @@ def run_order(names: list[str]) -> list[str]:
 def main(argv: list[str]) -> int:
     options = parse_args(argv)
     began = time.perf_counter()
-    contenders = [SERIAL, XDIST, POOLRUN]
+    contenders = list(CONTENDERS)
     missing: dict[str, str] = {}
-    if importlib.util.find_spec("xdist") is None:
+    if options.no_xdist:
+        missing[XDIST] = "left out by --no-xdist"
+    elif importlib.util.find_spec("xdist") is None:
         missing[XDIST] = "pytest-xdist not installed"
     if importlib.util.find_spec("pytest_poolrun") is None:
         missing[POOLRUN] = "pytest-poolrun not installed"
     for name, why in missing.items():
-        progress(f"{why}: the {name} column is skipped; pip install it to fill it in")
+        advice = "" if options.no_xdist and name == XDIST else "; pip install it to fill it in"
+        progress(f"{why}: the {name} column is skipped{advice}")
     active = [c for c in contenders if c not in missing]
 
     load_before = load_average()
@@ -521,7 +637,7 @@ def main(argv: list[str]) -> int:
     if options.output:
         options.output.write_text(text)
     progress(f"done in {time.perf_counter() - began:.0f} s")
-    failed = any(r.status(c) for r in ordered.values() for c in active)
+    failed = any(r.status(c) for r in ordered.values() for c in [*active, COLLECT])
     return 1 if failed else 0
 
 

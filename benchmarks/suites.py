@@ -114,6 +114,21 @@ def build_tiny(folder: Path, quick: bool, cal: Calibration) -> Suite:
     return Suite("tiny", folder, workers=2)
 
 
+def build_tiny50k(folder: Path, quick: bool, cal: Calibration) -> Suite:
+    """Per-test overhead at scale: 50,000 trivial tests of one parametrized function."""
+    count = 5_000 if quick else 50_000
+    module = f"""
+        import pytest
+
+
+        @pytest.mark.parametrize("i", range({count}))
+        def test_p(i):
+            pass
+    """
+    _write(folder, {"test_tiny50k.py": module})
+    return Suite("tiny50k", folder, workers=2)
+
+
 def build_sleep(folder: Path, quick: bool, cal: Calibration) -> Suite:
     """Waiting, not computing: more workers than cores still pay off."""
     count, seconds, modules = (40, 0.05, 4) if quick else (160, 0.05, 8)
@@ -235,6 +250,7 @@ Builder = Callable[[Path, bool, Calibration], Suite]
 # In the order of the benchmark's table.
 BUILDERS: dict[str, Builder] = {
     "tiny": build_tiny,
+    "tiny50k": build_tiny50k,
     "sleep": build_sleep,
     "cpu": build_cpu,
     "skewed": build_skewed,

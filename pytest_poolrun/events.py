@@ -108,7 +108,15 @@ class LooseEvents(NamedTuple):
     events: tuple[HookEvent, ...]
 
 
-WorkerEvent = Union[ItemStarted, ItemAborted, ItemFinished, LooseEvents, SessionExit, CaptureFiles]
+class WorkerOutput(NamedTuple):
+    """The worker is done: its ``config.workeroutput``, as pytest-xdist's workers send it."""
+
+    output: dict[str, Any]
+
+
+WorkerEvent = Union[
+    ItemStarted, ItemAborted, ItemFinished, LooseEvents, SessionExit, CaptureFiles, WorkerOutput
+]
 
 
 # ------------------------------------------------------------------------------ worker side

@@ -35,6 +35,7 @@ import difflib
 import faulthandler
 import itertools
 import os
+import pickle
 import signal
 import time
 from pathlib import Path
@@ -42,7 +43,7 @@ from typing import IO, Any, NamedTuple
 
 import pytest
 
-from pytest_poolrun import events, runid
+from pytest_poolrun import adapters, events, runid
 from pytest_poolrun.board import Board
 from pytest_poolrun.poolworker import current_worker, emit, format_exception
 
@@ -143,11 +144,13 @@ class _Forwarder:
 
 
 class Invocation(NamedTuple):
-    """What a worker started fresh (spawn, execnet) needs to collect as the controller did."""
+    """What a worker started fresh (spawn, execnet) needs to collect as the controller did,
+    and what every worker is told of itself (``workerinputs``, by worker name: see xdistnode)."""
 
     args: tuple[str, ...]
     directory: str
     expected_ids: tuple[str, ...]
+    workerinputs: dict[str, dict[str, Any]]
 
 
 class CollectionMismatch(Exception):
@@ -165,8 +168,9 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
     os.environ["PYTEST_XDIST_WORKER"] = info.name
     os.environ["PYTEST_XDIST_WORKER_COUNT"] = str(worker_count)
     os.environ["PYTEST_XDIST_TESTRUNUID"] = testrun_uid
+    workerinput = invocation.workerinputs.get(info.name, {})
     if _Shared.session is None:
-        config = _collect_here(invocation, info.name)
+        config = _collect_here(invocation, info.name, workerinput)
     else:
         config = _session().config
         _Shared.forked = True
@@ -174,16 +178,36 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
         _own_fault_file(info.name)
         _own_tmp_path(config, info.name)
         _silence_terminal(config)
+        _become_xdist_worker(config, workerinput)
     runid.adopt(config, testrun_uid)
+    for error in adapters.worker_started(config, _Shared.forked):
+        print(f"poolrun: worker {info.name} could not prepare a plugin: {error}")
     config.pluginmanager.register(_Forwarder(config), "poolrun-forwarder")
 
 
-def _collect_here(invocation: Invocation, name: str) -> pytest.Config:
+def _become_xdist_worker(config: pytest.Config, workerinput: dict[str, Any]) -> None:
+    """What pytest-xdist gives its workers' config, which plugins check to act as workers
+    (pytest's cache plugins, pytest-django's database names, syrupy's report)."""
+    config.workerinput = workerinput  # type: ignore[attr-defined]
+    config.workeroutput = {}  # type: ignore[attr-defined]
+
+
+def _collect_here(invocation: Invocation, name: str, workerinput: dict[str, Any]) -> pytest.Config:
     from _pytest.config import _prepareconfig
 
     if os.path.isdir(invocation.directory):
         os.chdir(invocation.directory)
-    config = _prepareconfig(list(invocation.args))
+    args = list(invocation.args)
+    coverage_config = workerinput.get(adapters.COVERAGE_CONFIG_KEY)
+    if coverage_config is not None:
+        # Measured from before the first import, as the controller was; pytest-cov must not
+        # start a second measurement here.
+        adapters.start_fresh_coverage(coverage_config)
+        args += workerinput.get(adapters.COVERAGE_ARGS_KEY, [])
+    config = _prepareconfig(args)
+    # Before pytest_configure, as pytest-xdist does: plugins decide there whether they run in
+    # a worker (pytest-randomly takes the controller's seed, pytest-rerunfailures connects).
+    _become_xdist_worker(config, workerinput)
     config._do_configure()
     _silence_terminal(config)
     if config.option.basetemp:
@@ -195,7 +219,12 @@ def _collect_here(invocation: Invocation, name: str) -> pytest.Config:
     config.hook.pytest_collection(session=session)
     ids = tuple(item.nodeid for item in session.items)
     if ids != invocation.expected_ids:
-        raise CollectionMismatch(_mismatch_message(name, invocation.expected_ids, ids))
+        if sorted(ids) != sorted(invocation.expected_ids):
+            raise CollectionMismatch(_mismatch_message(name, invocation.expected_ids, ids))
+        # The same tests in another order (a plugin shuffled them with a seed of its own):
+        # items run by the controller's index, so take the controller's order.
+        by_id = {item.nodeid: item for item in session.items}
+        session.items[:] = [by_id[nodeid] for nodeid in invocation.expected_ids]
     _Shared.session = session
     return config
 
@@ -403,7 +432,35 @@ def _outside_module(index: int) -> pytest.Item | None:
 
 
 def finish_worker() -> None:
-    """Pool finalizer: run the held item as the worker's last, tearing every fixture down."""
+    """Pool finalizer: run the held item as the worker's last, tearing every fixture down;
+    then send the controller this worker's ``workeroutput`` (see adapters, xdistnode)."""
+    _finish_items()
+    config = _session().config
+    output: dict[str, Any] = getattr(config, "workeroutput", {})
+    for error in adapters.worker_finishing(config, output):
+        print(f"poolrun: worker {_name()} could not hand its plugins' results over: {error}")
+    emit((events.WorkerOutput(_picklable(output)),))
+
+
+def _name() -> str:
+    info = current_worker()
+    return "?" if info is None else info.name
+
+
+def _picklable(output: dict[str, Any]) -> dict[str, Any]:
+    """``output`` without the values that cannot travel (each named on the worker's stdout)."""
+    kept = {}
+    for key, value in output.items():
+        try:
+            pickle.dumps(value)
+        except Exception as exc:
+            print(f"poolrun: workeroutput[{key!r}] cannot be sent to the controller: {exc!r}")
+            continue
+        kept[key] = value
+    return kept
+
+
+def _finish_items() -> None:
     held, _Shared.held = _Shared.held, None
     if held is not None and not stop_requested():
         _run(held, nextitem=None)

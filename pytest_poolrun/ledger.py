@@ -10,7 +10,8 @@ Data flow, in the controller's thread::
                         (to send out again), and how it stopped if it said so (ItemAborted)
 
 An item is dispatched again only while it is ``QUEUED``: once a worker said it started it, or
-the board shows it, the item's only outcomes are its own reports or a crash report.
+the board shows it, the item's only outcomes are its own reports or a crash report, unless a
+plugin turns that crash into a rerun (pytest-rerunfailures, through ``requeue``).
 """
 
 from __future__ import annotations
@@ -69,6 +70,10 @@ class ItemLedger:
     def done(self, item: int) -> None:
         self.state[item] = ItemState.DONE
 
+    def requeue(self, item: int) -> None:
+        """A plugin asked for the crashed ``item`` to run again (pytest_handlecrashitem)."""
+        self.state[item] = ItemState.QUEUED
+
     def is_queued(self, item: int) -> bool:
         return self.state[item] is ItemState.QUEUED
 
@@ -90,6 +95,9 @@ class ItemLedger:
     def ended(self, worker: str, slot: int) -> EndedWorker:
         """Forget ``worker``; the item it ran is done from now on (its crash gets reported)."""
         current = self.current(worker, slot)
+        # The slot's next worker starts with a clean slate: a crashed worker leaves its item
+        # marked, which would otherwise be blamed again when that next worker ends.
+        self._board.clear(slot)
         self._running.pop(worker, None)
         aborted = self._aborted.pop(worker, None)
         held = self._held.pop(worker, None)

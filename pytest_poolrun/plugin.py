@@ -21,8 +21,8 @@ import pytest
 
 from pytest_poolrun import fixture, gateway, identity, runid, scheduling, sharding
 from pytest_poolrun.durations import DurationRecorder, Durations
+from pytest_poolrun.forksafety import fork_blockers, platform_forks_safely
 from pytest_poolrun.runner import Controller, RunOptions, resolve_workers
-from pytest_poolrun.workerset import fork_is_safe
 
 durations_key = pytest.StashKey[Durations]()
 # Options whose output is written from inside the test protocol, to the terminal writer of the
@@ -222,9 +222,9 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
                 "is serial; drop it to run in parallel"
             )
         return None
-    start = config.getoption("pool_start") or ("fork" if fork_is_safe() else "spawn")
+    start, why_not_fork = _start_method(config.getoption("pool_start"))
     if reporter is not None and config.get_verbosity() >= -1:
-        reporter.write_line(_header(local, tx, start, len(session.items)))
+        reporter.write_line(_header(local, tx, start, len(session.items), why_not_fork))
     max_restarts = config.getoption("pool_max_restarts")
     if max_restarts is None:
         max_restarts = RESTARTS_PER_WORKER * workers
@@ -247,10 +247,30 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     return True
 
 
-def _header(local: int, tx: list[str], start: str, items: int) -> str:
+def _start_method(asked: str | None) -> tuple[str, str | None]:
+    """How local workers start, and why they are not forked when fork was possible.
+
+    Forking after collection is the default wherever the platform allows it; a thread that
+    ``forksafety`` does not know to be idle makes the run spawn its workers instead (also when
+    ``--pool-start fork`` asked for a fork: a fork then could deadlock the worker), and the
+    header names that thread.
+    """
+    if asked == "spawn" or not platform_forks_safely():
+        return "spawn", None
+    blockers = fork_blockers()
+    if blockers:
+        return "spawn", f"{', '.join(blockers)} running, and a fork copies no thread"
+    return "fork", None
+
+
+def _header(
+    local: int, tx: list[str], start: str, items: int, why_not_fork: str | None = None
+) -> str:
     parts = []
     if local:
         how = "forked after collection" if start == "fork" else "spawned, collecting for themselves"
+        if why_not_fork is not None:
+            how += f" ({why_not_fork})"
         parts.append(f"{local} worker{'s' if local != 1 else ''}, {how}")
     if tx:
         parts.append(f"{len(tx)} execnet worker{'s' if len(tx) != 1 else ''} ({', '.join(tx)})")

@@ -65,7 +65,6 @@ from pytest_poolrun.workerset import START_METHODS, LiveWorker, WorkerSet
 from pytest_poolrun.workerset import WorkerExit as WorkerExit
 from pytest_poolrun.workerset import available_cpus as available_cpus
 from pytest_poolrun.workerset import default_start_method as default_start_method
-from pytest_poolrun.workerset import threads_running as threads_running
 
 T = TypeVar("T")
 

@@ -5,7 +5,8 @@ Data flow, in the controller's thread::
     ItemFinished(item, hook events) ─▶ in_order(item, replay) ─▶ events.replay, one by one:
                                         pytest_runtest_logstart / logreport / logfinish,
                                         warning_recorded (terminal, junitxml, cache…)
-    a crash, a timeout   ─▶ report_crash(item, why, sections): one failed "call" report
+    a crash, a timeout   ─▶ crash_report(item, why, sections): one failed "call" report,
+                            which pytest_handlecrashitem may turn into a rerun ─▶ report_crash
     a pool out of workers ─▶ report_not_run(item, why): one failed "setup" report
     after each replay: session.shouldfail / shouldstop (-x, --maxfail) ─▶ on_stop()
 
@@ -61,21 +62,33 @@ class Replayer:
             events.replay(self._config, event)
         self._check_stop()
 
-    def report_crash(self, item: int, why: str, sections: Sequence[tuple[str, str]] = ()) -> None:
-        self.in_order(item, partial(self._report_synthetic, item, why, "call", sections))
+    def crash_report(
+        self, item: int, why: str, sections: Sequence[tuple[str, str]] = ()
+    ) -> pytest.TestReport:
+        """The failed "call" report of an item whose worker died, not yet reported."""
+        return self._synthetic(item, why, "call", sections)
+
+    def report_crash(self, item: int, report: pytest.TestReport) -> None:
+        """Report ``crash_report``'s report (a plugin may have made it a rerun meanwhile).
+
+        A rerun is reported on its own: the item's next run ends it with a report of its own.
+        """
+        replay = partial(self._log_synthetic, item, report)
+        # pytest-rerunfailures sets an outcome that pytest's own type does not list.
+        if str(report.outcome) == "rerun":
+            replay()
+        else:
+            self.in_order(item, replay)
 
     def report_not_run(self, item: int, why: str) -> None:
-        self.in_order(item, partial(self._report_synthetic, item, f"not run: {why}", "setup", ()))
+        report = self._synthetic(item, f"not run: {why}", "setup", ())
+        self.in_order(item, partial(self._log_synthetic, item, report))
 
-    def _report_synthetic(
+    def _synthetic(
         self, index: int, longrepr: str, when: str, sections: Sequence[tuple[str, str]]
-    ) -> None:
-        if self.stopped:
-            return
+    ) -> pytest.TestReport:
         item = self._session.items[index]
-        hook = self._config.hook
-        hook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
-        report = pytest.TestReport(
+        return pytest.TestReport(
             nodeid=item.nodeid,
             location=item.location,
             keywords={name: 1 for name in item.keywords},
@@ -88,6 +101,13 @@ class Replayer:
             stop=0.0,
             user_properties=list(item.user_properties),
         )
+
+    def _log_synthetic(self, index: int, report: pytest.TestReport) -> None:
+        if self.stopped:
+            return
+        item = self._session.items[index]
+        hook = self._config.hook
+        hook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
         hook.pytest_runtest_logreport(report=report)
         hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
         self._check_stop()

@@ -39,12 +39,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from types import FrameType
+from types import FrameType, SimpleNamespace
 from typing import Any, Protocol
 
 import pytest
 
-from pytest_poolrun import events, itemrunner, scheduling
+from pytest_poolrun import adapters, events, itemrunner, scheduling
 from pytest_poolrun.board import Board
 from pytest_poolrun.durations import Durations
 from pytest_poolrun.ledger import ItemLedger
@@ -55,6 +55,7 @@ from pytest_poolrun.postmortem import PostMortem
 from pytest_poolrun.replayer import Replayer
 from pytest_poolrun.timeouts import Timeouts
 from pytest_poolrun.workerset import LiveWorker, WorkerExit, available_cpus
+from pytest_poolrun.xdistnode import WorkerNodes, xdist_hooks_present
 
 WORKER_PREFIX = "gw"
 # One chunk at a time: chunks differ widely in length, so the next goes to whichever worker is
@@ -85,6 +86,14 @@ class RunOptions:
     def forked(self) -> int:
         """Local workers forked after collection (they share the Board)."""
         return self.local if self.start == "fork" else 0
+
+    def worker_specs(self) -> list[str]:
+        """How each slot's worker starts: forked ones first, then spawned, then execnet."""
+        spawned = self.local - self.forked
+        return [*(["fork"] * self.forked), *(["popen"] * spawned), *self.tx]
+
+    def worker_names(self) -> list[str]:
+        return [f"{WORKER_PREFIX}{slot}" for slot in range(self.workers)]
 
 
 class RunnerPool(Protocol):
@@ -136,6 +145,9 @@ class Controller:
         self.replayer = Replayer(session, options.report_order, self._stop)
         self.postmortem = PostMortem()
         self.timeouts = Timeouts(options.timeout, self.ledger, self.postmortem)
+        self.nodes = WorkerNodes(
+            self.config, options.worker_names(), options.worker_specs(), options.testrun_uid
+        )
         self.session_exit: events.SessionExit | None = None
         self.internal_error: BaseException | None = None
         self.pool: RunnerPool | None = None  # started by run(), after the board and prepare()
@@ -154,13 +166,17 @@ class Controller:
             for item in self.items
         ]
         chunks = scheduling.plan_chunks(infos, options.workers, options.chunksize, options.dist)
+        workerinputs = self.nodes.inputs()
+        for workerinput in workerinputs.values():
+            adapters.add_coverage_input(self.config, workerinput)
         invocation = itemrunner.Invocation(
             tuple(self.config.invocation_params.args),
             str(self.config.invocation_params.dir),
             tuple(item.nodeid for item in self.items),
+            workerinputs,
         )
         # Spawned local workers are execnet popen gateways: they collect for themselves.
-        specs = [*(["popen"] * (options.local - options.forked)), *options.tx]
+        specs = options.worker_specs()[options.forked :]
         pool = self.pool = self._pool_factory(
             options.forked,
             initializer=itemrunner.start_worker,
@@ -242,6 +258,8 @@ class Controller:
             self.replayer.in_order(event.item, partial(self._exit_session, event))
         elif isinstance(event, events.LooseEvents):
             self.replayer.replay(event.events)
+        elif isinstance(event, events.WorkerOutput):
+            self.nodes.received(worker, event.output)
         else:
             raise TypeError(f"unknown event from worker {worker}: {event!r}")
 
@@ -294,9 +312,37 @@ class Controller:
             sections = self.postmortem.capture_sections(ended.name)
             if left.aborted is not None:
                 sections = [*left.aborted.sections, *sections]
-            self.replayer.report_crash(left.running, why, sections)
+            report = self.replayer.crash_report(left.running, why, sections)
+            self._handle_crash_item(left.running, ended.name, report)
+            self.replayer.report_crash(left.running, report)
         if left.held is not None and not self.replayer.stopped:
             self._submit([left.held])
+        node = self.nodes.down(ended.name, None if ended.expected else ended.describe())
+        adapters.worker_ended(self.config, node.workeroutput if node.reported else None)
+
+    def _handle_crash_item(self, item: int, worker: str, report: pytest.TestReport) -> None:
+        """pytest-xdist's ``pytest_handlecrashitem``: a plugin (pytest-rerunfailures) may turn
+        the crash into a rerun, through ``mark_test_pending``; the item then runs again."""
+        if not xdist_hooks_present(self.config) or self.replayer.stopped:
+            return
+        nodeid = self.items[item].nodeid
+
+        def mark_test_pending(crashed: str) -> None:
+            if crashed != nodeid:
+                raise ValueError(f"{crashed} is not the test that crashed ({nodeid})")
+            self.ledger.requeue(item)
+            self._submit([item])
+
+        scheduler = SimpleNamespace(config=self.config, mark_test_pending=mark_test_pending)
+        # The node only while the hook runs: pytest prints a node's worker info under a report
+        # that keeps one, which this runner's crash reports do not show.
+        report.node = self.nodes.node(worker)  # type: ignore[attr-defined]
+        try:
+            self.config.hook.pytest_handlecrashitem(
+                crashitem=nodeid, report=report, sched=scheduler
+            )
+        finally:
+            del report.node
 
     def _say(self, line: str) -> None:
         reporter: Any = self.config.pluginmanager.getplugin("terminalreporter")

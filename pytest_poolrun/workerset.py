@@ -14,29 +14,28 @@ started.  A slot whose initializer failed is disabled: a replacement would fail 
 
 **Start methods.**  ``"fork"``, ``"forkserver"`` or ``"spawn"``.  The default is ``"fork"`` where
 the platform forks safely (not macOS, whose system libraries may crash in a forked child) and
-``"spawn"`` elsewhere, whatever the interpreter's own default.  A fork is only done from a process
-with no other thread running; when a thread runs at that moment, that worker is started with
-``"forkserver"`` instead and the pool's ``start_method`` says so; when that happens as the pool
-is created, a ``RuntimeWarning`` names the threads.  (Not later: a replacement started while the
-caller waits must not raise a warning turned into an error out of an unrelated call.)
-``fork_is_safe`` is the same decision, for the test runner.
+``"spawn"`` elsewhere, whatever the interpreter's own default.  A fork is only done while no
+other thread runs but those ``forksafety`` knows to be idle; otherwise that worker is started
+with ``"forkserver"`` instead and the pool's ``start_method`` says so; when that happens as the
+pool is created, a ``RuntimeWarning`` names the threads.  (Not later: a replacement started
+while the caller waits must not raise a warning turned into an error out of an unrelated call.)
+The test runner makes the same decision once per run (``plugin._start_method``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
 import socket
-import sys
-import threading
-import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from pytest_poolrun.forksafety import fork_blockers, platform_forks_safely, quiet_fork
 from pytest_poolrun.gateway import REMOTE_LOST, bridge_main
 from pytest_poolrun.poolworker import WorkerInfo, worker_main
 from pytest_poolrun.wire import ControllerEnd
@@ -48,46 +47,13 @@ START_METHODS = ("fork", "forkserver", "spawn")
 # How a "fork" worker starts while another thread runs: from a server process forked without
 # threads, which needs no re-import of the main script (unlike "spawn").
 FORK_FALLBACK = "forkserver"
-# How long a thread that Python has joined may take to leave the kernel's list (a few ms on a
-# busy machine), and how often to look meanwhile.
-THREAD_EXIT_GRACE = 0.05
-THREAD_EXIT_POLL = 0.001
 # How long a worker that was asked to stop, or whose socket closed, may take to exit before it
 # is killed.
 STOP_GRACE = 2.0
 
 
-def platform_forks_safely() -> bool:
-    return hasattr(os, "fork") and sys.platform != "darwin"
-
-
 def default_start_method() -> str:
     return "fork" if platform_forks_safely() else "spawn"
-
-
-def threads_running() -> bool:
-    """Whether another thread than this one exists (Python's or, on Linux, any native one).
-
-    A thread that Python has just joined lingers in the kernel's list for a moment while it
-    finishes exiting, so a native thread counts only if it is still there after a short grace.
-    """
-    if threading.active_count() > 1:
-        return True
-    deadline = time.monotonic() + THREAD_EXIT_GRACE
-    while True:
-        try:
-            if len(os.listdir("/proc/self/task")) <= 1:
-                return False
-        except OSError:
-            return False
-        if time.monotonic() >= deadline:
-            return True
-        time.sleep(THREAD_EXIT_POLL)
-
-
-def fork_is_safe() -> bool:
-    """Whether a worker forked now would start with the default method, ``"fork"``."""
-    return platform_forks_safely() and not threads_running()
 
 
 def available_cpus() -> int:
@@ -157,13 +123,11 @@ class _Launched(NamedTuple):
     remote: bool
 
 
-def _fallback_warning() -> str:
-    others = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
-    running = ", ".join(others) if others else "a thread not started by Python"
+def _fallback_warning(blockers: list[str]) -> str:
     return (
         f"pool workers are started with {FORK_FALLBACK!r} instead of 'fork' while another "
-        f"thread runs in this process ({running}): forking a process with threads can deadlock "
-        f"the child; create the pool before starting threads, or pass "
+        f"thread runs in this process ({', '.join(blockers)}): forking a process with threads "
+        "can deadlock the child; create the pool before starting threads, or pass "
         f"start_method={FORK_FALLBACK!r} (or 'spawn') to choose the method yourself"
     )
 
@@ -303,12 +267,13 @@ class WorkerSet:
     def _launch(self, slot: int) -> _Launched:
         method, context = self.requested_method, self._context
         spec = self.slot_specs[slot]
-        if method == "fork" and threads_running():
+        blockers = fork_blockers() if method == "fork" else []
+        if blockers:
             method, context = FORK_FALLBACK, None
             if spec is None and not self._fallback_warned:
                 # Said of workers that run tasks (an execnet bridge only relays them).
                 self._fallback_warned = True
-                self._fallback_notice = _fallback_warning()
+                self._fallback_notice = _fallback_warning(blockers)
         if context is None:
             context = multiprocessing.get_context(method)
         self.method = method
@@ -324,7 +289,8 @@ class WorkerSet:
                 name=info.name,
                 daemon=False,
             )
-            process.start()
+            with quiet_fork() if method == "fork" else contextlib.nullcontext():
+                process.start()
         except BaseException:
             ours.close()
             raise

@@ -1,0 +1,342 @@
+"""Adapters for plugins that keep a test's results in the memory of the process that ran it.
+
+A forked worker inherits every plugin configured as in a serial run, so what a plugin gathers
+while tests run (coverage data, snapshot assertions, benchmark timings) lands in the worker's
+copy of it, which ends with the worker.  Each adapter carries that part back, so the
+controller's copy of the plugin ends the session as a serial run's would.
+
+Data flow::
+
+    worker, before its first test ─▶ worker_started(config, forked)
+    worker, after its last test    ─▶ worker_finishing(config, workeroutput): fill the dict
+    (the WorkerOutput event carries workeroutput to the controller)
+    controller, the worker ended   ─▶ worker_ended(config, workeroutput): merge into its plugin
+    controller, a worker ended without sending it ─▶ output_lost(config)
+
+Each adapter is active only where its plugin is loaded; an adapter's failure in a worker is
+reported, never fatal to the run (``finishing_errors``).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from types import SimpleNamespace
+from typing import Any, Protocol
+
+import pytest
+
+# workeroutput keys of this runner's own adapters
+COVERAGE_KEY = "poolrun_coverage"
+BENCHMARK_KEY = "poolrun_benchmarks"
+# workerinput keys: the controller's coverage configuration, for workers that start fresh, and
+# the arguments that keep pytest-cov there from measuring a second time
+COVERAGE_CONFIG_KEY = "poolrun_coverage_config"
+COVERAGE_ARGS_KEY = "poolrun_coverage_args"
+
+
+class Adapter(Protocol):
+    def worker_started(self, config: pytest.Config, forked: bool) -> None: ...
+
+    def worker_finishing(self, config: pytest.Config, output: dict[str, Any]) -> None: ...
+
+    def worker_ended(self, config: pytest.Config, output: dict[str, Any]) -> None: ...
+
+    def output_lost(self, config: pytest.Config) -> None: ...
+
+
+class CoverageAdapter:
+    """coverage.py, under pytest-cov or ``coverage run``: one data set, the controller's.
+
+    A forked worker stops the coverage it inherited (whose data the controller already has and
+    saves) and measures with a fresh, in-memory one of the same configuration; a fresh worker
+    starts that one before it imports anything (``start_fresh``).  The worker's data travels
+    back, serialized, and is added to the controller's: totals and missed lines are a serial
+    run's, and pytest-cov or ``coverage run`` save and report them as usual.
+    """
+
+    def worker_started(self, config: pytest.Config, forked: bool) -> None:
+        if not forked:
+            return
+        parent = _current_coverage()
+        if parent is None:
+            return
+        # The parent's data is the controller's to save; this copy must never write it.
+        parent._auto_save = False
+        parent.stop()
+        child = _coverage_like(parent)
+        child.start()
+        cov_plugin: Any = config.pluginmanager.get_plugin("_cov")
+        cov_controller = getattr(cov_plugin, "cov_controller", None)
+        if cov_controller is not None and getattr(cov_controller, "cov", None) is parent:
+            cov_controller.cov = child  # --cov-context=test switches contexts on this one
+
+    def worker_finishing(self, config: pytest.Config, output: dict[str, Any]) -> None:
+        current = _current_coverage()
+        if current is None:
+            return
+        current.stop()
+        output[COVERAGE_KEY] = current.get_data().dumps()
+
+    def worker_ended(self, config: pytest.Config, output: dict[str, Any]) -> None:
+        blob = output.get(COVERAGE_KEY)
+        current = _current_coverage()
+        if blob is None or current is None:
+            return
+        from coverage import CoverageData
+
+        data = CoverageData(no_disk=True)
+        data.loads(blob)
+        current.get_data().update(data)
+
+    def output_lost(self, config: pytest.Config) -> None:
+        pass  # lines a crashed worker ran are missing, as under pytest-xdist
+
+
+class SyrupyAdapter:
+    """syrupy: the worker writes its snapshots and hands its report over, as an xdist worker.
+
+    syrupy decides which snapshots are unused, and deletes them under ``--snapshot-update``,
+    from the assertions it saw; those happen in workers.  A worker (``PYTEST_XDIST_WORKER``
+    set) ends its snapshot session, which flushes the writes and publishes the report in
+    ``workeroutput``; the controller merges it (syrupy does on ``pytest_testnodedown`` when
+    pytest-xdist is installed).  A worker that died took its assertions with it: syrupy is
+    then told the unused count is incomplete, so that it deletes nothing.
+    """
+
+    def worker_started(self, config: pytest.Config, forked: bool) -> None:
+        pass
+
+    def worker_finishing(self, config: pytest.Config, output: dict[str, Any]) -> None:
+        session = getattr(config, "_syrupy", None)
+        if session is not None:
+            session.finish()
+
+    def worker_ended(self, config: pytest.Config, output: dict[str, Any]) -> None:
+        session = getattr(config, "_syrupy", None)
+        if session is None:
+            return
+        if not hasattr(session, "add_worker_report"):
+            if _uses_snapshots(session):
+                self._unused_unknown(
+                    config,
+                    "this syrupy release cannot merge its workers' assertions (syrupy 5 can)",
+                )
+            return
+        if config.pluginmanager.hasplugin("xdist"):
+            return  # syrupy's own pytest_testnodedown merges it
+        report = output.get("syrupy_report")
+        if report is not None:
+            session.add_worker_report(report)
+        sidecars = output.get("syrupy_write_sidecars")
+        if sidecars:
+            session.add_written_snapshot_locations(sidecars)
+
+    def output_lost(self, config: pytest.Config) -> None:
+        session = getattr(config, "_syrupy", None)
+        if session is not None and _uses_snapshots(session):
+            self._unused_unknown(
+                config, "a worker ended before handing syrupy its snapshot assertions"
+            )
+
+    def _unused_unknown(self, config: pytest.Config, why: str) -> None:
+        """No unused-snapshot accounting in this run: syrupy's own answer to an incomplete
+        picture (its option since syrupy 5; before, the xdist controller's mark)."""
+        if getattr(config.option, "disable_unused_snapshots", False):
+            return  # said once already, or the user asked for it
+        config.option.disable_unused_snapshots = True
+        os.environ["PYTEST_XDIST_WORKER_COUNT"] = "1"
+        warnings.warn(
+            pytest.PytestWarning(
+                f"poolrun: {why}, so this run neither reports nor deletes unused snapshots; "
+                "run without --pool to check them"
+            ),
+            stacklevel=1,
+        )
+
+
+def _uses_snapshots(session: Any) -> bool:
+    """Whether a test of the run asks for syrupy's ``snapshot`` fixture."""
+    items = getattr(getattr(session, "pytest_session", None), "items", ())
+    return any("snapshot" in getattr(item, "fixturenames", ()) for item in items)
+
+
+class MetadataAdapter:
+    """pytest-metadata: a worker's metadata in workeroutput, where its node hook reads it.
+
+    pytest-metadata puts it there in a worker's ``pytest_configure``, which a forked worker
+    never runs (it was configured once, as the controller).
+    """
+
+    def worker_started(self, config: pytest.Config, forked: bool) -> None:
+        pass
+
+    def worker_finishing(self, config: pytest.Config, output: dict[str, Any]) -> None:
+        module = sys.modules.get("pytest_metadata.plugin")
+        key = getattr(module, "metadata_key", None)
+        if key is not None and "metadata" not in output and key in config.stash:
+            output["metadata"] = config.stash[key]
+
+    def worker_ended(self, config: pytest.Config, output: dict[str, Any]) -> None:
+        pass
+
+    def output_lost(self, config: pytest.Config) -> None:
+        pass
+
+
+class BenchmarkAdapter:
+    """pytest-benchmark: the timings of a worker's benchmarks join the controller's session."""
+
+    def worker_started(self, config: pytest.Config, forked: bool) -> None:
+        pass
+
+    def worker_finishing(self, config: pytest.Config, output: dict[str, Any]) -> None:
+        session = getattr(config, "_benchmarksession", None)
+        if session is None:
+            return
+        output[BENCHMARK_KEY] = pickle.dumps([_portable(entry) for entry in session.benchmarks])
+
+    def worker_ended(self, config: pytest.Config, output: dict[str, Any]) -> None:
+        session = getattr(config, "_benchmarksession", None)
+        blob = output.get(BENCHMARK_KEY)
+        if session is None or blob is None:
+            return
+        session.benchmarks.extend(pickle.loads(blob))
+
+    def output_lost(self, config: pytest.Config) -> None:
+        pass
+
+
+class RerunFailuresAdapter:
+    """pytest-rerunfailures: a forked worker counts failures in the controller's status server.
+
+    With pytest-xdist installed, the controller's ``failures_db`` is a server its workers
+    connect to (the keys come through ``pytest_configure_node``); a forked worker inherited
+    the server object itself, which it must not use, so it connects as a client, as an xdist
+    worker does.  A crashed test can then be rerun (``pytest_handlecrashitem``) with the
+    right count.
+    """
+
+    def worker_started(self, config: pytest.Config, forked: bool) -> None:
+        workerinput: dict[str, Any] = getattr(config, "workerinput", {})
+        if not forked or "sock_port" not in workerinput:
+            return
+        module = sys.modules.get("pytest_rerunfailures")
+        client = getattr(module, "ClientStatusDB", None)
+        if client is None:
+            return
+        # Releases before 16 connect with the port alone; later ones also send a token.
+        credentials = [workerinput["sock_port"]]
+        if "statusdb_token" in workerinput:
+            credentials.append(workerinput["statusdb_token"])
+        setattr(config, "failures_db", client(*credentials))  # noqa: B010 - the plugin's own
+
+    def worker_finishing(self, config: pytest.Config, output: dict[str, Any]) -> None:
+        pass
+
+    def worker_ended(self, config: pytest.Config, output: dict[str, Any]) -> None:
+        pass
+
+    def output_lost(self, config: pytest.Config) -> None:
+        pass
+
+
+ADAPTERS: Sequence[Adapter] = (
+    CoverageAdapter(),
+    SyrupyAdapter(),
+    BenchmarkAdapter(),
+    RerunFailuresAdapter(),
+    MetadataAdapter(),
+)
+
+
+def worker_started(config: pytest.Config, forked: bool) -> list[str]:
+    """Prepare each plugin's worker state; returns a line for each adapter that failed."""
+    return _each(lambda adapter: adapter.worker_started(config, forked))
+
+
+def worker_finishing(config: pytest.Config, output: dict[str, Any]) -> list[str]:
+    """Fill ``output``; returns a line for each adapter that failed (the rest still ran)."""
+    return _each(lambda adapter: adapter.worker_finishing(config, output))
+
+
+def _each(step: Callable[[Adapter], None]) -> list[str]:
+    """Run ``step`` for every adapter: one plugin's surprise must not cost the run."""
+    errors = []
+    for adapter in ADAPTERS:
+        try:
+            step(adapter)
+        except Exception as exc:
+            errors.append(f"{type(adapter).__name__}: {type(exc).__name__}: {exc}")
+    return errors
+
+
+def worker_ended(config: pytest.Config, output: dict[str, Any] | None) -> None:
+    for adapter in ADAPTERS:
+        if output is None:
+            adapter.output_lost(config)
+        else:
+            adapter.worker_ended(config, output)
+
+
+def add_coverage_input(config: pytest.Config, workerinput: dict[str, Any]) -> None:
+    """In the controller: how a fresh worker measures coverage as this process does."""
+    current = _current_coverage()
+    serialize = getattr(getattr(current, "config", None), "serialize", None)
+    if serialize is None:
+        return  # no coverage here, or a coverage.py too old to hand its configuration over
+    workerinput[COVERAGE_CONFIG_KEY] = str(serialize())
+    if config.pluginmanager.get_plugin("_cov") is not None:
+        workerinput[COVERAGE_ARGS_KEY] = ["--no-cov"]
+
+
+def start_fresh_coverage(serialized: str) -> None:
+    """In a fresh worker, before it imports the suite: measure as the controller does."""
+    from coverage import Coverage
+
+    Coverage(data_file=None, config_file=":data:" + serialized).start()
+
+
+def _current_coverage() -> Any:
+    module = sys.modules.get("coverage")
+    if module is None:
+        return None
+    return module.Coverage.current()
+
+
+def _coverage_like(parent: Any) -> Any:
+    """A fresh, in-memory Coverage configured as ``parent``."""
+    from coverage import Coverage
+
+    serialize = getattr(parent.config, "serialize", None)
+    if serialize is not None:
+        return Coverage(data_file=None, config_file=":data:" + serialize())
+    config = parent.config  # coverage releases before 7.10 cannot serialize their config
+    return Coverage(
+        data_file=None,
+        config_file=config.config_file or False,
+        source=config.source,
+        branch=config.branch,
+        include=config.run_include,
+        omit=config.run_omit,
+    )
+
+
+def _portable(entry: Any) -> Any:
+    """A benchmark's record without its fixture (which holds the test's request)."""
+    fixture = entry.fixture
+    entry.fixture = SimpleNamespace(
+        name=fixture.name,
+        fullname=fixture.fullname,
+        group=fixture.group,
+        param=fixture.param,
+        params=fixture.params,
+        extra_info=fixture.extra_info,
+        has_error=fixture.has_error,
+        cprofile_stats=None,
+    )
+    entry.cprofile_stats = None
+    return entry

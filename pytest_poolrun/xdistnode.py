@@ -1,0 +1,142 @@
+"""The pytest-xdist surface: what plugins written for pytest-xdist read, in workers and here.
+
+Data flow::
+
+    controller, before the pool starts its workers
+      WorkerNodes(config, names, testrun_uid): one WorkerNode per worker name, its workerinput
+        {workerid, workercount, testrunuid, mainargv} ─▶ pytest_configure_node(node) (xdist's
+        hook, called when pytest-xdist is installed: plugins add their keys)
+      ─▶ inputs(): worker name → workerinput, handed to every worker (inherited by a fork,
+         pickled in the pool's initargs for a fresh one)
+    worker: itemrunner sets config.workerinput and config.workeroutput = {} (a fresh worker
+        before pytest_configure, as pytest-xdist does; a forked one before its first test);
+        at its end adapters fill workeroutput ─▶ the WorkerOutput event
+    controller: WorkerOutput ─▶ received(name, output); the worker's exit ─▶ down(name, error):
+        pytest_testnodedown(node, error) with node.workeroutput as the worker left it
+
+pytest-cov's plugin is left out of these hook calls: in a run without ``-n`` it runs in its
+serial mode, which has no node methods, and this runner merges coverage itself (``adapters``).
+A replacement worker gets the workerinput of the worker it replaces, and a node of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+WorkerInput = dict[str, Any]
+# pytest-cov registers its plugin object under this name.
+COVERAGE_PLUGIN = "_cov"
+
+
+@dataclass(frozen=True)
+class NodeGateway:
+    """The part of an execnet gateway that plugins read off a node (``node.gateway.id``)."""
+
+    id: str
+    spec: str
+
+    def _rinfo(self) -> SimpleNamespace:
+        return SimpleNamespace(
+            executable=sys.executable,
+            version_info=sys.version_info,
+            platform=sys.platform,
+            cwd=os.getcwd(),
+        )
+
+
+class WorkerNode:
+    """One worker as pytest-xdist's hooks see it (``WorkerController``'s readable part).
+
+    As on pytest-xdist's nodes, ``workeroutput`` exists only once the worker sent it: plugins
+    check ``hasattr(node, "workeroutput")`` to tell a finished worker from a crashed one.
+    """
+
+    workeroutput: dict[str, Any]
+
+    def __init__(self, config: pytest.Config, gateway: NodeGateway, workerinput: WorkerInput):
+        self.config = config
+        self.gateway = gateway
+        self.workerinput = workerinput
+
+    @property
+    def reported(self) -> bool:
+        return hasattr(self, "workeroutput")
+
+    def __repr__(self) -> str:
+        return f"<WorkerNode {self.gateway.id}>"
+
+
+def xdist_hooks_present(config: pytest.Config) -> bool:
+    return hasattr(config.hook, "pytest_configure_node")
+
+
+def call_node_hook(config: pytest.Config, name: str, **kwargs: Any) -> None:
+    """Call each plugin's pytest-xdist hook ``name``; one that fails is named in a warning.
+
+    A plugin may expect what its own ``pytest_configure`` put in a worker's output, which a
+    forked worker (configured once, in the controller) never ran: its failure must not end
+    the run.  pytest-cov is left out (see the module docstring).
+    """
+    for impl in getattr(config.hook, name).get_hookimpls():
+        if impl.plugin_name == COVERAGE_PLUGIN:
+            continue
+        try:
+            impl.function(*(kwargs[arg] for arg in impl.argnames))
+        except Exception as exc:
+            warnings.warn(
+                pytest.PytestWarning(
+                    f"poolrun: {name} of plugin {impl.plugin_name!r} failed for worker "
+                    f"{kwargs['node'].gateway.id}: {type(exc).__name__}: {exc}"
+                ),
+                stacklevel=1,
+            )
+
+
+class WorkerNodes:
+    """The nodes of one run, by worker name; configured before any worker starts."""
+
+    def __init__(
+        self, config: pytest.Config, names: Sequence[str], specs: Sequence[str], testrun_uid: str
+    ) -> None:
+        self._config = config
+        self._xdist = xdist_hooks_present(config)
+        self._inputs: dict[str, WorkerInput] = {}
+        self._nodes: dict[str, WorkerNode] = {}
+        for name, spec in zip(names, specs):
+            workerinput: WorkerInput = {
+                "workerid": name,
+                "workercount": len(names),
+                "testrunuid": testrun_uid,
+                "mainargv": list(sys.argv),
+            }
+            node = WorkerNode(config, NodeGateway(name, spec), workerinput)
+            if self._xdist:
+                call_node_hook(config, "pytest_configure_node", node=node)
+            self._inputs[name] = node.workerinput
+            self._nodes[name] = node
+
+    def inputs(self) -> dict[str, WorkerInput]:
+        return dict(self._inputs)
+
+    def node(self, name: str) -> WorkerNode:
+        return self._nodes[name]
+
+    def received(self, name: str, output: dict[str, Any]) -> None:
+        """The worker's ``config.workeroutput``, sent as it finished."""
+        self._nodes[name].workeroutput = output
+
+    def down(self, name: str, error: str | None) -> WorkerNode:
+        """The worker ended: tell the plugins, and make a fresh node for a replacement."""
+        node = self._nodes[name]
+        if self._xdist:
+            call_node_hook(self._config, "pytest_testnodedown", node=node, error=error)
+        self._nodes[name] = WorkerNode(self._config, node.gateway, dict(self._inputs[name]))
+        return node

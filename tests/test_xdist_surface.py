@@ -1,0 +1,116 @@
+"""What plugins written for pytest-xdist see under --pool: workerinput, workeroutput, node hooks,
+and which threads keep the run from forking."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import POOL
+
+NODE_PLUGIN = """
+import json, os
+
+def pytest_configure_node(node):
+    node.workerinput["greeting"] = "hello " + node.gateway.id
+
+def pytest_testnodedown(node, error):
+    with open("nodes-down.jsonl", "a") as log:
+        log.write(json.dumps({
+            "id": node.gateway.id,
+            "error": error,
+            "output": getattr(node, "workeroutput", None),
+        }) + "\\n")
+"""
+
+TESTS_READING_WORKERINPUT = """
+import pytest
+
+@pytest.mark.parametrize("n", range(4))
+def test_sees_its_workerinput(request, worker_id, n):
+    workerinput = request.config.workerinput
+    assert workerinput["workerid"] == worker_id
+    assert workerinput["workercount"] == 2
+    assert workerinput["greeting"] == "hello " + worker_id
+    assert workerinput["testrunuid"] == request.getfixturevalue("testrun_uid")
+    request.config.workeroutput.setdefault("ran", []).append(n)
+"""
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_workers_get_workerinput_and_hand_back_workeroutput(
+    pytester: pytest.Pytester, start: str
+) -> None:
+    pytester.makeconftest(NODE_PLUGIN)
+    pytester.makepyfile(TESTS_READING_WORKERINPUT)
+    result = pytester.runpytest_subprocess(*POOL, "--pool", "2", "--pool-start", start)
+    result.assert_outcomes(passed=4)
+    downs = [
+        json.loads(line) for line in (pytester.path / "nodes-down.jsonl").read_text().splitlines()
+    ]
+    assert sorted(down["id"] for down in downs) == ["gw0", "gw1"]
+    assert all(down["error"] is None for down in downs)
+    ran = sorted(n for down in downs for n in down["output"].get("ran", []))
+    assert ran == [0, 1, 2, 3]
+
+
+def test_a_crashed_worker_goes_down_with_an_error_and_no_output(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(NODE_PLUGIN)
+    pytester.makepyfile(
+        """
+        import os
+        def test_crash(): os._exit(7)
+        def test_fine(): pass
+        """
+    )
+    result = pytester.runpytest_subprocess(*POOL, "--pool", "1")
+    result.assert_outcomes(passed=1, failed=1)
+    downs = [
+        json.loads(line) for line in (pytester.path / "nodes-down.jsonl").read_text().splitlines()
+    ]
+    crashed = [down for down in downs if down["error"] is not None]
+    assert len(crashed) == 1
+    assert "exit code 7" in crashed[0]["error"]
+    assert crashed[0]["output"] is None
+
+
+def test_an_unknown_thread_makes_the_run_spawn_and_the_header_names_it(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest(
+        """
+        import threading
+        stop = threading.Event()
+
+        def serve_forever():
+            stop.wait()
+
+        def pytest_configure(config):
+            threading.Thread(target=serve_forever, name="app-server", daemon=True).start()
+
+        def pytest_unconfigure(config):
+            stop.set()
+        """
+    )
+    pytester.makepyfile("def test_a(): pass\ndef test_b(): pass\n")
+    result = pytester.runpytest_subprocess(*POOL, "--pool", "2")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "poolrun: 2 workers, spawned, collecting for themselves (thread 'app-server' "
+            "(conftest.serve_forever) running, and a fork copies no thread), for 2 items"
+        ]
+    )
+
+
+def test_a_known_idle_thread_keeps_the_fork_without_a_warning(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pytest-rerunfailures' status server (pytest-xdist installed) is idle in accept(): the run
+    forks, and Python 3.12+'s fork-with-threads warning does not fail a -W error run."""
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:randomly")  # rerunfailures stays loaded
+    pytester.makepyfile("def test_a(): pass\ndef test_b(): pass\n")
+    result = pytester.runpytest_subprocess(*POOL, "-W", "error", "--pool", "2")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["poolrun: 2 workers, forked after collection, for 2 items"])
+    assert "multi-threaded" not in result.stdout.str() + result.stderr.str()
