@@ -101,7 +101,11 @@ class Manager:
         self._token_wanted = 0
         for worker in workers.start_all():
             self.loop.watch(worker)
-        self.warn_fallback()
+        try:
+            self.warn_fallback()
+        except BaseException:  # the warning is an error here (-W error): no worker may outlive it
+            self.terminate(RuntimeError("the pool was not created"))
+            raise
 
     @property
     def closing(self) -> bool:

@@ -439,6 +439,23 @@ def test_never_forks_while_threads_run_and_says_so() -> None:
     assert len([w for w in warned if issubclass(w.category, RuntimeWarning)]) == 1
 
 
+def test_a_test_module_holding_an_unclosed_pool_lets_pytest_exit(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        """
+        from pytest_poolrun import Pool
+
+        pool = Pool(2)
+
+        def test_abs():
+            assert pool.apply(abs, (-3,)) == 3
+        """
+    )
+    result = pytester.runpytest_subprocess(timeout=NO_HANG * 3)
+    result.assert_outcomes(passed=1)
+
+
 def test_threads_share_a_pool_without_a_helper_thread_and_callbacks_run_in_theirs() -> None:
     """Callbacks run in a caller's thread (the one waiting), never in one the pool started."""
     callback_threads: set[str] = set()
