@@ -34,7 +34,7 @@ SOCKET, EXIT, WAKEUP = "socket", "exit", "wakeup"
 # Bytes drained from the wake-up socket at a time (each wake-up writes one).
 WAKEUP_DRAIN = 4096
 
-Ready = list[tuple[selectors.SelectorKey, int]]
+Selected = list[tuple[selectors.SelectorKey, int]]
 
 
 class Arrivals(NamedTuple):
@@ -87,11 +87,11 @@ class EventLoop:
         else:
             self._write_interest.discard(id(worker))
 
-    def select(self, seconds: float | None) -> Ready:
+    def select(self, seconds: float | None) -> Selected:
         """Wait up to ``seconds`` for I/O (or a wake-up); the caller need not hold the lock."""
         return self._selector.select(seconds)
 
-    def collect(self, ready: Ready) -> Arrivals:
+    def collect(self, ready: Selected) -> Arrivals:
         """Flush writable sockets and read what arrived (under the pool's lock)."""
         arrivals = Arrivals([], [])
         for key, mask in ready:

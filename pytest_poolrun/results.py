@@ -59,16 +59,16 @@ class AsyncResult(Generic[T]):
         self._waiter = waiter
         self._callback = callback
         self._error_callback = error_callback
-        self._arrived = False
+        self._settled = False
         self._done = False
         self._ok = False
         self._value: Any = None
 
     def on_result(self, ok: bool, value: Any) -> None:
         """The outcome arrived (called by the pool's loop): keep it, run the callback."""
-        if self._arrived:
+        if self._settled:
             return
-        self._arrived, self._ok, self._value = True, ok, value
+        self._settled, self._ok, self._value = True, ok, value
         try:
             if ok and self._callback is not None:
                 self._callback(value)
@@ -122,7 +122,7 @@ class MapResult(AsyncResult[list[T]]):
         return partial(self._chunk_arrived, index)
 
     def _chunk_arrived(self, index: int, ok: bool, value: Any) -> None:
-        if self._arrived:
+        if self._settled:
             return
         if not ok:
             self.on_result(False, value)

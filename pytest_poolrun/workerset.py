@@ -44,8 +44,9 @@ if TYPE_CHECKING:
     from pytest_poolrun.dispatch import Job
 
 START_METHODS = ("fork", "forkserver", "spawn")
-# How a "fork" worker starts while another thread runs: from a server process forked without
-# threads, which needs no re-import of the main script (unlike "spawn").
+# How a "fork" worker starts while another thread runs: forked by a server process that has no
+# threads.  It costs the server's start (once) and its import of the main script, which must
+# therefore keep its start-up code under ``if __name__ == "__main__":`` (as for "spawn").
 FORK_FALLBACK = "forkserver"
 # How long a worker that was asked to stop, or whose socket closed, may take to exit before it
 # is killed.
@@ -127,8 +128,9 @@ def _fallback_warning(blockers: list[str]) -> str:
     return (
         f"pool workers are started with {FORK_FALLBACK!r} instead of 'fork' while another "
         f"thread runs in this process ({', '.join(blockers)}): forking a process with threads "
-        "can deadlock the child; create the pool before starting threads, or pass "
-        f"start_method={FORK_FALLBACK!r} (or 'spawn') to choose the method yourself"
+        "can deadlock the child.  The main script is then imported again, so its start-up code "
+        "must be under if __name__ == '__main__'.  Create the pool before starting threads to "
+        f"keep forking, or pass start_method={FORK_FALLBACK!r} (or 'spawn') to choose that"
     )
 
 
