@@ -388,19 +388,17 @@ class Pool:
         self.terminate()
 
     def __del__(self) -> None:
+        # Only a warning, as multiprocessing.Pool gives: the workers of a dropped pool are
+        # killed by workerset's finalizers, which run no Python code of the pool.
         manager = getattr(self, "_manager", None)
-        if manager is None:
-            return
-        if manager.state == RUN and os.getpid() == manager.owner_pid:
+        if manager is not None and manager.state == RUN and os.getpid() == manager.owner_pid:
             warnings.warn(
-                f"unclosed running multiprocessing pool {self!r}: its workers are terminated; "
+                f"unclosed running multiprocessing pool {self!r}: its workers are killed; "
                 "use the pool in a with block, or call close() and join() (or terminate())",
                 ResourceWarning,
                 stacklevel=2,
                 source=self,
             )
-        if not manager.terminated and len(manager.workers):
-            self.terminate()
 
     def __repr__(self) -> str:
         manager = self._manager
