@@ -15,9 +15,9 @@ iterating ``imap``, ``join``, ``ready``), by the one caller thread that holds th
       │        unstarted jobs back to the queue, the running one fails with WorkerLostError,
       │        a replacement starts if the restart policy allows, hooks.on_worker_exit(exit)
       ├─▶ expire_overdue ─▶ kill the worker of a job past its deadline ─▶ TaskTimeoutError
-      ├─▶ dispatch ─▶ Dispatcher.assign, each touched socket flushed once; idle workers told
-      │               to shut down once the pool is closing
-      └─▶ run the queued callbacks (unlocked), in order
+      ├─▶ run the queued callbacks (unlocked), in order
+      └─▶ dispatch ─▶ Dispatcher.assign, each touched socket flushed once; idle workers told
+                      to shut down once the pool is closing
 
     Pool facade ─▶ submit / add_feeder / close / retire_when_idle: under the lock, from any
                    thread (they only write);  reset / terminate / join: take the token first
@@ -193,7 +193,12 @@ class Manager:
             for worker in arrivals.ended:
                 self.account_for_exit(worker)
             self.expire_overdue()
-            self.dispatch()
+        # The callbacks run before the next jobs go out: one that cancels the queue (the test
+        # runner stopping at a failure) stops what this batch would otherwise hand out.
+        self.run_callbacks()
+        with self.lock:
+            if not self.stopped:
+                self.dispatch()
         self.run_callbacks()
 
     def handle(self, worker: WorkerProcess, message: wire.ToController) -> None:
