@@ -335,6 +335,10 @@ class WorkerSet:
                 else []
             ),
         )
+        for finalizer in worker.finalizers:
+            # At interpreter exit the pool's own handler terminates live pools (pool.py);
+            # running these first would close descriptors that terminate then closes again.
+            finalizer.atexit = False
         self._by_slot[info.slot] = worker
         return worker
 

@@ -473,6 +473,7 @@ def test_an_unclosed_pool_lets_the_interpreter_exit(
         """
     )
     assert done.stdout.split() == ["3"]
+    assert "Traceback" not in done.stderr, done.stderr
 
 
 # ---------------------------------------------------------------------------------- threads
