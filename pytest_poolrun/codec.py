@@ -13,6 +13,7 @@ under "The above exception was the direct cause of the following exception".
 
 from __future__ import annotations
 
+import multiprocessing.pool
 import pickle
 import sys
 import traceback
@@ -34,15 +35,11 @@ class SendError(pickle.PicklingError):
     """An argument or result could not be pickled; the message names the object and its type."""
 
 
-class RemoteTraceback(Exception):
-    """The traceback of an exception raised in a worker, as the worker formatted it."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-    def __str__(self) -> str:
-        return self.text
+# The traceback of an exception raised in a worker, as the worker formatted it (``.tb``): the
+# cause of the re-raised exception.  ``multiprocessing.pool``'s own class, so that code written
+# for ``multiprocessing.Pool`` recognises it.
+# (It takes the text, keeps it as ``.tb`` and shows it as its ``str``.)
+RemoteTraceback: type[Exception] = multiprocessing.pool.RemoteTraceback  # type: ignore[attr-defined]
 
 
 class RemoteError(Exception):
@@ -110,7 +107,7 @@ def dump_value(obj: object, what: str, advice: str = "pass something picklable")
         raise SendError(
             f"cannot pickle {where}: {_short_repr(culprit)} of type "
             f"{type(culprit).__qualname__} cannot be pickled ({exc}); {advice}"
-        ) from None
+        ) from exc
 
 
 def _find_unpicklable(obj: object, what: str) -> tuple[object, str]:

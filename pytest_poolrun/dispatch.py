@@ -10,11 +10,22 @@ Data flow, in the pool's thread::
     the worker ended     ─▶ take_back(worker): the job it ran (blamed, unless the exit was
                             expected), its unstarted jobs back to the front of the queue
     overdue(now)         ─▶ (worker, job) pairs whose running job passed its deadline
+    Pool.imap ─▶ Feeder ─▶ plan_feeding: how many chunks of its input to read now ─▶ the
+                 manager reads them (unlocked) and enqueues them as jobs
 
 **Prefetch.**  Each worker holds its running task plus a couple of milliseconds' worth of the
 next ones (by the running estimate of a task's duration, 2 to 64 tasks), so it never waits for a
 round trip between tiny tasks, while slow tasks are handed out one by one.  Tasks held but not
 started by a worker that dies go back to the queue.
+
+**Lazy imap.**  An ``imap``'s input is read a chunk at a time, only while the workers have room
+under their in-flight limit and the queue is empty (at least one chunk while none is
+outstanding; one read stops after ``READ_SECONDS``), round-robin across the imaps, so that an
+endless input does not starve other work.  The read-ahead is bounded: at most
+``READ_AHEAD_PER_WORKER`` chunks per worker slot read but not yet taken by the caller's
+iterator, so memory stays flat however long the input.  Once the pool is closing the bound is
+lifted: as with ``multiprocessing.Pool``, ``close`` and ``join`` then run the whole input
+without a reader.
 """
 
 from __future__ import annotations
@@ -23,14 +34,17 @@ import itertools
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, NoReturn
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from pytest_poolrun import codec
 from pytest_poolrun.poolworker import APPLY
 from pytest_poolrun.wire import Task
 from pytest_poolrun.workerset import WorkerProcess
+
+if TYPE_CHECKING:
+    from pytest_poolrun.results import IMapIterator
 
 # How much work a worker holds beyond the task it runs, in seconds of recent tasks: enough to
 # cover the controller's reaction time between two results, so a worker never idles waiting for
@@ -47,6 +61,13 @@ DURATION_DECAY = 0.1
 MIN_DURATION = 1e-6
 # multiprocessing.Pool's automatic chunksize: about four chunks per worker.
 CHUNKS_PER_WORKER = 4
+# Chunks of one imap's input read ahead of its caller, per worker slot: twice the most a worker
+# holds in flight, so that the workers stay busy while the caller takes as many results.
+READ_AHEAD_PER_WORKER = 2 * MAX_IN_FLIGHT
+# How long one read of an imap's input may go on before its chunks are handed out (after the
+# first chunk): a slow input is then read a chunk or so at a time, and the results of what was
+# read meanwhile reach the caller, instead of waiting for a whole read-ahead.
+READ_SECONDS = 0.005
 # The end of the message when an argument cannot be sent.
 SEND_ADVICE = "pass something picklable, or create it inside the task"
 
@@ -66,6 +87,56 @@ class Job:
     finished: bool = False
 
 
+class Read(NamedTuple):
+    """What one read of an imap's input gave: whole chunks, then maybe its error, or its end."""
+
+    chunks: list[list[Any]]
+    error: Exception | None
+    ended: bool
+
+
+@dataclass(eq=False)
+class Feeder:
+    """An imap's input, read lazily: chunks of ``size`` items become jobs as workers need them.
+
+    ``read`` runs without the pool's lock (the input's own code may be slow or wait), by one
+    thread at a time (``busy``); everything else runs under the lock.
+    """
+
+    items: Iterator[Any]
+    size: int
+    function: bytes
+    mode: int
+    timeout: float | None
+    results: IMapIterator[Any]
+    next_index: int = 0
+    busy: bool = False
+    ended: bool = False
+    planned: int = field(default=0, repr=False)
+
+    @property
+    def outstanding(self) -> int:
+        """Chunks read but not yet taken by the caller's iterator."""
+        return self.next_index - self.results.taken
+
+    def read(self, count: int) -> Read:
+        """Read up to ``count`` chunks (less after READ_SECONDS); an error replaces a chunk."""
+        chunks: list[list[Any]] = []
+        stop = time.monotonic() + READ_SECONDS
+        for _ in range(count):
+            if chunks and time.monotonic() > stop:
+                break
+            try:
+                chunk = list(itertools.islice(self.items, self.size))
+            except Exception as exc:
+                return Read(chunks, exc, True)
+            if chunk:
+                chunks.append(chunk)
+            if len(chunk) < self.size:
+                return Read(chunks, None, True)
+        return Read(chunks, None, False)
+
+
 class Dispatcher:
     """The queue of jobs not yet handed out, and the rules for handing them out."""
 
@@ -73,6 +144,8 @@ class Dispatcher:
         # Tasks a worker may hold at once; None: as many as cover PREFETCH_SECONDS of recent tasks.
         self._in_flight = in_flight
         self.queue: deque[Job] = deque()
+        # The imaps whose input is not yet read to its end.
+        self.feeders: deque[Feeder] = deque()
         self._ids = itertools.count()
         self._task_seconds: float | None = None
 
@@ -106,6 +179,42 @@ class Dispatcher:
         for index, start in enumerate(range(0, len(items), size)):
             chunk = items[start : start + size]
             self.enqueue(function, mode, chunk, {}, chunk_done(index), timeout, start)
+
+    def plan_feeding(
+        self, workers: Iterable[WorkerProcess], slots: int, closing: bool
+    ) -> list[tuple[Feeder, int]]:
+        """How many chunks to read from which imap inputs now; marks those feeders busy."""
+        idle = [feeder for feeder in self.feeders if not (feeder.busy or feeder.ended)]
+        if not idle:
+            return []
+        limit = self.in_flight_limit()
+        room = sum(
+            max(0, limit - len(worker.jobs))
+            for worker in workers
+            if not (worker.retiring or worker.stopping)
+        )
+        room -= len(self.queue)
+        cap = slots * READ_AHEAD_PER_WORKER
+        for feeder in idle:
+            feeder.planned = 1 if feeder.outstanding == 0 else 0
+            room -= feeder.planned
+        open_feeders = idle
+        while room > 0 and open_feeders:
+            still_open = []
+            for feeder in open_feeders:
+                if room <= 0:
+                    break
+                if not closing and feeder.outstanding + feeder.planned >= cap:
+                    continue
+                feeder.planned += 1
+                room -= 1
+                still_open.append(feeder)
+            open_feeders = still_open
+        self.feeders.rotate(-1)  # the next plan starts with another imap
+        plan = [(feeder, feeder.planned) for feeder in idle if feeder.planned]
+        for feeder, _ in plan:
+            feeder.busy = True
+        return plan
 
     def in_flight_limit(self) -> int:
         if self._in_flight is not None:

@@ -1,32 +1,40 @@
 """The pool's event loop: one selector over every worker's socket and exit descriptor.
 
-Data flow, in the pool's (the caller's) thread::
+Data flow (which thread: see ``manager``, the only user)::
 
     watch(worker) ─▶ selector: socket (read, and write while its outgoing buffer is not empty)
                                + exit descriptor (pidfd or sentinel)
-    wait(seconds) ─▶ Arrivals: complete messages per worker, in arrival order, and the workers
-                     that ended (exit descriptor readable, or end-of-file on the socket)
-    flush(worker) ─▶ writes what the socket takes now; write interest only while bytes wait
+    select(seconds)  ─▶ what became ready; the one call made without the pool's lock, by the
+                        thread that drives the I/O, so that other threads may submit meanwhile
+    collect(ready)   ─▶ Arrivals: complete messages per worker, in arrival order, and the workers
+                        that ended (exit descriptor readable, or end-of-file on the socket)
+    wake()           ─▶ any thread: makes a ``select`` in progress return now (a byte on a socket
+                        pair the selector watches, the self-pipe of asyncio's call_soon_threadsafe)
+    flush(worker)    ─▶ writes what the socket takes now; write interest only while bytes wait
 
-The loop decodes but does not interpret: the manager handles what ``wait`` returns inside
-``running()``, which refuses re-entry (a callback that waits on the pool would re-enter it) and,
-once the batch is handled, raises the first exception a callback raised (``guarded`` keeps it,
-so that one failing callback does not lose the rest of a batch).
+The loop decodes but does not interpret.  ``Callbacks`` holds the rules for the code it leads to:
+callbacks (result callbacks, the hooks) are queued while the pool's state changes under its lock
+and run afterwards, unlocked, in the order they were queued; one that raises does not stop the
+others, and the first exception is raised once all have run.
 """
 
 from __future__ import annotations
 
 import selectors
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import socket
+from collections import deque
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from pytest_poolrun.wire import ToController
 from pytest_poolrun.workerset import WorkerProcess
 
 # What a selector key's data says a readable descriptor is.
-SOCKET, EXIT = "socket", "exit"
+SOCKET, EXIT, WAKEUP = "socket", "exit", "wakeup"
+# Bytes drained from the wake-up socket at a time (each wake-up writes one).
+WAKEUP_DRAIN = 4096
+
+Selected = list[tuple[selectors.SelectorKey, int]]
 
 
 class Arrivals(NamedTuple):
@@ -38,13 +46,10 @@ class EventLoop:
     def __init__(self) -> None:
         self._selector = selectors.DefaultSelector()
         self._write_interest: set[int] = set()
-        self._running = False
-        self._callback_error: Exception | None = None
-
-    @property
-    def running_callbacks(self) -> bool:
-        """Whether the caller is inside ``running()``, that is, inside a callback."""
-        return self._running
+        self._wake_in, self._wake_out = socket.socketpair()
+        self._wake_in.setblocking(False)
+        self._wake_out.setblocking(False)
+        self._selector.register(self._wake_in, selectors.EVENT_READ, (None, WAKEUP))
 
     def watch(self, worker: WorkerProcess) -> None:
         self._selector.register(worker.end.sock, selectors.EVENT_READ, (worker, SOCKET))
@@ -60,6 +65,15 @@ class EventLoop:
 
     def close(self) -> None:
         self._selector.close()
+        self._wake_in.close()
+        self._wake_out.close()
+
+    def wake(self) -> None:
+        """Make a ``select`` in progress (or the next one) return at once; from any thread."""
+        try:
+            self._wake_out.send(b"\0")
+        except OSError:
+            pass  # a wake-up is already pending (the buffer is full), or the loop is closed
 
     def flush(self, worker: WorkerProcess) -> None:
         worker.end.flush()
@@ -73,58 +87,73 @@ class EventLoop:
         else:
             self._write_interest.discard(id(worker))
 
-    def wait(self, seconds: float | None) -> Arrivals:
-        """Wait up to ``seconds`` for I/O; flush writable sockets, read what arrived."""
-        watching = bool(self._selector.get_map())
-        ready = self._selector.select(seconds) if watching else []
-        if not watching and seconds:
-            time.sleep(seconds)
+    def select(self, seconds: float | None) -> Selected:
+        """Wait up to ``seconds`` for I/O (or a wake-up); the caller need not hold the lock."""
+        return self._selector.select(seconds)
+
+    def collect(self, ready: Selected) -> Arrivals:
+        """Flush writable sockets and read what arrived (under the pool's lock)."""
         arrivals = Arrivals([], [])
         for key, mask in ready:
             worker, what = key.data
-            if what == EXIT:
+            if what == WAKEUP:
+                self._drain_wakeups()
+            elif what == EXIT:
                 if worker not in arrivals.ended:
                     arrivals.ended.append(worker)
-                continue
-            if mask & selectors.EVENT_WRITE:
-                self.flush(worker)
-            if mask & selectors.EVENT_READ and not worker.end.closed:
-                messages, eof = worker.end.feed()
-                arrivals.messages.append((worker, messages))
-                if eof and worker not in arrivals.ended:
-                    arrivals.ended.append(worker)
+            else:
+                if mask & selectors.EVENT_WRITE:
+                    self.flush(worker)
+                if mask & selectors.EVENT_READ and not worker.end.closed:
+                    messages, eof = worker.end.feed()
+                    arrivals.messages.append((worker, messages))
+                    if eof and worker not in arrivals.ended:
+                        arrivals.ended.append(worker)
         return arrivals
 
-    @contextmanager
-    def running(self) -> Iterator[None]:
-        """Handle a batch: no re-entry, and a callback's exception raised once it is done."""
-        if self._running:
-            raise RuntimeError(
-                "a callback waited for a pool result: callbacks run inside the pool's event "
-                "loop, so they must return without waiting; collect results after the call "
-                "that ran the callback has returned"
-            )
-        self._running = True
+    def _drain_wakeups(self) -> None:
         try:
-            yield
-        finally:
-            self._running = False
-        self.raise_deferred()
+            while self._wake_in.recv(WAKEUP_DRAIN):
+                pass
+        except OSError:
+            pass  # drained (BlockingIOError), or closed
 
-    def guarded(self, callback: Callable[..., object], *args: Any) -> None:
-        """Run a callback; keep its exception for ``raise_deferred`` instead of unwinding.
 
-        An exception escaping half-way through a batch of messages would lose the rest of them.
+class Callbacks:
+    """Callbacks queued under the pool's lock, run after it is released, in queued order.
+
+    A callback runs in whichever caller thread takes the batch: the thread driving the I/O for
+    results and hooks, the calling thread for errors that ``terminate``, ``reset`` or
+    ``cancel_queued`` give.  It may submit work; it must not wait on the pool if that thread
+    drives the I/O (``Manager.wait_until`` refuses that with ``RuntimeError``).
+    """
+
+    def __init__(self) -> None:
+        self._pending: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
+
+    def __bool__(self) -> bool:
+        return bool(self._pending)
+
+    def add(self, callback: Callable[..., object], *args: Any) -> None:
+        self._pending.append((callback, args))
+
+    def take(self) -> list[tuple[Callable[..., object], tuple[Any, ...]]]:
+        batch = list(self._pending)
+        self._pending.clear()
+        return batch
+
+    @staticmethod
+    def run(batch: list[tuple[Callable[..., object], tuple[Any, ...]]]) -> None:
+        """Run a batch; raise the first ``Exception`` a callback raised once all have run.
+
+        An exception escaping half-way through a batch would lose the rest of it.
         """
-        try:
-            callback(*args)
-        except Exception as exc:
-            if self._callback_error is None:
-                self._callback_error = exc
-
-    def raise_deferred(self) -> None:
-        """Raise the first exception a callback raised, once the loop is consistent again."""
-        error = self._callback_error
-        if error is not None and not self._running:
-            self._callback_error = None
+        error: Exception | None = None
+        for callback, args in batch:
+            try:
+                callback(*args)
+            except Exception as exc:
+                if error is None:
+                    error = exc
+        if error is not None:
             raise error

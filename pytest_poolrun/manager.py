@@ -1,45 +1,66 @@
-"""The pool's manager: what happens when the caller waits, in four named steps.
+"""The pool's manager: what happens when a caller waits, in four named steps, from any thread.
 
-Data flow, in the caller's thread, inside any call that waits (``get``, ``wait``, ``map``,
-iterating ``imap``, ``join``, ``ready``)::
+Data flow, in a caller's thread, inside any call that waits (``get``, ``wait``, ``map``,
+iterating ``imap``, ``join``, ``ready``), by the one caller thread that holds the *token*::
 
-    pump ─▶ EventLoop.wait ─▶ handle(worker, message), by the message's type:
+    pump ─▶ feed: read the imap inputs that have room (unlocked), enqueue their chunks
+      ├─▶ EventLoop.select (unlocked) ─▶ under the lock: EventLoop.collect ─▶ handle(worker,
+      │     message), by the message's type:
       │        Ready      ─▶ Dispatcher.started: the first job's timeout counts from now
-      │        Result     ─▶ Dispatcher.finished ─▶ job.on_result (AsyncResult, callbacks)
-      │        Event      ─▶ hooks.on_event(worker name, payload)
+      │        Result     ─▶ Dispatcher.finished ─▶ job.on_result queued (AsyncResult, callbacks)
+      │        Event      ─▶ hooks.on_event(worker name, payload) queued
       │        Retiring   ─▶ the coming exit is expected (maxtasksperchild)
       │        SetupFailed ─▶ WorkerSet.disable: the slot is not refilled
       ├─▶ account_for_exit(worker) ─▶ WorkerSet.reap ─▶ WorkerExit
       │        unstarted jobs back to the queue, the running one fails with WorkerLostError,
       │        a replacement starts if the restart policy allows, hooks.on_worker_exit(exit)
       ├─▶ expire_overdue ─▶ kill the worker of a job past its deadline ─▶ TaskTimeoutError
+      ├─▶ run the queued callbacks (unlocked), in order
       └─▶ dispatch ─▶ Dispatcher.assign, each touched socket flushed once; idle workers told
                       to shut down once the pool is closing
 
-    Pool facade ─▶ close / retire_when_idle / reset / terminate / join: the lifecycle, on the
-                   same parts
+    Pool facade ─▶ submit / add_feeder / close / retire_when_idle: under the lock, from any
+                   thread (they only write);  reset / terminate / join: take the token first
 
 **Callbacks without threads.**  ``multiprocessing.Pool`` runs helper threads in the caller's
 process; a process with threads must not fork (Python 3.12+ warns, and ``-W error`` suites then
-fail), yet this pool forks replacement workers at any time.  So all I/O happens here, in the
-caller's thread, when the caller waits; a submission only writes.  Callbacks run in that thread,
-in the order results arrive; see ``EventLoop.running`` for their exceptions and re-entry.
+fail), yet this pool forks replacement workers at any time.  So all I/O happens here, in a
+caller's thread, when the caller waits; a submission only writes.
+
+**Threads.**  The pool may be used from any number of caller threads at once (leader and
+followers).  One lock guards all of its state.  Of the threads waiting, one holds the token and
+drives the I/O for all of them: it selects with the lock released, so that other threads submit
+meanwhile (a submission wakes it through the loop's self-pipe when it changed something it waits
+for), handles the batch under the lock, then runs the batch's callbacks unlocked, in arrival
+order, so they may submit work.  The others wait on a condition and take the token when it is
+free.  ``reset``, ``terminate`` and ``join`` wake the holder and take the token before they touch
+the selector or the workers.  A callback that waits on the pool from the thread holding the token
+would wait for itself: that raises ``RuntimeError``; any other thread simply waits.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing.pool import CLOSE, RUN, TERMINATE
 from typing import Any
 
 from pytest_poolrun import codec, wire
-from pytest_poolrun.dispatch import Dispatcher, Job
-from pytest_poolrun.eventloop import EventLoop
+from pytest_poolrun.dispatch import Dispatcher, Feeder, Job, Read
+from pytest_poolrun.eventloop import Callbacks, EventLoop
 from pytest_poolrun.poolerrors import PoolExhaustedError, TaskTimeoutError, WorkerLostError
 from pytest_poolrun.workerset import WorkerExit, WorkerProcess, WorkerSet
+
+REENTRY_ERROR = (
+    "a callback waited for a pool result: callbacks run inside the pool's event loop, in the "
+    "thread that drives it, so they must return without waiting; collect results after the "
+    "call that ran the callback has returned"
+)
 
 
 @dataclass(frozen=True)
@@ -47,7 +68,7 @@ class PoolHooks:
     """What a program built on the pool (the test runner) hears of beyond results.
 
     ``on_event(worker name, payload)`` receives what tasks ``emit``; ``on_worker_exit(exit)``
-    hears of every worker that ended; both run in the caller's thread, inside the pool's loop,
+    hears of every worker that ended; both run in the caller thread driving the pool's loop,
     under the rules of callbacks.  ``finalizer`` runs in each worker when it is shut down in an
     orderly way (``close``, ``shutdown_idle``), not when it crashes or is killed.
     """
@@ -64,43 +85,121 @@ class Manager:
         self.workers = workers
         self.dispatcher = dispatcher
         self.loop = EventLoop()
+        self.callbacks = Callbacks()
         self._hooks = hooks
-        self.closing = False
+        # multiprocessing.pool's RUN, CLOSE or TERMINATE: what the caller asked for.
+        self.state = RUN
         self.retire_idle = False
-        self.terminated = False
+        # The loop is closed and no worker is left (terminate, or join after close).
+        self.stopped = False
         self.owner_pid = os.getpid()
-        for slot in range(workers.slots):
-            self.start_worker(slot)
+        self.lock = threading.RLock()
+        self.changed = threading.Condition(self.lock)
+        # The thread that holds the token (drives the I/O), and how many others wait to take it
+        # for reset, terminate or join (the holder then hands it over after its pump).
+        self._pumper: int | None = None
+        self._token_wanted = 0
+        for worker in workers.start_all():
+            self.loop.watch(worker)
+        try:
+            self.warn_fallback()
+        except BaseException:  # the warning is an error here (-W error): no worker may outlive it
+            self.terminate(RuntimeError("the pool was not created"))
+            raise
 
-    def close(self) -> None:
-        """Accept no more jobs; workers are told to shut down once the queue is empty."""
-        self.closing = True
-        self.maybe_shut_down()
+    @property
+    def closing(self) -> bool:
+        """Whether jobs are refused: ``close`` or ``terminate`` was called."""
+        return self.state != RUN
 
-    def retire_when_idle(self) -> None:
-        """Tell each worker to shut down whenever it is idle and no job waits."""
-        self.retire_idle = True
-        self.maybe_shut_down()
+    @property
+    def terminated(self) -> bool:
+        """Whether the pool has stopped: nothing more will arrive."""
+        return self.stopped
 
     def start_worker(self, slot: int) -> None:
         self.loop.watch(self.workers.start(slot))
 
+    def warn_fallback(self) -> None:
+        """Give the start method's fallback warning (when the pool is created)."""
+        notice = self.workers.take_fallback_warning()
+        if notice is not None:
+            warnings.warn(notice, RuntimeWarning, stacklevel=4)
+
+    # ------------------------------------------------------------------ submitting (any thread)
+
+    def submit(self, timeout: float | None, enqueue: Callable[[Dispatcher], None]) -> None:
+        """Queue jobs (``enqueue`` runs under the lock) and hand them out."""
+        with self.lock:
+            self.check_submission(timeout)
+            enqueue(self.dispatcher)
+            self.dispatch()
+        self.after_change()
+
+    def add_feeder(self, feeder: Feeder) -> None:
+        """Start an imap: its input is read as the workers need it, from the caller's next wait."""
+        with self.lock:
+            self.check_submission(feeder.timeout)
+            self.dispatcher.feeders.append(feeder)
+        self.after_change()
+
+    def close(self) -> None:
+        """Accept no more jobs; workers are told to shut down once the queue is empty."""
+        with self.lock:
+            if self.state == RUN:
+                self.state = CLOSE
+            self.maybe_shut_down()
+        self.after_change()
+
+    def retire_when_idle(self) -> None:
+        """Tell each worker to shut down whenever it is idle and no job waits."""
+        with self.lock:
+            self.retire_idle = True
+            self.maybe_shut_down()
+        self.after_change()
+
+    def cancel_queued(self, error: BaseException) -> None:
+        with self.lock:
+            self.fail_queued(error)
+        self.after_change()
+
+    def after_change(self) -> None:
+        """Run the callbacks a change queued; wake the thread driving the I/O, if another."""
+        self.run_callbacks()
+        pumper = self._pumper
+        if pumper is not None and pumper != threading.get_ident():
+            self.loop.wake()
+
     # --------------------------------------------------------------------------- the steps
 
     def pump(self, timeout: float | None) -> None:
-        """Wait up to ``timeout`` seconds for I/O and handle everything that arrived."""
-        if self.terminated:
-            return
-        with self.loop.running():
+        """Wait up to ``timeout`` seconds for I/O and handle everything that arrived.
+
+        Called by the token's holder, without the lock.  The imap inputs are read first, so
+        that workers have their next chunks before this thread blocks.
+        """
+        input_ended = bool(self.dispatcher.feeders) and self.feed()
+        with self.lock:
+            if self.stopped:
+                return
             wait = _earliest(timeout, self.dispatcher.next_deadline(self.workers))
-            arrivals = self.loop.wait(wait)
+        # An input that ended (or failed) may be all an iterator waits for: no I/O will follow.
+        ready = self.loop.select(0 if input_ended else wait)
+        with self.lock:
+            arrivals = self.loop.collect(ready)
             for worker, messages in arrivals.messages:
                 for message in messages:
                     self.handle(worker, message)
             for worker in arrivals.ended:
                 self.account_for_exit(worker)
             self.expire_overdue()
-            self.dispatch()
+        # The callbacks run before the next jobs go out: one that cancels the queue (the test
+        # runner stopping at a failure) stops what this batch would otherwise hand out.
+        self.run_callbacks()
+        with self.lock:
+            if not self.stopped:
+                self.dispatch()
+        self.run_callbacks()
 
     def handle(self, worker: WorkerProcess, message: wire.ToController) -> None:
         if isinstance(message, wire.Result):
@@ -109,7 +208,7 @@ class Manager:
                 self.deliver(job, *codec.load_outcome(message.ok, message.payload))
         elif isinstance(message, wire.Event):
             if self._hooks.on_event is not None:
-                self.loop.guarded(_emit_event, self._hooks.on_event, worker.name, message.payload)
+                self.callbacks.add(_emit_event, self._hooks.on_event, worker.name, message.payload)
         elif isinstance(message, wire.Ready):
             self.dispatcher.started(worker)
         elif isinstance(message, wire.Retiring):
@@ -131,12 +230,12 @@ class Manager:
         running = self.dispatcher.take_back(worker, crashed=not ended.expected)
         if (
             not self.terminated
-            and (self.dispatcher.queue or not self.closing)
+            and (self.work_waiting or not self.closing)
             and self.workers.may_replace(worker, ended)
         ):
             self.start_worker(worker.info.slot)
         if self._hooks.on_worker_exit is not None:
-            self.loop.guarded(self._hooks.on_worker_exit, ended)
+            self.callbacks.add(self._hooks.on_worker_exit, ended)
         if running is not None:
             self.deliver(running, False, WorkerLostError.died(ended))
 
@@ -154,10 +253,11 @@ class Manager:
     def dispatch(self) -> None:
         """Hand queued jobs to workers with room, then flush each socket once."""
         queue = self.dispatcher.queue
-        if queue and not self.terminated and len(self.workers) < self.workers.slots:
+        waiting = self.work_waiting
+        if waiting and not self.terminated and len(self.workers) < self.workers.slots:
             for slot in self.workers.empty_slots():
                 self.start_worker(slot)
-        if queue and not len(self.workers) and not self.terminated:
+        if waiting and not len(self.workers) and not self.terminated:
             why = self.workers.exhausted_reason()
             self.fail_queued(PoolExhaustedError(f"no worker is left: {why}"))
         if queue:
@@ -165,8 +265,71 @@ class Manager:
                 self.loop.flush(worker)
         self.maybe_shut_down()
 
+    def feed(self) -> bool:
+        """Read the next chunks of the imap inputs that have room, and hand them out.
+
+        The inputs' own code runs without the lock, so that a slow input does not hold up the
+        other threads; a feeder is read by one thread at a time.  Returns whether an input
+        ended (or failed) meanwhile.
+        """
+        with self.lock:
+            if self.stopped:
+                return False
+            plan = self.dispatcher.plan_feeding(self.workers, self.workers.slots, self.closing)
+        if not plan:
+            return False
+        reads: list[tuple[Feeder, Read]] = []
+        try:
+            for feeder, count in plan:
+                reads.append((feeder, feeder.read(count)))
+        finally:
+            with self.lock:
+                for feeder, _ in plan:
+                    feeder.busy = False
+                for feeder, read in reads:
+                    self._enqueue_read(feeder, read)
+                self.dispatch()
+        return any(feeder.ended for feeder, _ in plan)
+
+    def _enqueue_read(self, feeder: Feeder, read: Read) -> None:
+        if feeder.ended:
+            return  # failed meanwhile (reset, terminate): what was read is dropped
+        error: Exception | None = read.error
+        for chunk in read.chunks:
+            index = feeder.next_index
+            try:
+                self.dispatcher.enqueue(
+                    feeder.function,
+                    feeder.mode,
+                    chunk,
+                    {},
+                    feeder.results.chunk_done(index),
+                    feeder.timeout,
+                    index * feeder.size,
+                )
+            except codec.SendError as exc:
+                error = exc
+                break
+            feeder.next_index += 1
+        if error is not None:
+            self._end_feeder(feeder, error)
+        elif read.ended:
+            self._end_feeder(feeder, None)
+
+    def _end_feeder(self, feeder: Feeder, error: BaseException | None) -> None:
+        """The input ended, or ``error`` takes the place of its next chunk and ends it."""
+        if feeder.ended:
+            return
+        feeder.ended = True
+        if error is not None:
+            self.callbacks.add(feeder.results.chunk_done(feeder.next_index), False, error)
+            feeder.next_index += 1
+        feeder.results.set_length(feeder.next_index)
+        if feeder in self.dispatcher.feeders:
+            self.dispatcher.feeders.remove(feeder)
+
     def maybe_shut_down(self) -> None:
-        if not (self.closing or self.retire_idle) or self.dispatcher.queue:
+        if not (self.closing or self.retire_idle) or self.work_waiting:
             return
         for worker in self.workers:
             if not worker.jobs and not worker.stopping:
@@ -174,73 +337,111 @@ class Manager:
                 worker.end.send(wire.Shutdown())
                 self.loop.flush(worker)
 
+    @property
+    def work_waiting(self) -> bool:
+        """Jobs queued, or imap inputs not yet read to their end."""
+        return bool(self.dispatcher.queue) or bool(self.dispatcher.feeders)
+
     # ---------------------------------------------------------------------------- lifecycle
 
     def reset(self, error: BaseException) -> None:
         """Cancel queued jobs, kill busy workers (replaced); unfinished jobs fail with ``error``."""
-        if self.terminated:
-            return
-        queue = self.dispatcher.queue
-        queued = list(queue)
-        queue.clear()
+        taken = self.take_token()
         try:
-            self.pump(0)  # notice workers that died since the last wait, so they are replaced
+            with self.lock:
+                if self.terminated:
+                    return
+                queue = self.dispatcher.queue
+                queued = list(queue)
+                queue.clear()
+                for feeder in list(self.dispatcher.feeders):
+                    self._end_feeder(feeder, error)
+            try:
+                self.pump(0)  # notice workers that died since the last wait, so they are replaced
+            finally:
+                with self.lock:
+                    queue.extend(queued)
+                    busy = [worker for worker in self.workers if worker.jobs]
+                    for worker in busy:
+                        WorkerSet.kill(worker)
+                    for worker in busy:
+                        worker.retiring = True  # an exit asked for: replaced, not a crash
+                        self.account_for_exit(worker)
+                    self.fail_queued(error)
+                self.run_callbacks()
         finally:
-            queue.extend(queued)
-            busy = [worker for worker in self.workers if worker.jobs]
-            for worker in busy:
-                WorkerSet.kill(worker)
-            for worker in busy:
-                worker.retiring = True  # an exit asked for: replaced, and not counted as a crash
-                self.account_for_exit(worker)
-            self.fail_queued(error)
+            if taken:
+                self.release_token()
 
     def terminate(self, error: BaseException) -> None:
         """Kill every worker now; unfinished jobs fail with ``error``."""
-        if self.terminated:
-            return
-        self.closing = self.terminated = True
         if os.getpid() != self.owner_pid:
-            return  # a forked copy of the pool: its workers belong to the parent process
-        workers = list(self.workers)
-        for worker in workers:
-            WorkerSet.kill(worker)
-        for worker in workers:
-            worker.stopping = True  # asked for: not counted against max_restarts
-            self.loop.forget(worker)
-            self.workers.reap(worker)
-        self.loop.close()
-        for worker in workers:
-            for job in worker.jobs:
-                if not job.finished:
-                    self.deliver(job, False, error)
-        self.fail_queued(error)
+            # A forked copy of the pool: its workers (and its lock) belong to the parent process.
+            self.state, self.stopped = TERMINATE, True
+            return
+        taken = self.take_token()
+        try:
+            with self.lock:
+                if self.terminated:
+                    return
+                self.state, self.stopped = TERMINATE, True
+                workers = list(self.workers)
+                for worker in workers:
+                    WorkerSet.kill(worker)
+                for worker in workers:
+                    worker.stopping = True  # asked for: not counted against max_restarts
+                    self.loop.forget(worker)
+                    self.workers.reap(worker)
+                self.loop.close()
+                for worker in workers:
+                    for job in worker.jobs:
+                        if not job.finished:
+                            self.deliver(job, False, error)
+                self.fail_queued(error)
+            self.run_callbacks()
+        finally:
+            if taken:
+                self.release_token()
 
     def join(self, timeout: float | None) -> bool:
         """Wait until no job is queued and every worker has exited."""
-        if not self.wait_until(
-            lambda: not len(self.workers) and not self.dispatcher.queue, timeout
-        ):
+        if not self.wait_until(lambda: not len(self.workers) and not self.work_waiting, timeout):
             return False
-        if not self.terminated:
-            self.terminated = True
-            self.loop.close()
+        taken = self.take_token()
+        try:
+            with self.lock:
+                if not self.stopped:
+                    self.stopped = True
+                    self.loop.close()
+        finally:
+            if taken:
+                self.release_token()
         return True
 
     # ------------------------------------------------------------------------------ helpers
 
-    def _idle(self) -> bool:
-        return not len(self.workers) and not self.dispatcher.queue
-
     def deliver(self, job: Job, ok: bool, value: Any) -> None:
         job.finished = True
-        self.loop.guarded(job.on_result, ok, value)
+        self.callbacks.add(job.on_result, ok, value)
 
     def fail_queued(self, error: BaseException) -> None:
         queue = self.dispatcher.queue
         while queue:
             self.deliver(queue.popleft(), False, error)
-        self.loop.raise_deferred()
+        for feeder in list(self.dispatcher.feeders):
+            self._end_feeder(feeder, error)
+
+    def run_callbacks(self) -> None:
+        """Run the queued callbacks, unlocked; then let waiting threads look again."""
+        if not self.callbacks:
+            return
+        with self.lock:
+            batch = self.callbacks.take()
+        try:
+            Callbacks.run(batch)
+        finally:
+            with self.lock:
+                self.changed.notify_all()
 
     def check_owner(self) -> None:
         if os.getpid() != self.owner_pid:
@@ -249,18 +450,6 @@ class Manager:
                 f"{os.getpid()} through a fork, where it cannot work; create a new Pool here"
             )
 
-    def submit_chunks(
-        self,
-        function: bytes,
-        mode: int,
-        items: list[Any],
-        size: int,
-        chunk_done: Callable[[int], Callable[[bool, Any], None]],
-        timeout: float | None,
-    ) -> None:
-        self.dispatcher.enqueue_chunks(function, mode, items, size, chunk_done, timeout)
-        self.dispatch()
-
     def check_submission(self, timeout: float | None) -> None:
         self.check_owner()
         if self.closing or self.terminated:
@@ -268,23 +457,68 @@ class Manager:
         if timeout is not None and timeout <= 0:
             raise ValueError(f"timeout must be positive, not {timeout!r}")
 
+    # ------------------------------------------------------------------------ the token
+
+    def take_token(self) -> bool:
+        """Become the thread driving the I/O, waking the current one; False if already it."""
+        me = threading.get_ident()
+        with self.lock:
+            if self._pumper == me:
+                return False
+            self._token_wanted += 1
+            try:
+                while self._pumper is not None:
+                    self.loop.wake()
+                    self.changed.wait()
+            finally:
+                self._token_wanted -= 1
+            self._pumper = me
+            return True
+
+    def release_token(self) -> None:
+        with self.lock:
+            self._pumper = None
+            self.changed.notify_all()
+
     def poll(self) -> None:
-        """Handle what has arrived without waiting (unless a callback is running now)."""
-        if not self.loop.running_callbacks:
+        """Handle what has arrived without waiting, unless another call drives the I/O now."""
+        with self.lock:
+            if self._pumper is not None or self.stopped:
+                return
+            self._pumper = threading.get_ident()
+        try:
             self.pump(0)
+        finally:
+            self.release_token()
 
     def wait_until(self, done: Callable[[], bool], timeout: float | None) -> bool:
+        """Wait until ``done()``; drive the I/O meanwhile whenever no other thread does."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        if not done():
+        me = threading.get_ident()
+        with self.lock:
+            if done():
+                return True
             self.check_owner()
-        while not done():
-            if self.terminated:
-                return done()
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return False
-            self.pump(remaining)
-        return True
+            if self._pumper == me:
+                raise RuntimeError(REENTRY_ERROR)
+        while True:
+            with self.lock:
+                while True:
+                    if done():
+                        return True
+                    if self.stopped:
+                        return done()
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    if self._pumper is None and not self._token_wanted:
+                        break
+                    self.changed.wait(remaining)
+                self._pumper = me
+            try:
+                self.pump(remaining)
+            finally:
+                self.release_token()
 
 
 def _emit_event(on_event: Callable[[str, Any], None], name: str, payload: bytes) -> None:

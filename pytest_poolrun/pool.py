@@ -1,13 +1,15 @@
 """A process pool with ``multiprocessing.Pool``'s API that never hangs on a dead worker.
 
-Data flow (one controller thread, N worker processes)::
+Data flow (N worker processes; no helper thread: the I/O runs in the caller threads that wait)::
 
     caller ── apply_async / map_async / imap ──▶ Pool (this facade: checks, pickles the function)
-                                                   │ Dispatcher.enqueue ─▶ queue of Jobs
+      (any thread)                                 │ Manager.submit ─▶ queue of Jobs, under the
+                                                   │ pool's lock; imap: a Feeder read lazily
                                                    ▼ Manager.dispatch: a few ms of work per worker
     ControllerEnd.send(Task) ── socket pair ──▶ worker_main (poolworker.py) runs it
                                                    │
     Manager.pump ◀── Ready / Result / Event / Retiring / SetupFailed ──┘  (eventloop.py)
+      │  (run by one waiting caller thread at a time, for all of them)
       │  Result ─▶ the Job's on_result ─▶ AsyncResult / MapResult / IMapIterator (results.py)
       │  Event  ─▶ hooks.on_event(worker name, payload)
       │  worker exited ─▶ WorkerSet.reap ─▶ WorkerExit ─▶ hooks.on_worker_exit; its running job
@@ -16,21 +18,32 @@ Data flow (one controller thread, N worker processes)::
       └  a running job past its timeout ─▶ its worker is killed, the job fails with TaskTimeoutError
 
 The parts: ``workerset`` (processes, start methods, exit records), ``dispatch`` (jobs, prefetch,
-deadlines), ``eventloop`` (selector, writes, callback rules), ``manager`` (the steps that keep
-them consistent, and why there are no threads), ``results`` (what the caller holds),
-``poolerrors``.  The pool is meant to be used from one thread, and from the process that created
-it: a copy reaching a child through a fork refuses work.
+deadlines, the lazy imap read-ahead), ``eventloop`` (selector, writes, wake-ups, callback rules),
+``manager`` (the steps that keep them consistent, why there are no helper threads, and how
+several caller threads share the pool), ``results`` (what the caller holds), ``poolerrors``.
+
+**Threads.**  The pool is usable from any thread, concurrently; one caller thread at a time
+drives the I/O, and callbacks run in that thread (``manager`` describes the design).  A copy of
+the pool reaching a child through a fork refuses work.
+
+**Exit.**  Pools still running at interpreter exit are terminated by a ``multiprocessing``
+finalizer, which runs before ``multiprocessing`` joins its child processes (the workers are not
+daemons, so that join would otherwise wait for them forever).
 """
 
 from __future__ import annotations
 
 import atexit
+import multiprocessing.util
+import os
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from multiprocessing.pool import RUN
 from typing import Any, TypeVar
 
 from pytest_poolrun import codec, workerset
-from pytest_poolrun.dispatch import Dispatcher, auto_chunksize
+from pytest_poolrun.dispatch import Dispatcher, Feeder, auto_chunksize
 from pytest_poolrun.gateway import expand_specs
 from pytest_poolrun.manager import Manager
 from pytest_poolrun.manager import PoolHooks as PoolHooks
@@ -68,6 +81,9 @@ class Pool:
     remote exceptions keep their type with the worker's traceback as their cause; workers may
     start processes of their own; ``start_method`` is an argument (see ``workerset``).
 
+    ``context`` is a ``multiprocessing`` context, as for ``multiprocessing.Pool``: its ``Process``
+    starts the local workers and its start method is the pool's.
+
     Further parameters: ``hooks`` (``PoolHooks``: events, worker exits, a finalizer);
     ``name_prefix`` names the workers (prefix + slot); ``max_restarts`` bounds the replacements
     of dead workers; ``in_flight`` fixes how many tasks a worker holds at once (for tasks of very
@@ -81,6 +97,7 @@ class Pool:
         initializer: Callable[..., object] | None = None,
         initargs: Iterable[Any] = (),
         maxtasksperchild: int | None = None,
+        context: Any = None,
         *,
         start_method: str | None = None,
         hooks: PoolHooks | None = None,
@@ -92,20 +109,29 @@ class Pool:
         specs = expand_specs(list(tx))
         if processes is None:
             processes = 0 if specs else available_cpus()
-        if not isinstance(processes, int) or processes < (0 if specs else 1):
+        if not isinstance(processes, int) or isinstance(processes, bool):
+            raise TypeError(
+                f"processes must be an int or None, not {type(processes).__qualname__}; "
+                "pass the number of worker processes"
+            )
+        if processes < (0 if specs else 1):
             raise ValueError(f"Number of processes must be at least 1, not {processes!r}")
+        if initializer is not None and not callable(initializer):
+            raise TypeError(
+                f"initializer must be a callable, not {type(initializer).__qualname__}; "
+                "pass the function each worker runs once at its start, or None"
+            )
         if maxtasksperchild is not None and (
             not isinstance(maxtasksperchild, int) or maxtasksperchild < 1
         ):
             raise ValueError("maxtasksperchild must be a positive int or None")
-        method = start_method or default_start_method()
-        if method not in START_METHODS:
-            choices = ", ".join(START_METHODS)
-            raise ValueError(f"start_method must be one of {choices}, not {method!r}")
+        method = _start_method(start_method, context)
         hooks = hooks or PoolHooks()
         setup = codec.dumps((initializer, tuple(initargs), hooks.finalizer))
         slot_specs: list[str | None] = [None] * processes + list(specs)
-        workers = WorkerSet(slot_specs, method, setup, maxtasksperchild, name_prefix, max_restarts)
+        workers = WorkerSet(
+            slot_specs, method, setup, maxtasksperchild, name_prefix, max_restarts, context
+        )
         # Functions travel by value when some worker may not import this process's modules.
         self._remote = bool(specs)
         self._manager = Manager(workers, Dispatcher(in_flight), hooks)
@@ -119,6 +145,7 @@ class Pool:
 
     @property
     def start_method(self) -> str:
+        """How the latest worker was started: ``"fork"`` unless a thread forced the fallback."""
         return self._manager.workers.method
 
     @property
@@ -129,7 +156,16 @@ class Pool:
     @property
     def accepting(self) -> bool:
         """Whether tasks may be submitted: neither ``close`` nor ``terminate`` was called."""
-        return not (self._manager.closing or self._manager.terminated)
+        return self._manager.state == RUN
+
+    @property
+    def _state(self) -> str:
+        """``multiprocessing.pool``'s ``RUN``, ``CLOSE`` or ``TERMINATE``, where its users look."""
+        return self._manager.state
+
+    @_state.setter
+    def _state(self, state: str) -> None:
+        self._manager.state = state
 
     def kill(self, name: str) -> None:
         """Kill worker ``name`` with its process group; the pool then handles it as crashed."""
@@ -161,10 +197,13 @@ class Pool:
         result: AsyncResult[T] = AsyncResult(self._manager, callback, error_callback)
         function = _dump_function(func, self._remote)
         args = tuple(args)
-        self._manager.dispatcher.enqueue(
-            function, APPLY, args, kwds or {}, result.on_result, timeout
+        kwargs = kwds or {}
+        self._manager.submit(
+            timeout,
+            lambda dispatcher: dispatcher.enqueue(
+                function, APPLY, args, kwargs, result.on_result, timeout
+            ),
         )
-        self._manager.dispatch()
         return result
 
     def apply(
@@ -195,7 +234,12 @@ class Pool:
         chunks = len(range(0, len(items), size))
         result: MapResult[Any] = MapResult(self._manager, chunks, callback, error_callback)
         function = _dump_function(func, self._remote)
-        self._manager.submit_chunks(function, mode, items, size, result.chunk_done, timeout)
+        self._manager.submit(
+            timeout,
+            lambda dispatcher: dispatcher.enqueue_chunks(
+                function, mode, items, size, result.chunk_done, timeout
+            ),
+        )
         return result
 
     def map_async(
@@ -274,18 +318,17 @@ class Pool:
         if chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize!r}")
         self._manager.check_submission(timeout)
-        items = list(iterable)
-        chunks = len(range(0, len(items), chunksize))
-        iterator: IMapIterator[T] = IMapIterator(self._manager, chunks, ordered)
+        iterator: IMapIterator[T] = IMapIterator(self._manager, ordered)
         function = _dump_function(func, self._remote)
-        self._manager.submit_chunks(function, MAP, items, chunksize, iterator.chunk_done, timeout)
+        feeder = Feeder(iter(iterable), chunksize, function, MAP, timeout, iterator)
+        self._manager.add_feeder(feeder)
         return iterator
 
     # ----------------------------------------------------------------------------- lifecycle
 
     def cancel_queued(self) -> None:
         """Fail every task not yet sent to a worker with ``TaskCancelledError``."""
-        self._manager.fail_queued(TaskCancelledError("the task was cancelled before it started"))
+        self._manager.cancel_queued(TaskCancelledError("the task was cancelled before it started"))
 
     def shutdown_idle(self) -> None:
         """Let each worker that is idle while no task waits run the finalizer and exit.
@@ -337,15 +380,48 @@ class Pool:
         return True
 
     def __enter__(self) -> Pool:
+        if self._manager.state != RUN:
+            raise ValueError("Pool not running: it was closed or terminated; create a new Pool")
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.terminate()
 
+    def __del__(self) -> None:
+        # Only a warning, as multiprocessing.Pool gives: the workers of a dropped pool are
+        # killed by workerset's finalizers, which run no Python code of the pool.
+        manager = getattr(self, "_manager", None)
+        if manager is not None and manager.state == RUN and os.getpid() == manager.owner_pid:
+            warnings.warn(
+                f"unclosed running multiprocessing pool {self!r}: its workers are killed; "
+                "use the pool in a with block, or call close() and join() (or terminate())",
+                ResourceWarning,
+                stacklevel=2,
+                source=self,
+            )
+
     def __repr__(self) -> str:
         manager = self._manager
         state = "terminated" if manager.terminated else "closing" if manager.closing else "running"
         return f"<Pool state={state} processes={self.processes} start_method={self.start_method}>"
+
+
+def _start_method(requested: str | None, context: Any) -> str:
+    """The start method: ``start_method=``, else the ``context``'s, else the default."""
+    own = getattr(context, "get_start_method", None)
+    of_context = own() if callable(own) else None
+    if of_context not in START_METHODS:
+        of_context = None  # a context of another kind: it starts its processes its own way
+    if requested is not None and of_context is not None and requested != of_context:
+        raise ValueError(
+            f"start_method={requested!r} contradicts the context's start method "
+            f"{of_context!r}; pass one of them"
+        )
+    method = requested or of_context or default_start_method()
+    if method not in START_METHODS:
+        choices = ", ".join(START_METHODS)
+        raise ValueError(f"start_method must be one of {choices}, not {method!r}")
+    return method
 
 
 def _dump_function(func: Callable[..., Any], by_value: bool = False) -> bytes:
@@ -364,5 +440,11 @@ def _terminate_live_pools() -> None:
         pool.terminate()
 
 
-# Registered at import, after multiprocessing's own exit handler, so it runs first.
+# At interpreter exit, multiprocessing's own handler joins every non-daemon child process, and
+# the workers are not daemons (their tasks may start processes), so the pools must be stopped
+# before that join.  A finalizer with a priority runs at the start of that very handler, whatever
+# the order of imports; the plain atexit handler covers an exit that skips multiprocessing's
+# (it is registered after it, so it runs before it as well).
+EXIT_PRIORITY = 100
+multiprocessing.util.Finalize(None, _terminate_live_pools, exitpriority=EXIT_PRIORITY)
 atexit.register(_terminate_live_pools)

@@ -1,12 +1,16 @@
 """The caller's handles on submitted work: ``AsyncResult``, ``MapResult``, ``IMapIterator``.
 
-Data flow, in the caller's thread::
+Data flow, in the caller threads::
 
     Pool.apply_async ─▶ AsyncResult ◀── on_result(ok, value), called by the manager's loop
     Pool.map_async   ─▶ MapResult   ◀── one chunk_done(index) per chunk; complete when all are
-    Pool.imap        ─▶ IMapIterator ◀── one chunk_done(index) per chunk; yields in order (or
-                                         in arrival order, for imap_unordered)
+    Pool.imap        ─▶ IMapIterator ◀── one chunk_done(index) per chunk, as its input is read
+                                         (dispatch.Feeder); set_length once the input ended;
+                                         yields in order (or in arrival order, unordered)
     get / wait / ready / next ─▶ Manager.wait_until or poll: the pool's loop runs meanwhile
+
+Any thread may wait on any result.  ``on_result`` runs in one thread at a time (the one driving
+the pool's I/O), unlocked; a result counts as ready only once its callback has returned.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ T = TypeVar("T")
 class Waiter(Protocol):
     """What a result needs of the pool: to run its loop while the caller waits."""
 
-    terminated: bool
+    @property
+    def terminated(self) -> bool: ...
 
     def wait_until(self, done: Callable[[], bool], timeout: float | None) -> bool: ...
 
@@ -39,9 +44,10 @@ def _terminated_error() -> PoolTerminatedError:
 class AsyncResult(Generic[T]):
     """The future outcome of one ``apply_async`` (or, as ``MapResult``, of a whole map).
 
-    ``callback`` and ``error_callback`` run in the caller's thread, inside whichever pool call
-    is waiting when the result arrives.  They must not wait on the pool themselves (that raises
-    ``RuntimeError``); an exception they raise is re-raised by that pool call.
+    ``callback`` and ``error_callback`` run in a caller's thread: the one whose pool call is
+    driving the pool's I/O when the result arrives.  They may submit work; they must not wait on
+    the pool themselves (that raises ``RuntimeError``); an exception they raise is re-raised by
+    that pool call.  ``ready()`` and ``get()`` see the result only once its callback returned.
     """
 
     def __init__(
@@ -53,19 +59,23 @@ class AsyncResult(Generic[T]):
         self._waiter = waiter
         self._callback = callback
         self._error_callback = error_callback
+        self._settled = False
         self._done = False
         self._ok = False
         self._value: Any = None
 
     def on_result(self, ok: bool, value: Any) -> None:
         """The outcome arrived (called by the pool's loop): keep it, run the callback."""
-        if self._done:
+        if self._settled:
             return
-        self._done, self._ok, self._value = True, ok, value
-        if ok and self._callback is not None:
-            self._callback(value)
-        if not ok and self._error_callback is not None:
-            self._error_callback(value)
+        self._settled, self._ok, self._value = True, ok, value
+        try:
+            if ok and self._callback is not None:
+                self._callback(value)
+            if not ok and self._error_callback is not None:
+                self._error_callback(value)
+        finally:
+            self._done = True
 
     def ready(self) -> bool:
         if not self._done:
@@ -112,7 +122,7 @@ class MapResult(AsyncResult[list[T]]):
         return partial(self._chunk_arrived, index)
 
     def _chunk_arrived(self, index: int, ok: bool, value: Any) -> None:
-        if self._done:
+        if self._settled:
             return
         if not ok:
             self.on_result(False, value)
@@ -124,19 +134,22 @@ class MapResult(AsyncResult[list[T]]):
 
 
 class IMapIterator(Iterator[T]):
-    """Iterates over an ``imap``'s results as their chunks arrive.
+    """Iterates over an ``imap``'s results as their chunks arrive; ``next(timeout)`` as well.
 
     Ordered, it yields chunk 0's items first, then chunk 1's…; unordered, whole chunks in the
-    order they arrive.  A chunk that failed raises its error when its turn comes.
+    order they arrive.  A chunk that failed raises its error when its turn comes; so does an
+    error of the input, in place of the chunk being read when it was raised.  The input is read
+    as the workers need it (``dispatch.Feeder``); its length is known once it has ended.
     """
 
-    def __init__(self, waiter: Waiter, chunks: int, ordered: bool) -> None:
+    def __init__(self, waiter: Waiter, ordered: bool) -> None:
         self._waiter = waiter
-        self._chunks = chunks
         self._ordered = ordered
+        self._length: int | None = None
         self._arrived: dict[int, tuple[bool, Any]] = {}
         self._order: deque[int] = deque()
-        self._position = 0
+        # Chunks taken by the caller (the next one's index, when ordered).
+        self.taken = 0
         self._current: Iterator[T] = iter(())
 
     def chunk_done(self, index: int) -> Callable[[bool, Any], None]:
@@ -145,32 +158,44 @@ class IMapIterator(Iterator[T]):
 
     def _chunk_arrived(self, index: int, ok: bool, value: Any) -> None:
         self._arrived[index] = (ok, value)
-        self._order.append(index)
+        if not self._ordered:
+            self._order.append(index)
+
+    def set_length(self, chunks: int) -> None:
+        """The input has ended after ``chunks`` chunks (counting one its error replaced)."""
+        self._length = chunks
 
     def __iter__(self) -> IMapIterator[T]:
         return self
 
     def __next__(self) -> T:
+        return self.next()
+
+    def next(self, timeout: float | None = None) -> T:
+        """The next result; ``multiprocessing.TimeoutError`` if none arrives within ``timeout``."""
         while True:
             for value in self._current:
                 return value
-            if self._position >= self._chunks:
-                raise StopIteration
-            self._current = iter(self._next_chunk())
+            self._current = iter(self._next_chunk(timeout))
 
-    def _next_chunk(self) -> list[T]:
-        self._position += 1
+    def _ended(self) -> bool:
+        return self._length is not None and self.taken >= self._length
+
+    def _next_ready(self) -> bool:
         if self._ordered:
-            index = self._position - 1
-            self._waiter.wait_until(lambda: index in self._arrived, None)
-        else:
-            self._waiter.wait_until(lambda: bool(self._order), None)
-            if not self._order:
+            return self.taken in self._arrived or self._ended()
+        return bool(self._order) or self._ended()
+
+    def _next_chunk(self, timeout: float | None) -> list[T]:
+        if not self._waiter.wait_until(self._next_ready, timeout):
+            if self._waiter.terminated:
                 raise _terminated_error()
-            index = self._order.popleft()
-        if index not in self._arrived:
-            raise _terminated_error()
+            raise multiprocessing.TimeoutError
+        if self._ended():
+            raise StopIteration
+        index = self.taken if self._ordered else self._order.popleft()
         ok, value = self._arrived.pop(index)
+        self.taken += 1
         if not ok:
             raise value
         chunk: list[T] = value

@@ -24,8 +24,10 @@ raised in a finalizer would be (``Exception ignored in ...``).  The killed worke
 the platform forks safely (not macOS, whose system libraries may crash in a forked child) and
 ``"spawn"`` elsewhere, whatever the interpreter's own default.  A fork is only done while no
 other thread runs but those ``forksafety`` knows to be idle; otherwise that worker is started
-with ``"forkserver"`` instead.  The test runner makes the same decision once per run
-(``plugin._start_method``).
+with ``"forkserver"`` instead and the pool's ``start_method`` says so; when that happens as the
+pool is created, a ``RuntimeWarning`` names the threads.  (Not later: a replacement started
+while the caller waits must not raise a warning turned into an error out of an unrelated call.)
+The test runner makes the same decision once per run (``plugin._start_method``).
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ if TYPE_CHECKING:
     from pytest_poolrun.dispatch import Job
 
 START_METHODS = ("fork", "forkserver", "spawn")
+# How a "fork" worker starts while another thread runs: forked by a server process that has no
+# threads.  It costs the server's start (once) and its import of the main script, which must
+# therefore keep its start-up code under ``if __name__ == "__main__":`` (as for "spawn").
+FORK_FALLBACK = "forkserver"
 # How long a worker that was asked to stop, or whose socket closed, may take to exit before it
 # is killed.
 STOP_GRACE = 2.0
@@ -116,6 +122,25 @@ class LiveWorker(NamedTuple):
     slot: int
     pid: int  # of the local process: the worker itself, or its bridge to an execnet gateway
     remote: bool
+
+
+class _Launched(NamedTuple):
+    """A worker process started, not yet watched (``WorkerSet.start_all``'s first phase)."""
+
+    info: WorkerInfo
+    process: Any  # a multiprocessing Process, or what the pool's ``context`` makes instead
+    sock: socket.socket
+    remote: bool
+
+
+def _fallback_warning(blockers: list[str]) -> str:
+    return (
+        f"pool workers are started with {FORK_FALLBACK!r} instead of 'fork' while another "
+        f"thread runs in this process ({', '.join(blockers)}): forking a process with threads "
+        "can deadlock the child.  The main script is then imported again, so its start-up code "
+        "must be under if __name__ == '__main__'.  Create the pool before starting threads to "
+        f"keep forking, or pass start_method={FORK_FALLBACK!r} (or 'spawn') to choose that"
+    )
 
 
 @dataclass(eq=False)
@@ -190,6 +215,7 @@ class WorkerSet:
 
     ``slot_specs`` has one entry per slot: ``None`` for a local worker, an execnet spec for a
     worker behind a gateway.  ``setup`` is the pickled (initializer, initargs, finalizer).
+    ``context`` (optional) is the ``multiprocessing`` context whose ``Process`` starts workers.
     """
 
     def __init__(
@@ -200,9 +226,16 @@ class WorkerSet:
         maxtasks: int | None,
         name_prefix: str,
         max_restarts: int | None,
+        context: Any = None,
     ) -> None:
         self.slot_specs = list(slot_specs)
+        self.requested_method = method
+        # The method the latest worker was started with: the requested one, or FORK_FALLBACK.
         self.method = method
+        # A multiprocessing context whose Process starts the workers (None: the method's own).
+        self._context = context
+        self._fallback_warned = False
+        self._fallback_notice: str | None = None
         self._setup = setup
         self._maxtasks = maxtasks
         self._name_prefix = name_prefix
@@ -229,38 +262,84 @@ class WorkerSet:
         return self._by_slot.get(worker.info.slot) is worker
 
     def start(self, slot: int) -> WorkerProcess:
-        method = self.method
-        if method == "fork" and fork_blockers():
-            method = "forkserver"
-        context: Any = multiprocessing.get_context(method)
+        """Start a worker in ``slot`` (a replacement, or a slot refilled)."""
+        return self._adopt(self._launch(slot))
+
+    def start_all(self) -> list[WorkerProcess]:
+        """Start a worker in every slot; if one cannot start, stop those started and raise.
+
+        Every process is started before any is watched, so that a start that fails leaves
+        nothing behind; they are stopped through their ``Process`` objects only.
+        """
+        launched: list[_Launched] = []
+        try:
+            for slot in range(self.slots):
+                launched.append(self._launch(slot))
+        except BaseException:
+            for started in launched:
+                started.process.terminate()
+            for started in launched:
+                started.process.join()
+                started.sock.close()
+            raise
+        return [self._adopt(started) for started in launched]
+
+    def take_fallback_warning(self) -> str | None:
+        """The warning to give once: a local worker was not forked because a thread ran."""
+        notice, self._fallback_notice = self._fallback_notice, None
+        return notice
+
+    def _launch(self, slot: int) -> _Launched:
+        method, context = self.requested_method, self._context
+        spec = self.slot_specs[slot]
+        blockers = fork_blockers() if method == "fork" else []
+        if blockers:
+            method, context = FORK_FALLBACK, None
+            if spec is None and not self._fallback_warned:
+                # Said of workers that run tasks (an execnet bridge only relays them).
+                self._fallback_warned = True
+                self._fallback_notice = _fallback_warning(blockers)
+        if context is None:
+            context = multiprocessing.get_context(method)
+        self.method = method
         ours, theirs = socket.socketpair()
         info = WorkerInfo(f"{self._name_prefix}{slot}", slot)
-        spec = self.slot_specs[slot]
         target: Callable[..., None] = worker_main if spec is None else bridge_main
         args: tuple[Any, ...] = (theirs, info, self._setup, self._maxtasks)
-        process = context.Process(
-            target=target,
-            args=args if spec is None else (*args, spec),
-            name=info.name,
-            daemon=False,
-        )
         _controller_sockets.add(ours)
-        with quiet_fork() if method == "fork" else contextlib.nullcontext():
-            process.start()
-        theirs.close()
-        worker = WorkerProcess(
-            info, process, ControllerEnd(ours), _exit_fd(process), spec is not None
-        )
+        try:
+            process = context.Process(
+                target=target,
+                args=args if spec is None else (*args, spec),
+                name=info.name,
+                daemon=False,
+            )
+            with quiet_fork() if method == "fork" else contextlib.nullcontext():
+                process.start()
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        return _Launched(info, process, ours, spec is not None)
+
+    def _adopt(self, launched: _Launched) -> WorkerProcess:
+        info, process, sock, remote = launched
+        worker = WorkerProcess(info, process, ControllerEnd(sock), _exit_fd(process), remote)
         worker.finalizers = (
             weakref.finalize(self, _LIBC.killpg, worker.pid, signal.SIGKILL),
-            weakref.finalize(self, ours.close),
+            weakref.finalize(self, sock.close),
             *(
                 [weakref.finalize(self, _LIBC.close, worker.exit_fd)]
                 if worker.exit_fd != process.sentinel
                 else []
             ),
         )
-        self._by_slot[slot] = worker
+        for finalizer in worker.finalizers:
+            # At interpreter exit the pool's own handler terminates live pools (pool.py);
+            # running these first would close descriptors that terminate then closes again.
+            finalizer.atexit = False
+        self._by_slot[info.slot] = worker
         return worker
 
     def empty_slots(self) -> list[int]:

@@ -6,9 +6,17 @@ values, exception types, callback calls, and the errors raised for misuse.
 
 from __future__ import annotations
 
+import gc
+import itertools
 import multiprocessing
+import multiprocessing.pool
 import os
+import subprocess
+import sys
+import textwrap
+import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -64,7 +72,41 @@ def length(data: bytes) -> int:
     return len(data)
 
 
+def input_failing_at(failing: int) -> Iterator[int]:
+    """Yields 0, 1, ... and raises ``KeyError`` instead of item ``failing``."""
+    yield from range(failing)
+    raise KeyError(f"the input broke at item {failing}")
+
+
+def input_gated_at(gate: int, opened: threading.Event, seen: list[bool]) -> Iterator[int]:
+    """Yields ``gate`` items, then waits for ``opened`` (noting whether it was) before the rest."""
+    yield from range(gate)
+    seen.append(opened.wait(NO_HANG))
+    yield from range(gate, 2 * gate)
+
+
 MakePool = Callable[..., Any]
+
+
+class FailingForkContext(multiprocessing.context.ForkContext):
+    """A fork context whose processes fail to start after the first ``starts``."""
+
+    def __init__(self, starts: int) -> None:
+        self.starts_left = starts
+        self.started: list[multiprocessing.process.BaseProcess] = []
+
+    def Process(self, *args: Any, **kwargs: Any) -> Any:
+        process = multiprocessing.context.ForkProcess(*args, **kwargs)
+        if self.starts_left == 0:
+            process.start = self._refuse  # type: ignore[method-assign]
+        else:
+            self.starts_left -= 1
+            self.started.append(process)
+        return process
+
+    @staticmethod
+    def _refuse() -> None:
+        raise OSError("cannot start another process (induced by the test)")
 
 
 @pytest.fixture(params=["multiprocessing", "poolrun"])
@@ -74,7 +116,8 @@ def make_pool(request: pytest.FixtureRequest) -> Iterator[MakePool]:
 
     def make(*args: Any, **kwargs: Any) -> Any:
         if request.param == "multiprocessing":
-            pool = multiprocessing.get_context("fork").Pool(*args, **kwargs)
+            kwargs.setdefault("context", multiprocessing.get_context("fork"))
+            pool = multiprocessing.pool.Pool(*args, **kwargs)
         else:
             pool = Pool(*args, start_method="fork", **kwargs)
         made.append(pool)
@@ -84,6 +127,35 @@ def make_pool(request: pytest.FixtureRequest) -> Iterator[MakePool]:
     for pool in made:
         pool.terminate()
         pool.join()
+
+
+@pytest.fixture(params=["multiprocessing", "poolrun"])
+def pool_class(request: pytest.FixtureRequest) -> MakePool:
+    """One implementation's constructor, for a test that must drop every reference to its pool."""
+    if request.param == "multiprocessing":
+        return multiprocessing.get_context("fork").Pool
+    return Pool
+
+
+@pytest.fixture(params=["multiprocessing", "poolrun"])
+def pool_import(request: pytest.FixtureRequest) -> str:
+    """The line a script uses to import one implementation's ``Pool``."""
+    if request.param == "multiprocessing":
+        return "from multiprocessing import Pool"
+    return "from pytest_poolrun import Pool"
+
+
+def run_script(code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter that must exit by itself within ``NO_HANG``."""
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=NO_HANG,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
 
 
 def test_apply_with_args_and_kwds(make_pool: MakePool) -> None:
@@ -178,6 +250,69 @@ def test_imap_yields_results_before_the_failed_one(make_pool: MakePool) -> None:
     assert seen == [0, 1, 2]
 
 
+@pytest.mark.parametrize("chunksize", [1, 2, 4])
+def test_an_error_of_the_input_comes_after_the_results_before_its_chunk(
+    make_pool: MakePool, chunksize: int
+) -> None:
+    pool = make_pool(2)
+    results = pool.imap(square, input_failing_at(7), chunksize)  # the error is not raised here
+    complete_chunks = 7 // chunksize
+    for x in range(complete_chunks * chunksize):
+        assert next(results) == x * x
+    with pytest.raises(KeyError, match="broke at item 7"):
+        next(results)
+
+
+def test_an_error_of_the_input_comes_out_of_imap_unordered_next(make_pool: MakePool) -> None:
+    pool = make_pool(2)
+    results = pool.imap_unordered(square, input_failing_at(5))
+    seen: list[int] = []
+    with pytest.raises(KeyError, match="broke at item 5"):
+        for value in results:
+            seen.append(value)
+    assert set(seen) <= {x * x for x in range(5)}
+
+
+@pytest.mark.parametrize("method", ["imap", "imap_unordered"])
+def test_imap_reads_an_endless_input_as_it_goes(make_pool: MakePool, method: str) -> None:
+    pool = make_pool(2)
+    results = getattr(pool, method)(square, itertools.count(), 3)
+    first = [next(results) for _ in range(30)]
+    assert len(first) == 30
+    if method == "imap":
+        assert first == [x * x for x in range(30)]
+
+
+def test_imap_unordered_yields_before_its_input_is_exhausted(make_pool: MakePool) -> None:
+    pool = make_pool(2)
+    opened = threading.Event()
+    seen: list[bool] = []
+    results = pool.imap_unordered(square, input_gated_at(10, opened, seen))
+    assert next(results) in {x * x for x in range(10)}
+    opened.set()
+    assert len(list(results)) == 19
+    assert seen == [True]  # the input was still waiting at the gate when the result came
+
+
+@pytest.mark.parametrize("method", ["imap", "imap_unordered"])
+def test_imap_next_with_a_timeout(make_pool: MakePool, method: str) -> None:
+    pool = make_pool(1)
+    results = getattr(pool, method)(time.sleep, [LONG_TASK])
+    with pytest.raises(multiprocessing.TimeoutError):
+        results.next(timeout=0.01)
+    results = getattr(pool, method)(square, [])
+    with pytest.raises(StopIteration):
+        results.next(timeout=NO_HANG)
+
+
+def test_imap_close_and_join_run_the_whole_input(make_pool: MakePool) -> None:
+    pool = make_pool(2)
+    results = pool.imap(square, iter(range(2000)))
+    pool.close()
+    pool.join()
+    assert list(results) == [x * x for x in range(2000)]
+
+
 def test_starmap_and_starmap_async(make_pool: MakePool) -> None:
     pool = make_pool(2)
     pairs = [(a, a + 1) for a in range(10)]
@@ -241,6 +376,70 @@ def test_invalid_process_count_is_refused(make_pool: MakePool, processes: int) -
         make_pool(processes)
 
 
+def test_process_count_of_another_type_is_a_type_error(make_pool: MakePool) -> None:
+    with pytest.raises(TypeError):
+        make_pool("2")
+
+
+def test_initializer_that_is_not_callable_is_refused_at_construction(make_pool: MakePool) -> None:
+    with pytest.raises(TypeError):
+        make_pool(1, initializer=1)
+
+
+def test_workers_start_through_the_given_context(make_pool: MakePool) -> None:
+    context = FailingForkContext(starts=2)
+    pool = make_pool(2, context=context)
+    pids = set(pool.map(pid_of_worker, range(20), 1))
+    assert pids and pids <= {process.pid for process in context.started}
+
+
+def test_a_worker_that_cannot_start_leaves_no_process_behind(make_pool: MakePool) -> None:
+    context = FailingForkContext(starts=2)
+    with pytest.raises(OSError, match="induced by the test"):
+        make_pool(4, context=context)
+    assert len(context.started) == 2
+    assert not any(process.is_alive() for process in context.started)
+
+
+@pytest.mark.parametrize("stop", ["close", "terminate"])
+def test_a_stopped_pool_cannot_be_entered_again(make_pool: MakePool, stop: str) -> None:
+    pool = make_pool(1)
+    getattr(pool, stop)()
+    with pytest.raises(ValueError):
+        with pool:
+            pass
+
+
+def test_the_cause_of_a_remote_error_is_a_multiprocessing_remote_traceback(
+    make_pool: MakePool,
+) -> None:
+    pool = make_pool(1)
+    with pytest.raises(ValueError) as info:
+        pool.apply(fail_on_three, (3,))
+    cause = info.value.__cause__
+    assert isinstance(cause, multiprocessing.pool.RemoteTraceback)
+    assert "fail_on_three" in cause.tb
+    assert str(cause) == cause.tb
+
+
+def test_a_running_pool_garbage_collected_warns(pool_class: MakePool) -> None:
+    pool = pool_class(1)
+    assert pool.apply(square, (2,)) == 4
+    with pytest.warns(ResourceWarning, match="unclosed running"):
+        del pool
+        gc.collect()
+
+
+def test_a_closed_pool_garbage_collected_does_not_warn(pool_class: MakePool) -> None:
+    pool = pool_class(1)
+    pool.close()
+    pool.join()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)
+        del pool
+        gc.collect()
+
+
 def test_invalid_chunksize_is_refused(make_pool: MakePool) -> None:
     pool = make_pool(1)
     with pytest.raises(ValueError):
@@ -250,3 +449,87 @@ def test_invalid_chunksize_is_refused(make_pool: MakePool) -> None:
 def test_default_size_uses_the_cpus(make_pool: MakePool) -> None:
     pool = make_pool()
     assert sorted(set(pool.map(square, range(4)))) == [0, 1, 4, 9]
+
+
+# ------------------------------------------------------------------------ interpreter exit
+
+
+@pytest.mark.parametrize("task_running", [False, True], ids=["idle", "task-running"])
+@pytest.mark.parametrize("first_import", ["", "import multiprocessing.util"])
+def test_an_unclosed_pool_lets_the_interpreter_exit(
+    pool_import: str, task_running: bool, first_import: str
+) -> None:
+    """A module-level pool that is never closed ends with the script, in any import order."""
+    done = run_script(
+        f"""
+        {first_import}
+        {pool_import}
+        import time
+        pool = Pool(2)
+        print(pool.apply(abs, (-3,)))
+        if {task_running}:
+            pool.apply_async(time.sleep, ({LONG_TASK},))
+            time.sleep(0.2)
+        """
+    )
+    assert done.stdout.split() == ["3"]
+    assert "Traceback" not in done.stderr, done.stderr
+
+
+# ---------------------------------------------------------------------------------- threads
+
+THREADS = 3
+ROUNDS = 15
+
+
+def test_threads_sharing_a_pool_all_get_their_own_results(make_pool: MakePool) -> None:
+    pool = make_pool(2)
+    outcomes: list[Any] = []
+
+    def use_the_pool(k: int) -> None:
+        for r in range(ROUNDS):
+            n = 40 + 7 * k + r
+            try:
+                mapped = pool.map(square, range(n), 3)
+                applied = pool.apply_async(add, (k, r)).get(NO_HANG)
+                streamed = list(pool.imap(square, range(k + r), 2))
+                outcomes.append(
+                    mapped == [x * x for x in range(n)]
+                    and applied == k + r
+                    and streamed == [x * x for x in range(k + r)]
+                )
+            except Exception as exc:
+                outcomes.append(exc)
+
+    threads = [threading.Thread(target=use_the_pool, args=(k,)) for k in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(NO_HANG * 3)
+    assert outcomes == [True] * (THREADS * ROUNDS)
+    assert pool.map(square, range(5)) == [0, 1, 4, 9, 16]
+
+
+def test_a_result_submitted_in_one_thread_can_be_awaited_in_another(make_pool: MakePool) -> None:
+    pool = make_pool(2)
+    results = [pool.apply_async(square, (x,)) for x in range(20)]
+    got: list[int] = []
+    thread = threading.Thread(target=lambda: got.extend(r.get(NO_HANG) for r in results))
+    thread.start()
+    thread.join(NO_HANG)
+    assert got == [x * x for x in range(20)]
+
+
+def test_callbacks_run_once_each_with_threads_waiting(make_pool: MakePool) -> None:
+    pool = make_pool(2)
+    called: list[int] = []
+    results = [pool.apply_async(square, (x,), callback=called.append) for x in range(30)]
+    threads = [
+        threading.Thread(target=lambda part=part: [r.wait(NO_HANG) for r in part])
+        for part in (results[::3], results[1::3], results[2::3])
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(NO_HANG)
+    assert sorted(called) == [x * x for x in range(30)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import faulthandler
+import itertools
 import json
 import multiprocessing
 import os
@@ -27,6 +28,7 @@ from typing import Any
 import pytest
 
 from pytest_poolrun import Pool, SendError, TaskTimeoutError, WorkerLostError, poolworker
+from pytest_poolrun.dispatch import READ_AHEAD_PER_WORKER
 from pytest_poolrun.pool import PoolHooks, PoolTerminatedError, ReceiveError
 
 # A bound on waits that must not happen: reaching it fails the test instead of hanging it.
@@ -368,6 +370,18 @@ def test_unpicklable_argument_is_named_with_its_type(pool: Pool) -> None:
     assert pool.apply(square, (2,)) == 4
 
 
+class RefusesPickling:
+    def __reduce__(self) -> Any:
+        raise RuntimeError("this object refuses to be pickled")
+
+
+def test_unpicklable_argument_keeps_the_picklers_error_as_cause(pool: Pool) -> None:
+    with pytest.raises(SendError, match=r"iterable\[0\]: .* of type RefusesPickling") as info:
+        pool.map(identity, [RefusesPickling()])
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert "refuses to be pickled" in str(info.value.__cause__)
+
+
 def test_unpicklable_result_is_named_with_its_type(pool: Pool) -> None:
     with pytest.raises(SendError, match=r"the result: .* of type lock"):
         pool.apply(return_lock)
@@ -404,19 +418,114 @@ def test_tasks_may_start_processes_of_their_own(pool: Pool) -> None:
 # ------------------------------------------------------------------------------ threads
 
 
-def test_never_forks_while_threads_run() -> None:
+def test_never_forks_while_threads_run_and_says_so() -> None:
     """With a thread running, a fork pool's workers come from a forkserver, not this process.
 
-    (Without threads they are forked by this process: see the start method test above.)
+    (Without threads they are forked by this process: see the start method test above.)  The
+    pool reports the method it really used and warns once, naming the thread.
     """
     stop = threading.Event()
-    thread = threading.Thread(target=stop.wait)
+    thread = threading.Thread(target=stop.wait, name="the-other-thread")
     thread.start()
     try:
-        with Pool(1, maxtasksperchild=1) as pool:
-            parents = {pool.apply(parent_pid) for _ in range(2)}
-            assert pool.start_method == "fork"
+        with pytest.warns(RuntimeWarning, match="forkserver.*the-other-thread") as warned:
+            with Pool(1, maxtasksperchild=1) as pool:
+                parents = {pool.apply(parent_pid) for _ in range(2)}
+                assert pool.start_method == "forkserver"
     finally:
         stop.set()
         thread.join()
     assert os.getpid() not in parents
+    assert len([w for w in warned if issubclass(w.category, RuntimeWarning)]) == 1
+
+
+def test_a_test_module_holding_an_unclosed_pool_lets_pytest_exit(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        """
+        from pytest_poolrun import Pool
+
+        pool = Pool(2)
+
+        def test_abs():
+            assert pool.apply(abs, (-3,)) == 3
+        """
+    )
+    result = pytester.runpytest_subprocess(timeout=NO_HANG * 3)
+    result.assert_outcomes(passed=1)
+
+
+def test_threads_share_a_pool_without_a_helper_thread_and_callbacks_run_in_theirs() -> None:
+    """Callbacks run in a caller's thread (the one waiting), never in one the pool started."""
+    callback_threads: set[str] = set()
+    with Pool(2) as pool:
+
+        def use_the_pool(k: int) -> None:
+            results = [
+                pool.apply_async(
+                    square,
+                    (x,),
+                    callback=lambda _: callback_threads.add(threading.current_thread().name),
+                )
+                for x in range(20)
+            ]
+            for result in results:
+                result.get(NO_HANG)
+
+        threads = [
+            threading.Thread(target=use_the_pool, args=(k,), name=f"caller-{k}") for k in range(3)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(NO_HANG)
+        assert threading.active_count() == 1
+    assert callback_threads and callback_threads <= {f"caller-{k}" for k in range(3)}
+
+
+def test_terminate_from_another_thread_ends_a_wait_in_progress(pool: Pool) -> None:
+    outcome: list[BaseException] = []
+    started = pool.apply_async(time.sleep, (LONG_TASK,))
+
+    def wait() -> None:
+        try:
+            started.get(NO_HANG * 3)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()  # waiting already or not: its get() ends with the same error
+    pool.terminate()
+    waiter.join(NO_HANG)
+    assert [type(error) for error in outcome] == [PoolTerminatedError]
+
+
+def test_a_callback_that_waits_on_the_pool_is_refused(pool: Pool) -> None:
+    """It would wait for itself: it runs in the thread that drives the pool's I/O."""
+    never = pool.apply_async(time.sleep, (LONG_TASK,))
+
+    def waits(_: object) -> None:
+        never.get(NO_HANG)
+
+    result = pool.apply_async(square, (3,), callback=waits)
+    with pytest.raises(RuntimeError, match="callback waited for a pool result"):
+        result.wait(NO_HANG)
+    assert result.get(NO_HANG) == 9
+
+
+def test_imap_reads_ahead_of_its_caller_by_a_bounded_amount() -> None:
+    produced = itertools.count()
+
+    def endless() -> Iterator[int]:
+        for x in itertools.count():
+            next(produced)
+            yield x
+
+    with Pool(2) as pool:
+        results = pool.imap(square, endless(), 5)
+        taken = [next(results) for _ in range(5000)]
+        assert taken == [x * x for x in range(5000)]
+        read = next(produced)
+        assert read - len(taken) <= 5 * (2 * READ_AHEAD_PER_WORKER + 1)
+        pool.terminate()
