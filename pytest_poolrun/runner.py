@@ -36,7 +36,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from types import FrameType, SimpleNamespace
@@ -47,12 +47,14 @@ import pytest
 from pytest_poolrun import adapters, events, itemrunner, scheduling
 from pytest_poolrun.board import Board
 from pytest_poolrun.durations import Durations
+from pytest_poolrun.extraoptions import ExtraOptions
 from pytest_poolrun.ledger import ItemLedger
 from pytest_poolrun.manager import PoolHooks
 from pytest_poolrun.pool import Pool
 from pytest_poolrun.poolerrors import PoolExhaustedError, TaskCancelledError, WorkerLostError
 from pytest_poolrun.postmortem import PostMortem
 from pytest_poolrun.replayer import Replayer
+from pytest_poolrun.slowtests import SlowNotices, earliest
 from pytest_poolrun.timeouts import Timeouts
 from pytest_poolrun.workerset import LiveWorker, WorkerExit, available_cpus
 from pytest_poolrun.xdistnode import WorkerNodes, xdist_hooks_present
@@ -77,6 +79,8 @@ class RunOptions:
     start: str  # "fork" or "spawn", for the local workers
     report_order: str
     testrun_uid: str
+    # Shared fixtures, leaks, recycling, slow notices (extraoptions).
+    extras: ExtraOptions = field(default_factory=ExtraOptions)
 
     @property
     def local(self) -> int:
@@ -145,6 +149,7 @@ class Controller:
         self.replayer = Replayer(session, options.report_order, self._stop)
         self.postmortem = PostMortem()
         self.timeouts = Timeouts(options.timeout, self.ledger, self.postmortem)
+        self.slow = SlowNotices(options.extras.slow, self.ledger, self._nodeid, self._say)
         self.nodes = WorkerNodes(
             self.config, options.worker_names(), options.worker_specs(), options.testrun_uid
         )
@@ -193,9 +198,13 @@ class Controller:
             for chunk in chunks:
                 self._submit(chunk)
             pool.shutdown_idle()
-            while not pool.join(timeout=self.timeouts.until_next_deadline(pool.live_workers())):
+            while not pool.join(timeout=self._next_wakeup(pool.live_workers())):
                 for worker in self.timeouts.expire(pool.live_workers()):
                     pool.kill(worker)
+                self.slow.announce(pool.live_workers())
+        except KeyboardInterrupt:
+            self.slow.interrupted(pool.live_workers(), self.config.pluginmanager)
+            raise
         finally:
             pool.terminate()
             self.postmortem.cleanup()
@@ -205,6 +214,12 @@ class Controller:
             raise self.internal_error
         if self.session_exit is not None:
             raise pytest.exit.Exception(self.session_exit.message, self.session_exit.returncode)
+
+    def _next_wakeup(self, live: list[LiveWorker]) -> float | None:
+        return earliest(self.timeouts.until_next_deadline(live), self.slow.until_next_notice(live))
+
+    def _nodeid(self, item: int) -> str:
+        return self.items[item].nodeid
 
     def _basetemp(self) -> Path | None:
         factory: Any = getattr(self.config, "_tmp_path_factory", None)
