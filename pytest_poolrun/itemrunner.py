@@ -38,14 +38,16 @@ import os
 import pickle
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 import pytest
 
-from pytest_poolrun import adapters, events, runid
+from pytest_poolrun import adapters, events, extraoptions, runid
 from pytest_poolrun.board import Board
-from pytest_poolrun.poolworker import current_worker, emit, format_exception
+from pytest_poolrun.poolworker import current_worker, emit, format_exception, retire_after_task
+from pytest_poolrun.recycling import Recycler, Retired
 
 # A forked worker sends the results of finished items at least this often (and at the end of
 # each chunk): often enough for live progress, rarely enough that fast tests share messages.
@@ -69,6 +71,8 @@ class _Shared:
     forked: bool = False
     outside: dict[str, pytest.Item | None] = {}
     inherited_capture: object = None
+    tests_run: int = 0
+    recycler: Recycler = Recycler(None, None)
 
 
 def prepare(session: pytest.Session, board: Board, basetemp: Path | None, fault_dir: Path) -> None:
@@ -180,6 +184,8 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
         _silence_terminal(config)
         _become_xdist_worker(config, workerinput)
     runid.adopt(config, testrun_uid)
+    extras = extraoptions.read(config)
+    _Shared.recycler = Recycler(extras.max_tests_per_worker, extras.max_worker_rss_mb)
     for error in adapters.worker_started(config, _Shared.forked):
         print(f"poolrun: worker {info.name} could not prepare a plugin: {error}")
     config.pluginmanager.register(_Forwarder(config), "poolrun-forwarder")
@@ -388,12 +394,13 @@ def _run(index: int, nextitem: pytest.Item | None) -> None:
     finally:
         recorded, _Shared.current, _Shared.recorded = tuple(_Shared.recorded), None, []
     _send(events.ItemFinished(index, recorded))
+    _Shared.tests_run += 1
     if board is not None:
         board.clear(info.slot)
         _flush_if_due()
 
 
-def run_chunk(indices: list[int], hold_last: bool = True) -> tuple[str, int | None]:
+def run_chunk(indices: list[int], hold_last: bool = True) -> tuple[str, int | None] | Retired:
     """Pool task: run a chunk of items; returns (worker name, index of the item held back).
 
     With ``hold_last`` false the chunk's last item runs now, with an item of another module as
@@ -403,21 +410,40 @@ def run_chunk(indices: list[int], hold_last: bool = True) -> tuple[str, int | No
     otherwise hand to this worker as if it were free).
     """
     items = _session().items
-    for index in indices:
+    recycler = _Shared.recycler
+    for position, index in enumerate(indices):
         if stop_requested():
             break
         if _Shared.held is not None:
+            if recycler.next_is_last(_Shared.tests_run):
+                return _retire(indices[position:])
             _run(_Shared.held, nextitem=items[index])
+            if recycler.memory_exceeded():
+                _Shared.held = None
+                return _retire(indices[position:])
         _Shared.held = index
+    if _Shared.held is not None and recycler.next_is_last(_Shared.tests_run):
+        return _retire(())
     if not hold_last and _Shared.held is not None and not stop_requested():
         boundary = _outside_module(_Shared.held)
         if boundary is not None:  # in a one-file suite, holding is the only right teardown
             last, _Shared.held = _Shared.held, None
             _run(last, nextitem=boundary)
+            if recycler.memory_exceeded():
+                return _retire(())
     _flush()
     info = current_worker()
     assert info is not None
     return info.name, _Shared.held
+
+
+def _retire(returned: Sequence[int]) -> Retired:
+    """Leave after this chunk (see ``recycling``): the held item runs as the last, every
+    fixture is torn down, and ``returned`` (items never started) goes back to the controller."""
+    _flush()
+    finish_worker()
+    retire_after_task()
+    return Retired(_name(), tuple(returned))
 
 
 def _outside_module(index: int) -> pytest.Item | None:

@@ -53,6 +53,7 @@ from pytest_poolrun.manager import PoolHooks
 from pytest_poolrun.pool import Pool
 from pytest_poolrun.poolerrors import PoolExhaustedError, TaskCancelledError, WorkerLostError
 from pytest_poolrun.postmortem import PostMortem
+from pytest_poolrun.recycling import Retired
 from pytest_poolrun.replayer import Replayer
 from pytest_poolrun.slowtests import SlowNotices, earliest
 from pytest_poolrun.timeouts import Timeouts
@@ -283,7 +284,12 @@ class Controller:
         self.session_exit = event
         self._stop()
 
-    def _chunk_done(self, result: tuple[str, int | None]) -> None:
+    def _chunk_done(self, result: tuple[str, int | None] | Retired) -> None:
+        if isinstance(result, Retired):  # the worker leaves; what it did not run goes again
+            returned = self.ledger.unstarted(result.returned)
+            if returned and not self.replayer.stopped:
+                self._submit(returned)
+            return
         worker, held = result
         self.ledger.hold(worker, held)
 
