@@ -44,7 +44,7 @@ from typing import IO, Any, NamedTuple
 
 import pytest
 
-from pytest_poolrun import adapters, events, extraoptions, runid
+from pytest_poolrun import adapters, events, extraoptions, leaks, runid
 from pytest_poolrun.board import Board
 from pytest_poolrun.poolworker import current_worker, emit, format_exception, retire_after_task
 from pytest_poolrun.recycling import Recycler, Retired
@@ -186,6 +186,7 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
     runid.adopt(config, testrun_uid)
     extras = extraoptions.read(config)
     _Shared.recycler = Recycler(extras.max_tests_per_worker, extras.max_worker_rss_mb)
+    leaks.register(config, extras.leaks)
     for error in adapters.worker_started(config, _Shared.forked):
         print(f"poolrun: worker {info.name} could not prepare a plugin: {error}")
     config.pluginmanager.register(_Forwarder(config), "poolrun-forwarder")
