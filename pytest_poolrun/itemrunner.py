@@ -44,7 +44,7 @@ from typing import IO, Any, NamedTuple
 
 import pytest
 
-from pytest_poolrun import adapters, events, extraoptions, leaks, runid
+from pytest_poolrun import adapters, events, extraoptions, leaks, runid, sharedfixtures
 from pytest_poolrun.board import Board
 from pytest_poolrun.poolworker import current_worker, emit, format_exception, retire_after_task
 from pytest_poolrun.recycling import Recycler, Retired
@@ -175,6 +175,7 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
     workerinput = invocation.workerinputs.get(info.name, {})
     if _Shared.session is None:
         config = _collect_here(invocation, info.name, workerinput)
+        sharedfixtures.install(_session(), workerinput)
     else:
         config = _session().config
         _Shared.forked = True

@@ -55,6 +55,7 @@ from pytest_poolrun.poolerrors import PoolExhaustedError, TaskCancelledError, Wo
 from pytest_poolrun.postmortem import PostMortem
 from pytest_poolrun.recycling import Retired
 from pytest_poolrun.replayer import Replayer
+from pytest_poolrun.sharedfixtures import SharedFixtures
 from pytest_poolrun.slowtests import SlowNotices, earliest
 from pytest_poolrun.timeouts import Timeouts
 from pytest_poolrun.workerset import LiveWorker, WorkerExit, available_cpus
@@ -150,6 +151,7 @@ class Controller:
         self.replayer = Replayer(session, options.report_order, self._stop)
         self.postmortem = PostMortem()
         self.timeouts = Timeouts(options.timeout, self.ledger, self.postmortem)
+        self.shared = SharedFixtures(session, options.extras.shared_fixtures)
         self.slow = SlowNotices(options.extras.slow, self.ledger, self._nodeid, self._say)
         self.nodes = WorkerNodes(
             self.config, options.worker_names(), options.worker_specs(), options.testrun_uid
@@ -162,6 +164,7 @@ class Controller:
 
     def run(self) -> None:
         options = self.options
+        self.shared.setup()  # before any fork: forked workers inherit the values
         itemrunner.prepare(self.session, self.board, self._basetemp(), self.postmortem.fault_dir)
         # Whatever sits in the stream buffers now would be inherited, and flushed again, by every
         # forked worker.
@@ -175,6 +178,7 @@ class Controller:
         workerinputs = self.nodes.inputs()
         for workerinput in workerinputs.values():
             adapters.add_coverage_input(self.config, workerinput)
+        self.shared.add_to(workerinputs, options.forked < options.workers)
         invocation = itemrunner.Invocation(
             tuple(self.config.invocation_params.args),
             str(self.config.invocation_params.dir),
@@ -208,9 +212,11 @@ class Controller:
             raise
         finally:
             pool.terminate()
+            self.shared.restore()  # no worker forks any more: the controller may tear down
             self.postmortem.cleanup()
             if previous_sigterm is not None:
                 signal.signal(signal.SIGTERM, previous_sigterm)
+        self.shared.teardown(self.items[-1])
         if self.internal_error is not None:
             raise self.internal_error
         if self.session_exit is not None:
