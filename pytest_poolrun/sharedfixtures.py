@@ -52,6 +52,7 @@ class SharedFixtures:
         # name ─▶ (FixtureDef, the first item that uses it), dependencies included.
         self.defs: dict[str, tuple[Any, pytest.Item]] = {}
         self._entry: Any = None  # the session's SetupState entry, while it is set aside
+        self._finalizers: dict[int, list[Any]] = {}  # each FixtureDef's, while set aside
 
     def setup(self) -> None:
         """Check and set up every shared fixture a collected test uses (before any fork)."""
@@ -80,6 +81,12 @@ class SharedFixtures:
             capman.suspend_global_capture()
             capman.read_global_capture()  # what setup printed: hidden, as a passing run hides it
         self._entry = state.stack.pop(self.session)
+        # A FixtureDef keeps its own teardown (a generator's rest) in its finalizers, and pytest
+        # 8.1 has every worker's session call finish() at its end: a forked worker must find
+        # nothing there to run.
+        for fixturedef, _ in self.defs.values():
+            self._finalizers[id(fixturedef)] = list(fixturedef._finalizers)
+            fixturedef._finalizers.clear()
 
     def _resolve(self, name: str, context: str) -> None:
         if name in self.defs or name in PSEUDO_FIXTURES:
@@ -117,6 +124,8 @@ class SharedFixtures:
             state = self.session._setupstate
             state.stack = {self.session: self._entry, **state.stack}
             self._entry = None
+        for fixturedef, _ in self.defs.values():
+            fixturedef._finalizers[:0] = self._finalizers.pop(id(fixturedef), [])
 
     def teardown(self, last: pytest.Item) -> None:
         """Tear the shared fixtures down; an error is reported at teardown of ``last``."""
@@ -140,7 +149,8 @@ class SharedFixtures:
                 continue
             value, key, error = cached
             if error is not None:
-                text = f"{type(error[0]).__name__}: {error[0]}"
+                exc = error[0] if isinstance(error, tuple) else error  # pytest < 8.2: no tuple
+                text = f"{type(exc).__name__}: {exc}"
                 sent[name] = (key, None, f"failed when the controller set it up: {text}")
                 continue
             try:
@@ -180,7 +190,9 @@ def install(session: pytest.Session, workerinput: dict[str, Any]) -> None:
             f"shared fixture {name!r} could not be sent to worker {workerinput.get('workerid')}"
             f": {error}"
         )
-        fixturedef.cached_result = (None, key, (exc, None))
+        # pytest 8.2 caches (exception, traceback), earlier versions the exception alone.
+        cached_error = (exc, None) if pytest.version_tuple >= (8, 2) else exc
+        fixturedef.cached_result = (None, key, cached_error)
 
 
 def _defined(session: pytest.Session, name: str) -> bool:
