@@ -28,12 +28,13 @@ def server(base):
 """
 
 USERS = """
-import os, pytest
+import os, time, pytest
 @pytest.mark.parametrize("n", range(8))
 def test_uses(server, n):
     from conftest import note
     note(f"sees-{server['pid']}")
     assert server["base"] == "base"
+    time.sleep(0.1)  # work enough that both workers get some of these tests
 """
 
 
@@ -65,7 +66,9 @@ def test_set_up_once_in_the_controller_and_seen_by_every_worker(
         """
     )
     log = _suite(pytester)
-    result = pytester.runpytest_subprocess(*POOL, "--pool", "2", *args, timeout=120)
+    result = pytester.runpytest_subprocess(
+        *POOL, "--pool", "2", "--pool-chunksize", "1", *args, timeout=120
+    )
     assert result.ret == 0
     result.assert_outcomes(passed=9)
     events = _events(log)
