@@ -8,10 +8,11 @@ Data flow::
     worker:        stop_requested() between items
 
 Writing a slot costs no message and no system call, so a forked worker need not tell the
-controller that an item starts: it reports finished items in batches, and the board still says
-which item a crashed worker was running.  Workers started fresh (spawn, execnet) do not share
-it and announce each item instead.  Each slot is written by one worker only; a reader may see a
-slot mid-update, which at worst names the previous or the next item of that worker.
+controller that an item starts: it reports finished items in batches (and in its results
+journal, see ``itemrunner``), and the board still says which item a crashed worker was
+running.  Workers started fresh (spawn, execnet) do not share it and announce each item
+instead.  Each slot is written by one worker only; a reader may see a slot mid-update, which at
+worst names the previous or the next item of that worker.
 """
 
 from __future__ import annotations

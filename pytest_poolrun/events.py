@@ -15,12 +15,22 @@ run where only pytest itself implements those hooks, travels as its pickled attr
 controller gets the very objects a serial run would have (the hooks turn some failure
 representations, doctests' for one, into plain text), at a fraction of the cost.
 Warnings travel as text with their category named by module and qualified name.
+
+**Records.**  A worker encodes each event once, when it is made, into a *record*: a header (the
+body's length, the item's index, the body's format) and the event, pickled (a finished item's
+hook events as plain tuples, see ``FINISHED``).  The same bytes go into the worker's
+results journal and, in batches (a tuple of records), over the socket; the header lets the
+controller split a journal and skip items it already has without unpickling them, and spot a
+record torn by a kill.  ``encode`` never fails on a report: a value in ``user_properties`` that
+does not pickle travels as ``str(value)`` (what junitxml writes of it serially), any other
+attribute that does not pickle turns the report into that test's failure, which names it.
 """
 
 from __future__ import annotations
 
 import importlib
 import pickle
+import struct
 import warnings
 from typing import Any, NamedTuple, Union
 
@@ -46,11 +56,16 @@ class CaptureFiles(NamedTuple):
 
 
 class ItemAborted(NamedTuple):
-    """The item raised something that ends the worker (KeyboardInterrupt, SystemExit…)."""
+    """The item raised something that ends the worker (KeyboardInterrupt, SystemExit…).
+
+    ``interrupted``: it was a KeyboardInterrupt, which ends a serial run (exit code 2), so it
+    ends this one too.
+    """
 
     item: int
     description: str
     sections: tuple[tuple[str, str], ...] = ()
+    interrupted: bool = False
 
 
 class LogStart(NamedTuple):
@@ -117,6 +132,134 @@ class WorkerOutput(NamedTuple):
 WorkerEvent = Union[
     ItemStarted, ItemAborted, ItemFinished, LooseEvents, SessionExit, CaptureFiles, WorkerOutput
 ]
+
+
+# The header of a record: the pickled event's length, and its item's index (NO_ITEM if none).
+# The header of a record: the body's length, its item's index (NO_ITEM if none), its format.
+RECORD = struct.Struct("<IqB")
+NO_ITEM = -1
+# Body formats: any event, pickled; or an ItemFinished's hook events as plain tuples (a kind's
+# index in HOOK_KINDS, then its fields).  One item per record means one pickle per item, which
+# would repeat (and look up) every event class each time; plain tuples of builtins make the
+# common record cheaper to write and to read than a batch of NamedTuples was.
+PICKLED, FINISHED = 0, 1
+HOOK_KINDS: tuple[type[HookEvent], ...] = (
+    LogStart,
+    LogReport,
+    PlainReport,
+    LogFinish,
+    WarningRecorded,
+)
+_HOOK_TAGS = {kind: tag for tag, kind in enumerate(HOOK_KINDS)}
+
+
+def encode(event: WorkerEvent) -> bytes:
+    """``event`` as one record; an event that does not pickle is made sendable (see above)."""
+    if type(event) is ItemFinished:
+        form = FINISHED
+        try:
+            body = _dumps(_plain(event.events))
+        except Exception:
+            body = _dumps(_plain(_sendable(event).events))  # type: ignore[union-attr]
+    else:
+        form = PICKLED
+        try:
+            body = _dumps(event)
+        except Exception:
+            body = _dumps(_sendable(event))
+    item = getattr(event, "item", NO_ITEM)
+    return RECORD.pack(len(body), item, form) + body
+
+
+def decode(record: bytes) -> WorkerEvent:
+    _, item, form = RECORD.unpack_from(record)
+    body = memoryview(record)[RECORD.size :]
+    if form == FINISHED:
+        plain = pickle.loads(body)
+        return ItemFinished(item, tuple(HOOK_KINDS[fields[0]](*fields[1:]) for fields in plain))
+    event: WorkerEvent = pickle.loads(body)
+    return event
+
+
+def _dumps(value: object) -> bytes:
+    return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+
+
+def _plain(hook_events: tuple[HookEvent, ...]) -> tuple[tuple[Any, ...], ...]:
+    return tuple((_HOOK_TAGS[type(event)], *event) for event in hook_events)
+
+
+def split_records(data: bytes) -> tuple[list[tuple[int, bytes]], int | None]:
+    """A journal's complete records as (item, record), and the item of a torn last record.
+
+    A record is torn when its writer was killed in the middle of ``write``.
+    """
+    records: list[tuple[int, bytes]] = []
+    offset = 0
+    while offset + RECORD.size <= len(data):
+        length, item, _ = RECORD.unpack_from(data, offset)
+        end = offset + RECORD.size + length
+        if end > len(data):
+            return records, item
+        records.append((item, data[offset:end]))
+        offset = end
+    return records, None
+
+
+def _sendable(event: WorkerEvent) -> WorkerEvent:
+    if isinstance(event, (ItemFinished, LooseEvents)):
+        return event._replace(events=tuple(_sendable_hook_event(e) for e in event.events))
+    if isinstance(event, SessionExit):
+        return event._replace(recorded=tuple(_sendable_hook_event(e) for e in event.recorded))
+    return event  # the others hold plain data only
+
+
+def _pickles(value: object) -> Exception | None:
+    try:
+        pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        return exc
+    return None
+
+
+def _sendable_hook_event(event: HookEvent) -> HookEvent:
+    if not isinstance(event, LogReport) or _pickles(event) is None:
+        return event  # only a report's dict can hold what a plugin or a test attached
+    data = dict(event.data)
+    data["user_properties"] = [
+        (name, value if _pickles(value) is None else str(value))
+        for name, value in data.get("user_properties", ())
+    ]
+    for key, value in data.items():
+        error = _pickles(value)
+        if error is not None:
+            return _unsendable_report(data, key, value, error)
+    return LogReport(data)
+
+
+def _unsendable_report(
+    data: dict[str, Any], key: str, value: object, error: Exception
+) -> HookEvent:
+    """The test's failure in place of a report that cannot reach the controller."""
+    location = data.get("location")
+    report = pytest.TestReport(
+        nodeid=str(data.get("nodeid", "")),
+        location=tuple(location) if location else ("", None, ""),
+        keywords={},
+        outcome="failed",
+        longrepr=(
+            f"the test's report could not be sent to the controller: report.{key} is a "
+            f"{type(value).__module__}.{type(value).__qualname__}, which does not pickle "
+            f"({type(error).__name__}: {error}); keep such objects out of the report (attach "
+            "their str() instead)"
+        ),
+        when=data.get("when", "call"),
+        sections=[
+            tuple(section) for section in data.get("sections", ()) if _pickles(section) is None
+        ],
+        duration=float(data.get("duration", 0.0)),
+    )
+    return PlainReport(pickle.dumps(report.__dict__, pickle.HIGHEST_PROTOCOL))
 
 
 # ------------------------------------------------------------------------------ worker side

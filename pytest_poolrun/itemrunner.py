@@ -2,10 +2,13 @@
 
 Data flow, in a worker forked from the controller after collection::
 
-    Pool task run_chunk([i, j, k]) ─▶ for each index: ItemStarted ─▶ pytest_runtest_protocol
+    Pool task run_chunk([i, j, k]) ─▶ empty the slot's journal; for each index:
+        Board.set_running (forked) or ItemStarted (fresh) ─▶ pytest_runtest_protocol
                                         │ every pytest_runtest_* hook of every plugin fires here;
                                         │ _Forwarder records logstart/logreport/logfinish/warnings
-                                        └─▶ ItemFinished(index, recorded events) ─▶ emit
+        ItemFinished(index, recorded events) ─▶ events.encode, once ─▶ the record:
+                                        ├─▶ the slot's journal (one os.write, before the next item)
+                                        └─▶ the outbox ─▶ emit(tuple of records), every 50 ms
     finalizer finish_worker() ─▶ the held item runs with nextitem=None (fixtures torn down)
 
 **nextitem at a chunk's end.**  pytest decides which fixtures to tear down after an item by
@@ -19,7 +22,28 @@ knows which item a worker holds if it dies.
 **Messages.**  A forked worker shares a ``Board`` (shared memory) with the controller and writes
 there which item it runs, so it needs no message per item: results of finished items go out
 in batches (every ``BATCH_SECONDS`` and at each chunk's end).  A worker started fresh announces
-each item with ``ItemStarted`` instead.
+each item with ``ItemStarted`` instead, and the previous item's result travels with it.
+
+**Durable results.**  A batch dies with its worker, so a forked worker also appends each
+finished item's record (``events.encode``: encoded once, the same bytes as in the batch) to its
+slot's results journal, with one ``os.write``, before the board shows the next item running.
+Once that write returns the record survives a crash or a kill; the controller reads the journal
+when the worker dies, and replays the records the socket had not brought.  The journal is
+emptied at each chunk's start: by then everything in it went out over the socket, whose
+buffered data the controller can still read after the worker died.  Where no journal can be
+written, the batch is flushed after every item instead.  So the controller knows the result of
+every item that finished, and knows that every item before the one the board shows started.
+
+**Signals.**  Every worker, at its start, puts back the signal dispositions the controller had
+when the run began (the controller turns SIGTERM into KeyboardInterrupt while the run lasts,
+and replacement workers are forked from it then), so that a test and the processes it starts
+see what they would see serially.  Stack dumps come on ``DUMP_SIGNAL``, a real-time signal where
+there is one, which tests leave alone (a test's own SIGUSR1 handler once swallowed them).
+
+**A test's forked child** that returns instead of calling ``os._exit`` leaves at once,
+silently, as soon as its test phase returns into pytest's code (``_ForkedChildGuard``; the
+protocol's end is a second check): it would otherwise report the test again, tear fixtures down,
+run the rest of the chunk and answer on the worker's socket.
 
 **Stopping early.**  The controller sets the board's stop flag (``-x``, ``--maxfail``); a worker
 checks it between items, runs nothing more, and on shutdown tears its fixtures down without
@@ -31,59 +55,82 @@ controller before the pool forks: nothing is pickled, imported or collected agai
 
 from __future__ import annotations
 
-import difflib
-import faulthandler
-import itertools
 import os
 import pickle
 import signal
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import Any
 
 import pytest
 
-from pytest_poolrun import adapters, events, extraoptions, leaks, runid, sharedfixtures
+from pytest_poolrun import (
+    adapters,
+    events,
+    extraoptions,
+    leaks,
+    runid,
+    sharedfixtures,
+    workersetup,
+)
 from pytest_poolrun.board import Board
 from pytest_poolrun.poolworker import current_worker, emit, format_exception, retire_after_task
 from pytest_poolrun.recycling import Recycler, Retired
+from pytest_poolrun.slotfiles import SlotFiles
+from pytest_poolrun.workersetup import DUMP_SIGNAL as DUMP_SIGNAL
+from pytest_poolrun.workersetup import Invocation as Invocation
 
 # A forked worker sends the results of finished items at least this often (and at the end of
 # each chunk): often enough for live progress, rarely enough that fast tests share messages.
 BATCH_SECONDS = 0.05
-# The signal on which a worker writes the Python stacks of all its threads to its fault file
-# (the controller sends it to a test that overran --pool-timeout, before killing the worker).
-DUMP_SIGNAL = signal.SIGUSR1
+# Signals whose disposition cannot be changed.
+_FIXED_SIGNALS = frozenset(
+    getattr(signal, name) for name in ("SIGKILL", "SIGSTOP") if hasattr(signal, name)
+)
 
 
 class _Shared:
     session: pytest.Session | None = None
-    fault_dir: Path | None = None
-    fault_file: IO[str] | None = None
+    faults: SlotFiles | None = None
+    journal: SlotFiles | None = None
     board: Board | None = None
     basetemp: Path | None = None
     held: int | None = None
     current: int | None = None
     recorded: list[events.HookEvent] = []
-    outbox: list[events.WorkerEvent] = []
+    outbox: list[bytes] = []  # records (events.encode)
     batch_started: float = 0.0
     forked: bool = False
     outside: dict[str, pytest.Item | None] = {}
     inherited_capture: object = None
+    dispositions: dict[int, Any] = {}
+    pid: int = 0
+    own_modules: dict[str, object] = {}
     tests_run: int = 0
     recycler: Recycler = Recycler(None, None)
 
 
-def prepare(session: pytest.Session, board: Board, basetemp: Path | None, fault_dir: Path) -> None:
-    """Called in the controller just before the pool forks its workers."""
+def prepare(
+    session: pytest.Session,
+    board: Board,
+    basetemp: Path | None,
+    journal: SlotFiles,
+    faults: SlotFiles,
+) -> None:
+    """Called in the controller just before the pool forks its workers, before the run changes
+    any signal disposition."""
     _Shared.session, _Shared.board, _Shared.basetemp = session, board, basetemp
-    _Shared.fault_dir = fault_dir
-
-
-def fault_path(fault_dir: Path, worker: str, pid: int) -> Path:
-    """Where worker ``worker`` (process ``pid``) writes crash tracebacks and stack dumps."""
-    return fault_dir / f"{worker}-{pid}.txt"
+    _Shared.journal, _Shared.faults = journal, faults
+    _Shared.dispositions = {}
+    for signum in signal.valid_signals():
+        if signum in _FIXED_SIGNALS:
+            continue
+        try:
+            _Shared.dispositions[signum] = signal.getsignal(signum)
+        except (OSError, ValueError):
+            continue
 
 
 def stop_requested() -> bool:
@@ -103,6 +150,42 @@ def _session() -> pytest.Session:
     return _Shared.session
 
 
+def _leave_if_forked_child() -> None:
+    if os.getpid() != _Shared.pid:
+        # A process the test forked, returning instead of calling os._exit: the parent's
+        # verdict is the test's, as serially; buffers and the socket are the parent's.
+        os._exit(0)
+
+
+def _in_this_process() -> Generator[None, object, object]:
+    try:
+        return (yield)
+    finally:
+        _leave_if_forked_child()
+
+
+class _ForkedChildGuard:
+    """Ends a test's forked child as soon as its test phase returns into pytest's code.
+
+    The innermost wrapper of each phase, so that neither the rest of the protocol (reports,
+    other plugins' hooks, fixture teardowns) nor this worker's code runs in the child.
+    """
+
+    @pytest.hookimpl(wrapper=True, trylast=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, object, object]:
+        return (yield from _in_this_process())
+
+    @pytest.hookimpl(wrapper=True, trylast=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, object, object]:
+        return (yield from _in_this_process())
+
+    @pytest.hookimpl(wrapper=True, trylast=True)
+    def pytest_runtest_teardown(
+        self, item: pytest.Item, nextitem: pytest.Item | None
+    ) -> Generator[None, object, object]:
+        return (yield from _in_this_process())
+
+
 class _Forwarder:
     """Records the hook calls that the controller must replay (registered in each worker)."""
 
@@ -112,7 +195,8 @@ class _Forwarder:
 
     def _record(self, event: events.HookEvent) -> None:
         if _Shared.current is None:
-            emit((events.LooseEvents((event,)),))
+            _send(events.LooseEvents((event,)))
+            _flush()
         else:
             _Shared.recorded.append(event)
 
@@ -147,20 +231,6 @@ class _Forwarder:
         self._record(events.capture_warning(warning_message, when, nodeid, location))
 
 
-class Invocation(NamedTuple):
-    """What a worker started fresh (spawn, execnet) needs to collect as the controller did,
-    and what every worker is told of itself (``workerinputs``, by worker name: see xdistnode)."""
-
-    args: tuple[str, ...]
-    directory: str
-    expected_ids: tuple[str, ...]
-    workerinputs: dict[str, dict[str, Any]]
-
-
-class CollectionMismatch(Exception):
-    """A fresh worker collected other tests than the controller: it must not get work."""
-
-
 def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) -> None:
     """Pool initializer: make this process a worker of the run.
 
@@ -169,21 +239,29 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
     """
     info = current_worker()
     assert info is not None
+    _Shared.pid = os.getpid()
+    _Shared.own_modules = {
+        name: module
+        for name, module in sys.modules.items()
+        if name == __package__ or name.startswith(f"{__package__}.")
+    }
     os.environ["PYTEST_XDIST_WORKER"] = info.name
     os.environ["PYTEST_XDIST_WORKER_COUNT"] = str(worker_count)
     os.environ["PYTEST_XDIST_TESTRUNUID"] = testrun_uid
     workerinput = invocation.workerinputs.get(info.name, {})
     if _Shared.session is None:
-        config = _collect_here(invocation, info.name, workerinput)
-        sharedfixtures.install(_session(), workerinput)
+        _Shared.session = workersetup.collect_here(invocation, info.name, workerinput)
+        config = _Shared.session.config
+        sharedfixtures.install(_Shared.session, workerinput)
     else:
         config = _session().config
         _Shared.forked = True
+        workersetup.restore_dispositions(_Shared.dispositions)
         _own_capture(config)
-        _own_fault_file(info.name)
-        _own_tmp_path(config, info.name)
-        _silence_terminal(config)
-        _become_xdist_worker(config, workerinput)
+        workersetup.own_fault_file(_Shared.faults, info.slot)
+        workersetup.own_tmp_path(config, _Shared.basetemp, info.name)
+        workersetup.silence_terminal(config)
+        workersetup.become_xdist_worker(config, workerinput)
     runid.adopt(config, testrun_uid)
     extras = extraoptions.read(config)
     _Shared.recycler = Recycler(extras.max_tests_per_worker, extras.max_worker_rss_mb)
@@ -191,65 +269,7 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
     for error in adapters.worker_started(config, _Shared.forked):
         print(f"poolrun: worker {info.name} could not prepare a plugin: {error}")
     config.pluginmanager.register(_Forwarder(config), "poolrun-forwarder")
-
-
-def _become_xdist_worker(config: pytest.Config, workerinput: dict[str, Any]) -> None:
-    """What pytest-xdist gives its workers' config, which plugins check to act as workers
-    (pytest's cache plugins, pytest-django's database names, syrupy's report)."""
-    config.workerinput = workerinput  # type: ignore[attr-defined]
-    config.workeroutput = {}  # type: ignore[attr-defined]
-
-
-def _collect_here(invocation: Invocation, name: str, workerinput: dict[str, Any]) -> pytest.Config:
-    from _pytest.config import _prepareconfig
-
-    if os.path.isdir(invocation.directory):
-        os.chdir(invocation.directory)
-    args = list(invocation.args)
-    coverage_config = workerinput.get(adapters.COVERAGE_CONFIG_KEY)
-    if coverage_config is not None:
-        # Measured from before the first import, as the controller was; pytest-cov must not
-        # start a second measurement here.
-        adapters.start_fresh_coverage(coverage_config)
-        args += workerinput.get(adapters.COVERAGE_ARGS_KEY, [])
-    config = _prepareconfig(args)
-    # Before pytest_configure, as pytest-xdist does: plugins decide there whether they run in
-    # a worker (pytest-randomly takes the controller's seed, pytest-rerunfailures connects).
-    _become_xdist_worker(config, workerinput)
-    config._do_configure()
-    _silence_terminal(config)
-    if config.option.basetemp:
-        # Every worker would otherwise empty the same --basetemp directory for itself.
-        _Shared.basetemp = Path(config.option.basetemp)
-        _own_tmp_path(config, name)
-    session = pytest.Session.from_config(config)
-    config.hook.pytest_sessionstart(session=session)
-    config.hook.pytest_collection(session=session)
-    ids = tuple(item.nodeid for item in session.items)
-    if ids != invocation.expected_ids:
-        if sorted(ids) != sorted(invocation.expected_ids):
-            raise CollectionMismatch(_mismatch_message(name, invocation.expected_ids, ids))
-        # The same tests in another order (a plugin shuffled them with a seed of its own):
-        # items run by the controller's index, so take the controller's order.
-        by_id = {item.nodeid: item for item in session.items}
-        session.items[:] = [by_id[nodeid] for nodeid in invocation.expected_ids]
-    _Shared.session = session
-    return config
-
-
-# Lines of the id diff shown for a worker that collected differently.
-MISMATCH_LINES = 12
-
-
-def _mismatch_message(name: str, expected: tuple[str, ...], found: tuple[str, ...]) -> str:
-    diff = difflib.unified_diff(list(expected), list(found), "controller", name, lineterm="", n=0)
-    shown = list(itertools.islice(diff, MISMATCH_LINES))
-    return (
-        f"worker {name} collected {len(found)} tests, the controller {len(expected)}; "
-        "it gets no work. First differences:\n"
-        + "\n".join(shown)
-        + "\nMake the worker's checkout, Python and plugins match this one."
-    )
+    config.pluginmanager.register(_ForkedChildGuard(), "poolrun-forked-child-guard")
 
 
 def _own_capture(config: pytest.Config) -> None:
@@ -265,91 +285,43 @@ def _own_capture(config: pytest.Config) -> None:
     capman.start_global_capturing()
     capman.suspend_global_capture()
     capturing = capman._global_capturing
-    emit(
-        (
-            events.CaptureFiles(
-                os.getpid(), _file_number(capturing.out), _file_number(capturing.err)
-            ),
+    _send(
+        events.CaptureFiles(
+            os.getpid(),
+            workersetup.file_number(capturing.out),
+            workersetup.file_number(capturing.err),
         )
     )
+    _flush()
 
 
-def _file_number(capture: Any) -> int | None:
-    """The descriptor of an fd-level capture's temporary file (None for other captures)."""
-    try:
-        return int(capture.tmpfile.fileno())
-    except (AttributeError, OSError, ValueError):
-        return None
+def _send(event: events.WorkerEvent, durable: bool = False) -> None:
+    """Queue ``event`` for the controller; ``_flush`` sends what is queued as one message.
 
-
-def _own_fault_file(name: str) -> None:
-    """Send fatal-error tracebacks and on-demand stack dumps to a file the controller reads."""
-    if _Shared.fault_dir is None or not _Shared.fault_dir.is_dir():
-        return
-    _Shared.fault_file = open(fault_path(_Shared.fault_dir, name, os.getpid()), "w")
-    faulthandler.enable(file=_Shared.fault_file, all_threads=True)
-    faulthandler.register(DUMP_SIGNAL, file=_Shared.fault_file, all_threads=True)
-
-
-def _own_tmp_path(config: pytest.Config, name: str) -> None:
-    """Give this worker a ``tmp_path`` base of its own, under the controller's."""
-    if _Shared.basetemp is None:
-        return
-    factory: Any = getattr(config, "_tmp_path_factory", None)
-    if factory is None:
-        return
-    factory._given_basetemp = _Shared.basetemp / f"popen-{name}"
-    factory._basetemp = None
-
-
-def _silence_terminal(config: pytest.Config) -> None:
-    """Leave reporting to the controller: the worker's reporters neither print nor listen.
-
-    The terminal reporter and the junitxml writer are unregistered, since the controller runs
-    its own copies on every replayed report and running them here too would cost as much again
-    per test.  pytest's own code and plugins still expect a terminal reporter in a test's
-    process (``config.get_terminal_writer()`` asserts one is registered; pytest 8 asks it for
-    every assertion diff, pytest-timeout writes its stacks to it), so a ``_MutedReporter``
-    takes its name: it answers every attribute as the real reporter would.  Its writer is the
-    real one, with the controller's width and colour settings, writing to the worker's
-    standard output as it would serially: into the test's captured output while capture is
-    on, to the terminal where a plugin suspended capture to print (pytest-timeout does).
+    A ``durable`` event (an item's outcome) is also in the controller's reach when this returns:
+    in the journal, or else flushed.
     """
-    from _pytest.junitxml import xml_key
-
-    reporter: Any = config.pluginmanager.getplugin("terminalreporter")
-    if reporter is not None and not isinstance(reporter, _MutedReporter):
-        config.pluginmanager.unregister(reporter)
-        config.pluginmanager.register(_MutedReporter(reporter), "terminalreporter")
-    xml = config.stash.get(xml_key, None)
-    if xml is not None and config.pluginmanager.is_registered(xml):
-        config.pluginmanager.unregister(xml)
-    # Test durations are recorded, and saved, by the controller.
-    recorder = config.pluginmanager.get_plugin("poolrun-durations")
-    if recorder is not None:
-        config.pluginmanager.unregister(recorder)
-
-
-class _MutedReporter:
-    """Stands in a worker for pytest's terminal reporter, without implementing any hook.
-
-    pluggy registers only the hook methods it finds on the object itself, so none of the real
-    reporter's hooks fire here; every other attribute (``_tw``, ``write_line``, ``section``…)
-    is the real reporter's.
-    """
-
-    def __init__(self, reporter: object) -> None:
-        self._reporter = reporter
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._reporter, name)
-
-
-def _send(event: events.WorkerEvent) -> None:
-    """Queue ``event`` for the controller; ``_flush`` sends what is queued as one message."""
+    # A test may have dropped this plugin's modules from sys.modules; pickle finds the events'
+    # classes through it, and a re-imported module's classes are other objects.
+    sys.modules.update(_Shared.own_modules)  # type: ignore[arg-type]
+    record = events.encode(event)
     if not _Shared.outbox:
         _Shared.batch_started = time.monotonic()
-    _Shared.outbox.append(event)
+    _Shared.outbox.append(record)
+    if durable and not _journaled(record):
+        _flush()
+
+
+def _journaled(record: bytes) -> bool:
+    info = current_worker()
+    if _Shared.journal is None or not _Shared.forked or info is None:
+        return False
+    try:
+        _Shared.journal.append(info.slot, record)
+    except (OSError, IndexError):
+        _Shared.journal = None  # a full disk: flush every item from now on
+        return False
+    return True
 
 
 def _flush() -> None:
@@ -378,7 +350,7 @@ def _run(index: int, nextitem: pytest.Item | None) -> None:
         _flush()
     _Shared.current, _Shared.recorded = index, []
     try:
-        item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+        _protocol(item, nextitem)
     except pytest.exit.Exception as exc:
         _send(events.SessionExit(index, exc.msg, exc.returncode, tuple(_Shared.recorded)))
         _flush()
@@ -390,16 +362,24 @@ def _run(index: int, nextitem: pytest.Item | None) -> None:
             for when, key, content in getattr(item, "_report_sections", ())
             if content
         )
-        _send(events.ItemAborted(index, format_exception(exc), sections))
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        _send(events.ItemAborted(index, format_exception(exc), sections, interrupted))
         _flush()
         raise
     finally:
         recorded, _Shared.current, _Shared.recorded = tuple(_Shared.recorded), None, []
-    _send(events.ItemFinished(index, recorded))
+    _send(events.ItemFinished(index, recorded), durable=board is not None)
     _Shared.tests_run += 1
     if board is not None:
         board.clear(info.slot)
         _flush_if_due()
+
+
+def _protocol(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    try:
+        item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+    finally:
+        _leave_if_forked_child()  # a child forked in another hook of the protocol
 
 
 def run_chunk(indices: list[int], hold_last: bool = True) -> tuple[str, int | None] | Retired:
@@ -412,6 +392,11 @@ def run_chunk(indices: list[int], hold_last: bool = True) -> tuple[str, int | No
     otherwise hand to this worker as if it were free).
     """
     items = _session().items
+    info = current_worker()
+    assert info is not None
+    if _Shared.journal is not None and _Shared.forked:
+        # Every record in it went out over the socket by the end of the last chunk.
+        _Shared.journal.truncate(info.slot)
     recycler = _Shared.recycler
     for position, index in enumerate(indices):
         if stop_requested():
@@ -434,8 +419,6 @@ def run_chunk(indices: list[int], hold_last: bool = True) -> tuple[str, int | No
             if recycler.memory_exceeded():
                 return _retire(())
     _flush()
-    info = current_worker()
-    assert info is not None
     return info.name, _Shared.held
 
 
@@ -467,7 +450,8 @@ def finish_worker() -> None:
     output: dict[str, Any] = getattr(config, "workeroutput", {})
     for error in adapters.worker_finishing(config, output):
         print(f"poolrun: worker {_name()} could not hand its plugins' results over: {error}")
-    emit((events.WorkerOutput(_picklable(output)),))
+    _send(events.WorkerOutput(_picklable(output)))
+    _flush()
 
 
 def _name() -> str:

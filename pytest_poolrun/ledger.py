@@ -11,7 +11,9 @@ Data flow, in the controller's thread::
 
 An item is dispatched again only while it is ``QUEUED``: once a worker said it started it, or
 the board shows it, the item's only outcomes are its own reports or a crash report, unless a
-plugin turns that crash into a rerun (pytest-rerunfailures, through ``requeue``).
+plugin turns that crash into a rerun (pytest-rerunfailures, through ``requeue``).  And since a
+worker runs its chunk in order, an item of a dead worker's chunk that comes before one known to
+have started had started too, even with no trace of it left (``after_death``).
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ class ItemLedger:
         self._running: dict[str, Running] = {}
         self._held: dict[str, int] = {}
         self._aborted: dict[str, events.ItemAborted] = {}
+        # Which dispatch (a chunk handed to the pool) holds each item last: an item a plugin
+        # sends out again (requeue) no longer belongs to the chunk it crashed in.
+        self._dispatch = [0] * items
+        self._dispatches = 0
 
     def started(self, worker: str, item: int) -> None:
         self._running[worker] = Running(item, time.monotonic())
@@ -70,6 +76,9 @@ class ItemLedger:
     def done(self, item: int) -> None:
         self.state[item] = ItemState.DONE
 
+    def is_done(self, item: int) -> bool:
+        return self.state[item] is ItemState.DONE
+
     def requeue(self, item: int) -> None:
         """A plugin asked for the crashed ``item`` to run again (pytest_handlecrashitem)."""
         self.state[item] = ItemState.QUEUED
@@ -79,6 +88,26 @@ class ItemLedger:
 
     def unstarted(self, chunk: Iterable[int]) -> list[int]:
         return [item for item in chunk if self.is_queued(item)]
+
+    def dispatched(self, chunk: Iterable[int]) -> int:
+        """``chunk`` goes out to the pool; returns its dispatch number, for ``after_death``."""
+        self._dispatches += 1
+        for item in chunk:
+            self._dispatch[item] = self._dispatches
+        return self._dispatches
+
+    def after_death(self, dispatch: int, chunk: list[int]) -> tuple[list[int], list[int]]:
+        """A dead worker's chunk: (items that started but have no outcome, items never started).
+
+        Call it once the dead worker's journal was read and its running item accounted for.
+        Items sent out again since (a plugin's rerun of a crash) are no longer the chunk's.
+        """
+        chunk = [item for item in chunk if self._dispatch[item] == dispatch]
+        started = [position for position, item in enumerate(chunk) if not self.is_queued(item)]
+        if not started:
+            return [], self.unstarted(chunk)
+        last = started[-1]
+        return self.unstarted(chunk[:last]), self.unstarted(chunk[last + 1 :])
 
     def hold(self, worker: str, item: int | None) -> None:
         """The worker's chunk is done and it holds ``item`` back until its next chunk."""

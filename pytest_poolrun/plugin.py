@@ -23,6 +23,7 @@ from pytest_poolrun import extraoptions, fixture, gateway, identity, runid, sche
 from pytest_poolrun.durations import DurationRecorder, Durations
 from pytest_poolrun.forksafety import fork_blockers, platform_forks_safely
 from pytest_poolrun.runner import Controller, RunOptions, resolve_workers
+from pytest_poolrun.timeouts import MAX_TIMEOUT, MIN_TIMEOUT
 
 durations_key = pytest.StashKey[Durations]()
 # Options whose output is written from inside the test protocol, to the terminal writer of the
@@ -73,7 +74,10 @@ _chunksize_value = _number_type(
     int, lambda n: n >= 1, "a chunk size", "a whole number >= 1 or 'auto'", auto=None
 )
 _timeout_value = _number_type(
-    float, lambda n: n > 0, "a timeout", "a number of seconds greater than 0"
+    float,
+    lambda n: MIN_TIMEOUT <= n <= MAX_TIMEOUT,  # false for nan and inf too
+    "a timeout",
+    f"a number of seconds from {MIN_TIMEOUT:g} to {MAX_TIMEOUT:.0f}",
 )
 _restarts_value = _number_type(int, lambda n: n >= 0, "a count", "a whole number >= 0")
 
@@ -238,7 +242,7 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
         dist=config.getoption("pool_dist"),
         tx=tuple(tx),
         start=start,
-        report_order=config.getoption("pool_report_order"),
+        report_order=_report_order(config),
         testrun_uid=config.stash[runid.testrun_uid_key],
         extras=extraoptions.read(config),
     )
@@ -248,6 +252,14 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     if session.shouldstop:
         raise session.Interrupted(session.shouldstop)
     return True
+
+
+def _report_order(config: pytest.Config) -> str:
+    """``--pool-report-order``, except under ``--sw``: stepwise must see the failures in
+    collection order to stop at, and record, the one a serial run stops at."""
+    if config.getoption("stepwise", False) or config.getoption("stepwise_skip", False):
+        return "collection"
+    return str(config.getoption("pool_report_order"))
 
 
 def _start_method(asked: str | None) -> tuple[str, str | None]:

@@ -342,11 +342,6 @@ class Pool:
     def __exit__(self, *exc_info: object) -> None:
         self.terminate()
 
-    def __del__(self) -> None:
-        manager = getattr(self, "_manager", None)
-        if manager is not None and not manager.terminated and len(manager.workers):
-            self.terminate()
-
     def __repr__(self) -> str:
         manager = self._manager
         state = "terminated" if manager.terminated else "closing" if manager.closing else "running"

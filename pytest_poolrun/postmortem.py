@@ -5,25 +5,26 @@ Data flow, in the controller's thread (Linux for the capture files: they are rea
 
     forked worker ─ CaptureFiles(pid, fds) ─▶ keep_capture_files: opened now, so that they stay
                                               readable after the worker dies
-    overdue test  ─▶ dump_stacks: DUMP_SIGNAL, then the worker's fault file grows by its stacks
+    overdue test  ─▶ dump_stacks: DUMP_SIGNAL, then the slot's fault file grows by its stacks
                   ─▶ take_output: the capture files read, and closed, for the timeout message
     worker died   ─▶ fault_text: what faulthandler wrote (a fatal error's traceback)
                   ─▶ capture_sections: the capture files read, and closed, as report sections
 
 ``_read_captures`` is the one reader of capture files, and it closes what it reads: a test's
-output appears in one place of its report, whichever of the two ways asked first.
+output appears in one place of its report, whichever of the two ways asked first.  The fault
+files are ``SlotFiles`` (one per slot, made before the pool forks, without a name, so nothing
+is left behind even if the controller is SIGKILLed); ``_fault_read`` is how far each was read,
+so that a replacement worker's crash does not repeat its predecessor's dump.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
-from pathlib import Path
 from typing import BinaryIO
 
 from pytest_poolrun import events, itemrunner
+from pytest_poolrun.slotfiles import SlotFiles
 
 # How long to wait for a worker to write its stacks after DUMP_SIGNAL, and how often to look.
 DUMP_WAIT = 1.0
@@ -35,14 +36,15 @@ STDOUT_FD, STDERR_FD = 1, 2
 
 
 class PostMortem:
-    def __init__(self) -> None:
-        self.fault_dir = Path(tempfile.mkdtemp(prefix="poolrun-faults-"))
+    def __init__(self, slots: int) -> None:
+        self.fault_files = SlotFiles(slots, "poolrun-faults")
+        self._fault_read = [0] * slots
         self._captures: dict[str, list[tuple[str, BinaryIO]]] = {}
 
     def cleanup(self) -> None:
         for worker in list(self._captures):
             self._read_captures(worker)
-        shutil.rmtree(self.fault_dir, ignore_errors=True)
+        self.fault_files.close()
 
     def keep_capture_files(self, worker: str, event: events.CaptureFiles) -> None:
         """Open the worker's capture files now: they stay readable after it dies."""
@@ -89,10 +91,10 @@ class PostMortem:
                 read.append((name, text))
         return read
 
-    def dump_stacks(self, worker: str, pid: int) -> str:
+    def dump_stacks(self, slot: int, pid: int) -> str:
         """Have the worker write its stacks (faulthandler, on DUMP_SIGNAL) and read them."""
-        path = itemrunner.fault_path(self.fault_dir, worker, pid)
-        before = _size(path)
+        files = self.fault_files
+        before = files.size(slot)
         try:
             os.kill(pid, itemrunner.DUMP_SIGNAL)
         except ProcessLookupError:
@@ -102,33 +104,22 @@ class PostMortem:
         last = before
         while time.monotonic() < deadline:
             time.sleep(DUMP_POLL)
-            size = _size(path)
+            size = files.size(slot)
             if size > before and size == last:
                 break
             last = size
-        try:
-            with open(path) as dump:
-                dump.seek(before)
-                return _trim_stacks(dump.read()) or "(no stacks were written)"
-        except OSError:
-            return "(no stacks were written)"
+        return _trim_stacks(self._read_faults(slot, before)) or "(no stacks were written)"
 
-    def fault_text(self, worker: str) -> str:
-        """What the dead ``worker`` wrote to its fault files (a fatal error's traceback)."""
-        texts = []
-        for path in sorted(self.fault_dir.glob(f"{worker}-*.txt")):
-            text = path.read_text()
-            if text:
-                texts.append(_trim_stacks(text))
-                path.unlink()
-        return "\n".join(texts)
+    def fault_text(self, slot: int) -> str:
+        """What the dead worker of ``slot`` wrote to its fault file (a fatal error's traceback)."""
+        start = self._fault_read[slot] if 0 <= slot < len(self._fault_read) else 0
+        return _trim_stacks(self._read_faults(slot, start))
 
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
+    def _read_faults(self, slot: int, start: int) -> str:
+        data = self.fault_files.read(slot, start)
+        if 0 <= slot < len(self._fault_read):
+            self._fault_read[slot] = start + len(data)
+        return data.decode("utf-8", "replace")
 
 
 def _trim_stacks(dump: str) -> str:

@@ -7,12 +7,14 @@ Data flow, in the controller's thread::
                                         warning_recorded (terminal, junitxml, cache…)
     a crash, a timeout   ─▶ crash_report(item, why, sections): one failed "call" report,
                             which pytest_handlecrashitem may turn into a rerun ─▶ report_crash
-    a pool out of workers ─▶ report_not_run(item, why): one failed "setup" report
+    a pool out of workers ─▶ report_not_run(item, why): one failed "call" report ("not run: …")
     after each replay: session.shouldfail / shouldstop (-x, --maxfail) ─▶ on_stop()
 
 ``in_order`` replays at once (``--pool-report-order completion``) or once every earlier item
-is replayed (``collection``), so that the output is a serial run's line for line; once the run
-stops nothing more is replayed (the items past the failing one would not have run serially).
+is replayed (``collection``), so that the output is a serial run's line for line.  Once the run
+stops (``-x``, ``--maxfail``), collection order replays nothing more (the items past the
+failing one would not have run serially); completion order goes on reporting the tests that
+were running and ran to their end, since they did run.
 """
 
 from __future__ import annotations
@@ -21,8 +23,28 @@ from collections.abc import Callable, Sequence
 from functools import partial
 
 import pytest
+from _pytest._code.code import ReprFileLocation, TerminalRepr
+from _pytest._io import TerminalWriter
 
 from pytest_poolrun import events
+
+
+class SyntheticFailure(TerminalRepr):
+    """A synthetic report's text, with a crash line (its first line) as pytest's own have.
+
+    The short summary (``FAILED id - message``) and junitxml's ``message`` read the crash line;
+    for plain text pytest before 9 shows no message at all.
+    """
+
+    def __init__(self, text: str, location: events.Location) -> None:
+        self.text = text
+        path, lineno, _ = location
+        first_line = text.strip().splitlines()[0] if text.strip() else text
+        self.reprcrash = ReprFileLocation(path, (lineno or 0) + 1, first_line)
+
+    def toterminal(self, tw: TerminalWriter) -> None:
+        for line in self.text.splitlines():
+            tw.line(line)
 
 
 class Replayer:
@@ -34,12 +56,18 @@ class Replayer:
         self._in_collection_order = report_order == "collection"
         self._on_stop = on_stop
         self.stopped = False
+        # Why the run stopped, as pytest said it then ("stopping after 1 failures"): a report
+        # replayed later must not change the reason a serial run would print.
+        self._stop_reason: str | bool = False
         self._pending: dict[int, Callable[[], None]] = {}
         self._next = 0
 
     def stop(self) -> bool:
-        """Replay nothing more from now on; True the first time (the caller then stops)."""
+        """The run stops (see the module docstring); True the first time (the caller then
+        stops handing out work)."""
         first, self.stopped = not self.stopped, True
+        if first:
+            self._stop_reason = self._session.shouldfail
         return first
 
     def in_order(self, item: int, replay: Callable[[], None]) -> None:
@@ -56,7 +84,7 @@ class Replayer:
         self.in_order(event.item, partial(self.replay, event.events))
 
     def replay(self, hook_events: Sequence[events.HookEvent]) -> None:
-        if self.stopped:
+        if self._drops_after_stop():
             return
         for event in hook_events:
             events.replay(self._config, event)
@@ -81,7 +109,9 @@ class Replayer:
             self.in_order(item, replay)
 
     def report_not_run(self, item: int, why: str) -> None:
-        report = self._synthetic(item, f"not run: {why}", "setup", ())
+        # A "call" report: junitxml and the summary show a failure, as the README says, not an
+        # error in a fixture.
+        report = self._synthetic(item, f"not run: {why}", "call", ())
         self.in_order(item, partial(self._log_synthetic, item, report))
 
     def _synthetic(
@@ -93,7 +123,7 @@ class Replayer:
             location=item.location,
             keywords={name: 1 for name in item.keywords},
             outcome="failed",
-            longrepr=longrepr,
+            longrepr=SyntheticFailure(longrepr, item.location),
             when=when,  # type: ignore[arg-type]
             sections=list(sections),
             duration=0.0,
@@ -103,8 +133,8 @@ class Replayer:
         )
 
     def _log_synthetic(self, index: int, report: pytest.TestReport) -> None:
-        if self.stopped:
-            return
+        if self._drops_after_stop() or (self.stopped and report.when == "setup"):
+            return  # a not-run report: after a stop, the item was simply not run
         item = self._session.items[index]
         hook = self._config.hook
         hook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
@@ -112,6 +142,13 @@ class Replayer:
         hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
         self._check_stop()
 
+    def _drops_after_stop(self) -> bool:
+        """Once stopped, collection order replays nothing more (serially, nothing past the
+        failing test ran); completion order still reports every test that ran to its end."""
+        return self.stopped and self._in_collection_order
+
     def _check_stop(self) -> None:
-        if self._session.shouldfail or self._session.shouldstop:
+        if self.stopped and self._stop_reason:
+            self._session.shouldfail = self._stop_reason
+        elif self._session.shouldfail or self._session.shouldstop:
             self._on_stop()

@@ -1,5 +1,24 @@
 """The controller's run loop: chunks out to the pool, events back into pytest's hooks.
 
+**The invariant: every collected test runs at most once and is reported exactly once.**  A test
+may have side effects, so a test that started never goes out again, and the verdict it produced
+is the one reported.  (Once the run stops, by ``-x``, ``--maxfail`` or ``pytest.exit``, the tests
+that did not start are not reported, as serially; and a plugin may ask, through
+``pytest_handlecrashitem``, for a crashed test to run again, as pytest-rerunfailures does.)  How
+it is kept:
+
+- a forked worker writes each finished item's record to its slot's results journal before the
+  board shows its next item running (``itemrunner``); when a worker dies, its socket is read to
+  the end, then its journal, and every result found is replayed once (the ledger says which
+  items are done, so a record that came both ways counts once);
+- the item the board (or a fresh worker's ``ItemStarted``) shows running is reported as crashed
+  or timed out, never run again; a timeout is pinned on the item that overran (``timeouts``);
+- of a dead worker's chunk, only the items after the last one known to have started go out
+  again: the items before it ran, and one without a result (a record torn by the kill) is
+  reported as lost, not run again (``ItemLedger.after_death``);
+- a report that cannot be pickled is made sendable or turned into that test's failure in the
+  worker (``events.encode``), so it never takes other results with it.
+
 Data flow, all in the controller's single thread::
 
     session.items ─▶ scheduling.plan_chunks ─▶ Pool.apply_async(itemrunner.run_chunk, chunk)
@@ -10,11 +29,12 @@ Data flow, all in the controller's single thread::
       ├─ on_event(worker, ItemFinished)  ─▶ Replayer: logstart, logreport…, logfinish
       ├─ on_event(worker, CaptureFiles)  ─▶ PostMortem keeps the worker's capture files open
       ├─ chunk task done                 ─▶ ItemLedger: the item the worker holds back
-      ├─ chunk task failed               ─▶ its items that never started go out again
-      ├─ on_worker_exit(WorkerExit)      ─▶ its running item is reported failed ("worker gw1 died
+      ├─ on_worker_exit(WorkerExit)      ─▶ its journal's records it had not sent are replayed;
+      │                                     its running item is reported failed ("worker gw1 died
       │                                     while running it: signal 11 (SIGSEGV)", with its fault
       │                                     file and captured output), the item it held goes out
       │                                     again; the pool starts a new worker
+      ├─ chunk task failed (after that)  ─▶ its items after the last one started go out again
       └─ an error outside any test       ─▶ the run stops; it is raised as pytest's INTERNALERROR
                                             with the worker's traceback as its cause
     between waits: Timeouts.expire ─▶ stacks and output into the message, Pool.kill(worker)
@@ -56,6 +76,7 @@ from pytest_poolrun.postmortem import PostMortem
 from pytest_poolrun.recycling import Retired
 from pytest_poolrun.replayer import Replayer
 from pytest_poolrun.sharedfixtures import SharedFixtures
+from pytest_poolrun.slotfiles import SlotFiles
 from pytest_poolrun.slowtests import SlowNotices, earliest
 from pytest_poolrun.timeouts import Timeouts
 from pytest_poolrun.workerset import LiveWorker, WorkerExit, available_cpus
@@ -147,9 +168,10 @@ class Controller:
         self.durations = durations or Durations()
         self._pool_factory = pool_factory
         self.board = Board(options.forked)
+        self.journal = SlotFiles(options.forked, "poolrun-journal")
         self.ledger = ItemLedger(len(self.items), self.board)
         self.replayer = Replayer(session, options.report_order, self._stop)
-        self.postmortem = PostMortem()
+        self.postmortem = PostMortem(options.forked)
         self.timeouts = Timeouts(options.timeout, self.ledger, self.postmortem)
         self.shared = SharedFixtures(session, options.extras.shared_fixtures)
         self.slow = SlowNotices(options.extras.slow, self.ledger, self._nodeid, self._say)
@@ -158,6 +180,7 @@ class Controller:
         )
         self.session_exit: events.SessionExit | None = None
         self.internal_error: BaseException | None = None
+        self.interrupted: events.ItemAborted | None = None  # a test raised KeyboardInterrupt
         self.pool: RunnerPool | None = None  # started by run(), after the board and prepare()
 
     # ------------------------------------------------------------------------------- running
@@ -165,13 +188,18 @@ class Controller:
     def run(self) -> None:
         options = self.options
         self.shared.setup()  # before any fork: forked workers inherit the values
-        itemrunner.prepare(self.session, self.board, self._basetemp(), self.postmortem.fault_dir)
+        itemrunner.prepare(
+            self.session, self.board, self._basetemp(), self.journal, self.postmortem.fault_files
+        )
         # Whatever sits in the stream buffers now would be inherited, and flushed again, by every
         # forked worker.
         sys.stdout.flush()
         sys.stderr.flush()
+        first = _asked_first(self.config)
         infos = [
-            scheduling.ItemInfo(item.nodeid, self.durations.get(item.nodeid), _group(item))
+            scheduling.ItemInfo(
+                item.nodeid, self.durations.get(item.nodeid), _group(item), first(item.nodeid)
+            )
             for item in self.items
         ]
         chunks = scheduling.plan_chunks(infos, options.workers, options.chunksize, options.dist)
@@ -214,11 +242,16 @@ class Controller:
             pool.terminate()
             self.shared.restore()  # no worker forks any more: the controller may tear down
             self.postmortem.cleanup()
+            self.journal.close()
             if previous_sigterm is not None:
                 signal.signal(signal.SIGTERM, previous_sigterm)
         self.shared.teardown(self.items[-1])
         if self.internal_error is not None:
             raise self.internal_error
+        if self.interrupted is not None:
+            # As serially: pytest prints its interrupted summary and exits with code 2.
+            last_line = self.interrupted.description.strip().splitlines()[-1]
+            raise KeyboardInterrupt(f"{self.items[self.interrupted.item].nodeid}: {last_line}")
         if self.session_exit is not None:
             raise pytest.exit.Exception(self.session_exit.message, self.session_exit.returncode)
 
@@ -241,7 +274,7 @@ class Controller:
             itemrunner.run_chunk,
             (chunk, not self._is_long_test(chunk)),
             callback=self._chunk_done,
-            error_callback=partial(self._chunk_failed, chunk),
+            error_callback=partial(self._chunk_failed, self.ledger.dispatched(chunk), chunk),
         )
 
     def _is_long_test(self, chunk: list[int]) -> bool:
@@ -261,9 +294,9 @@ class Controller:
 
     # ----------------------------------------------------------------------------- callbacks
 
-    def _on_event(self, worker: str, batch: tuple[events.WorkerEvent, ...]) -> None:
-        for event in batch:
-            self._on_worker_event(worker, event)
+    def _on_event(self, worker: str, batch: tuple[bytes, ...]) -> None:
+        for record in batch:
+            self._on_worker_event(worker, events.decode(record))
 
     def _on_worker_event(self, worker: str, event: events.WorkerEvent) -> None:
         if isinstance(event, events.ItemStarted):
@@ -275,6 +308,9 @@ class Controller:
             self.postmortem.keep_capture_files(worker, event)
         elif isinstance(event, events.ItemAborted):
             self.ledger.aborted(worker, event)
+            if event.interrupted and self.interrupted is None:
+                self.interrupted = event
+                self._stop()
         elif isinstance(event, events.SessionExit):
             self.ledger.finished(worker, event.item)
             self.replayer.in_order(event.item, partial(self._exit_session, event))
@@ -299,7 +335,7 @@ class Controller:
         worker, held = result
         self.ledger.hold(worker, held)
 
-    def _chunk_failed(self, chunk: list[int], error: BaseException) -> None:
+    def _chunk_failed(self, dispatch: int, chunk: list[int], error: BaseException) -> None:
         if self.replayer.stopped or isinstance(error, TaskCancelledError):
             return
         if isinstance(error, Exception) and not isinstance(error, WorkerLostError):
@@ -308,7 +344,15 @@ class Controller:
             self.internal_error = error
             self._stop()
             return
-        unstarted = self.ledger.unstarted(chunk)
+        lost, unstarted = self.ledger.after_death(dispatch, chunk)
+        for index in lost:
+            self.ledger.done(index)
+            worker = error.worker if isinstance(error, WorkerLostError) else "its worker"
+            why = (
+                f"the test ran, but its report was lost when worker {worker} died; it is not "
+                f"run again (it ran once already)\n\n{error}"
+            )
+            self.replayer.report_crash(index, self.replayer.crash_report(index, why))
         if isinstance(error, PoolExhaustedError):
             for index in unstarted:
                 self.ledger.done(index)
@@ -317,23 +361,44 @@ class Controller:
         if unstarted:
             self._submit(unstarted)
 
+    def _replay_journal(self, ended: WorkerExit) -> int | None:
+        """Replay what the dead worker journaled and did not send; the item of a torn record."""
+        records, torn = events.split_records(self.journal.read(ended.slot))
+        for item, record in records:
+            if not self.ledger.is_done(item):
+                self._on_worker_event(ended.name, events.decode(record))
+        return torn
+
     def _on_worker_exit(self, ended: WorkerExit) -> None:
         if ended.setup_error is not None:
             self._say(f"poolrun: {ended.setup_error}")
+        torn = self._replay_journal(ended)
         left = self.ledger.ended(ended.name, ended.slot)
-        timed_out = self.timeouts.take_message(ended.name)
-        if left.running is None:
-            self.postmortem.capture_sections(ended.name)  # closes the files; nothing to report
+        overdue = self.timeouts.take(ended.name)
+        if left.running is None or (left.aborted is not None and left.aborted.interrupted):
+            # Nothing ran, or a test interrupted the run: serially it gets no report either.
+            self.postmortem.capture_sections(ended.name)  # closes the files
         else:
-            if timed_out is not None:
-                why = timed_out
+            if overdue is not None and overdue.item == left.running:
+                why = overdue.message
+            elif overdue is not None:
+                overran = self.items[overdue.item].nodeid
+                why = (
+                    f"worker {ended.name} was killed because {overran} overran --pool-timeout, "
+                    "just as that test ended and this one started; it is not run again"
+                )
+            elif torn == left.running:
+                why = (
+                    f"the test ran, but worker {ended.name} died while writing its report "
+                    f"({ended.describe()}); it is not run again"
+                )
             elif left.aborted is not None:
                 text = left.aborted.description
                 last_line = text.strip().splitlines()[-1]
                 why = f"worker {ended.name} stopped while running it: {last_line}\n\n{text}"
             else:
                 why = f"worker {ended.name} died while running it: {ended.describe()}"
-                fault = self.postmortem.fault_text(ended.name)
+                fault = self.postmortem.fault_text(ended.slot)
                 if fault:
                     why += f"\n\n{fault}"
             sections = self.postmortem.capture_sections(ended.name)
@@ -385,6 +450,22 @@ def _group(item: pytest.Item) -> str | None:
         return None
     name = marker.kwargs.get("name", marker.args[0] if marker.args else None)
     return None if name is None else str(name)
+
+
+def _asked_first(config: pytest.Config) -> Callable[[str], bool]:
+    """Which node ids the user asked to run before the others: ``--ff``'s previous failures,
+    ``--nf``'s new tests (pytest's cache plugins already put them first in ``items``)."""
+    failed: set[str] = set()
+    if config.getoption("failedfirst", False):
+        failed = set(config.cache.get("cache/lastfailed", {})) if config.cache else set()
+    known: set[str] | None = None
+    if config.getoption("newfirst", False) and config.cache is not None:
+        known = set(config.cache.get("cache/nodeids", []))
+
+    def first(nodeid: str) -> bool:
+        return nodeid in failed or (known is not None and nodeid not in known)
+
+    return first
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:

@@ -2,12 +2,13 @@
 
 Data flow::
 
-    items as ItemInfo (node id, module, class, xdist_group, estimated seconds), worker count,
-    distribution mode, fixed or automatic chunk size
+    items as ItemInfo (node id, module, class, xdist_group, estimated seconds, asked first),
+    worker count, distribution mode, fixed or automatic chunk size
         ─▶ units: runs of items that share a module (load), or that must stay on one worker
-                  (module, class, group modes)
-        ─▶ order: longest unit first when durations are known (longest-processing-time first),
-                  collection order otherwise
+                  (module, class, group modes: wherever their items stand)
+        ─▶ order: the items asked for first (--ff, --nf) ahead of everything; then longest unit
+                  first when durations are known (longest-processing-time first), collection
+                  order otherwise
         ─▶ plan_chunks: [[0, 1, 2], [7, 8], …] (item indices, each exactly once)
 
 Chunk sizes are measured in estimated seconds.  With an automatic size each chunk takes about
@@ -45,11 +46,17 @@ DEFAULT_SECONDS = 0.01
 
 
 class ItemInfo(NamedTuple):
-    """What the scheduler knows of one collected item."""
+    """What the scheduler knows of one collected item.
+
+    ``first``: the user asked for this item to run before the others (``--ff``'s previous
+    failures, ``--nf``'s new tests); such items go out first, in collection order, and
+    durations order only the rest.
+    """
 
     nodeid: str
     seconds: float | None = None
     group: str | None = None
+    first: bool = False
 
     @property
     def module(self) -> str:
@@ -87,15 +94,21 @@ def units(items: Sequence[ItemInfo], dist: str) -> list[list[int]]:
                 groups.setdefault(item.group, []).append(index)
         rest = units([items[index] for index in loose], "load")
         return list(groups.values()) + [[loose[i] for i in unit] for unit in rest]
+    if dist in ("module", "class"):
+        # One unit per module (class) wherever its items stand: a plugin that reorders items
+        # (pytest-order, pytest-randomly) may have interleaved modules.
+        by_scope: dict[str, list[int]] = {}
+        for index, item in enumerate(items):
+            by_scope.setdefault(item.scope if dist == "class" else item.module, []).append(index)
+        return list(by_scope.values())
     result: list[list[int]] = []
     previous: str | None = None
     for index, item in enumerate(items):
-        current = item.scope if dist == "class" else item.module
-        if result and current == previous:
+        if result and item.module == previous:
             result[-1].append(index)
         else:
             result.append([index])
-        previous = current
+        previous = item.module
     return result
 
 
@@ -112,6 +125,13 @@ def plan_chunks(
     """
     if dist not in DIST_MODES:
         raise ValueError(f"unknown distribution mode {dist!r}; use one of {', '.join(DIST_MODES)}")
+    first = [index for index, item in enumerate(items) if item.first]
+    if first and dist == "load":
+        # Each item the user asked to see first is a chunk of its own, ahead of everything, so
+        # that the workers start on them at once; the rest is planned as usual.
+        others = [index for index, item in enumerate(items) if not item.first]
+        planned = plan_chunks([items[index] for index in others], workers, chunksize, dist)
+        return [[index] for index in first] + [[others[i] for i in chunk] for chunk in planned]
     seconds = estimates(items)
     grouped = units(items, dist)
     timed = any(item.seconds is not None for item in items)
@@ -125,6 +145,9 @@ def plan_chunks(
         )
     elif timed:
         grouped = sorted(grouped, key=lambda unit: -sum(seconds[i] for i in unit))
+    if dist != "load" and first:
+        # Units holding an item asked for first keep their place ahead of the rest.
+        grouped = sorted(grouped, key=lambda unit: not any(items[i].first for i in unit))
     if dist != "load":
         return _whole_units(grouped, chunksize)
     if chunksize is not None:

@@ -12,6 +12,14 @@ Data flow, in the pool's thread::
 A worker leads its own process group, so killing the group also ends the processes its tasks
 started.  A slot whose initializer failed is disabled: a replacement would fail the same way.
 
+**A pool dropped without ``terminate``.**  Each live worker has a ``weakref.finalize`` on its
+``WorkerSet`` that kills its process group and closes its exit descriptor when the set is
+collected, through C functions only (libc's ``killpg`` and ``close``, the socket's ``close``),
+detached once the worker is reaped (its pid may then be reused).  No Python code of the pool
+runs while the pool is collected, so a Ctrl-C that arrives then is not swallowed as an exception
+raised in a finalizer would be (``Exception ignored in ...``).  The killed workers are reaped by
+``multiprocessing`` at its next start of a process, or at exit.
+
 **Start methods.**  ``"fork"``, ``"forkserver"`` or ``"spawn"``.  The default is ``"fork"`` where
 the platform forks safely (not macOS, whose system libraries may crash in a forked child) and
 ``"spawn"`` elsewhere, whatever the interpreter's own default.  A fork is only done while no
@@ -23,6 +31,7 @@ with ``"forkserver"`` instead.  The test runner makes the same decision once per
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing
 import os
 import signal
@@ -127,6 +136,8 @@ class WorkerProcess:
     # Told to shut down: not replaced.
     stopping: bool = False
     setup_error: BaseException | None = None
+    # Kills and closes what is left if the WorkerSet is collected unreaped (see the docstring).
+    finalizers: tuple[weakref.finalize[Any, Any], ...] = ()
 
     @property
     def pid(self) -> int:
@@ -141,9 +152,14 @@ class WorkerProcess:
         return LiveWorker(self.name, self.info.slot, self.pid, self.remote)
 
 
+# C functions for the finalizers of dropped pools: they never raise, and run no Python code.
+_LIBC = ctypes.CDLL(None)
+
 # Controller ends of every pool's sockets in this process: a forked child closes them, so that
 # only the controller holds them and a worker's exit is seen as end-of-file.
 _controller_sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+# Every WorkerSet of this process (their finalizers are detached in a forked child).
+_worker_sets: weakref.WeakSet[WorkerSet] = weakref.WeakSet()
 # Called in a forked child after the sockets are closed (the pool forgets its live pools there).
 after_fork_in_child: list[Callable[[], None]] = []
 
@@ -155,6 +171,12 @@ def _close_inherited_sockets() -> None:
         except OSError:
             pass
     _controller_sockets.clear()
+    # The copies of the parent's worker sets must not kill the parent's workers when collected.
+    for workers in list(_worker_sets):
+        for worker in workers:
+            for finalizer in worker.finalizers:
+                finalizer.detach()
+    _worker_sets.clear()
     for forget in after_fork_in_child:
         forget()
 
@@ -188,6 +210,7 @@ class WorkerSet:
         self.restarts = 0
         self.disabled: set[int] = set()
         self._by_slot: dict[int, WorkerProcess] = {}
+        _worker_sets.add(self)
 
     def __iter__(self) -> Iterator[WorkerProcess]:
         return iter(list(self._by_slot.values()))
@@ -228,6 +251,15 @@ class WorkerSet:
         worker = WorkerProcess(
             info, process, ControllerEnd(ours), _exit_fd(process), spec is not None
         )
+        worker.finalizers = (
+            weakref.finalize(self, _LIBC.killpg, worker.pid, signal.SIGKILL),
+            weakref.finalize(self, ours.close),
+            *(
+                [weakref.finalize(self, _LIBC.close, worker.exit_fd)]
+                if worker.exit_fd != process.sentinel
+                else []
+            ),
+        )
         self._by_slot[slot] = worker
         return worker
 
@@ -266,6 +298,8 @@ class WorkerSet:
 
         The caller has stopped watching the worker's descriptors; they are closed here.
         """
+        for finalizer in worker.finalizers:
+            finalizer.detach()
         worker.process.join(STOP_GRACE)
         if worker.process.exitcode is None:
             self.kill(worker)
@@ -280,7 +314,12 @@ class WorkerSet:
             os.close(worker.exit_fd)
         if self.is_current(worker):
             del self._by_slot[worker.info.slot]
-        expected = worker.retiring or worker.stopping
+        # A local worker told to stop exits with 0 once its finalizer is done; one that dies in
+        # the finalizer (running its held item) crashed, and counts against max_restarts.  A
+        # bridge exits with REMOTE_LOST whenever its gateway closes, after Shutdown too.
+        expected = worker.retiring or (
+            worker.stopping and (worker.remote or worker.process.exitcode == 0)
+        )
         if not expected and worker.info.slot not in self.disabled:
             self.restarts += 1
         return WorkerExit(

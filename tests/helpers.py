@@ -6,6 +6,8 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
+
 POOL = ("-p", "pytest_poolrun")
 # Upper bound for the kernel to deliver a death signal and for us to see it; generous for CI.
 SETTLE_SECONDS = 5.0
@@ -38,6 +40,16 @@ def _note_pid():
         pids.write(f"{{os.getpid()}}\\n")
     yield
 """
+
+
+def file_a_conftest_writes(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, name: str, env: str, conftest: str
+) -> Path:
+    """``pytester.path / name``, named in the environment variable ``env`` for ``conftest``."""
+    path = pytester.path / name
+    monkeypatch.setenv(env, str(path))
+    pytester.makeconftest(conftest)
+    return path
 
 
 def _alive(pid: int) -> bool:

@@ -5,6 +5,7 @@ controller's reports are read back from a recorder plugin."""
 from __future__ import annotations
 
 import pickle
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -57,7 +58,7 @@ class FakePool:
 
     def event(self, worker: str, *batch: events.WorkerEvent) -> None:
         assert self.hooks.on_event is not None
-        self.hooks.on_event(worker, batch)
+        self.hooks.on_event(worker, tuple(events.encode(event) for event in batch))
 
     def exit(self, worker: str, exitcode: int, expected: bool = False) -> None:
         assert self.hooks.on_worker_exit is not None
@@ -159,8 +160,8 @@ def test_an_exhausted_pool_reports_the_unstarted_items_as_not_run(drive: Any) ->
     outcomes = [(report.nodeid, report.outcome, report.when) for report in recorder.reports]
     assert outcomes == [
         (items[0].nodeid, "passed", "call"),
-        (items[1].nodeid, "failed", "setup"),
-        (items[2].nodeid, "failed", "setup"),
+        (items[1].nodeid, "failed", "call"),
+        (items[2].nodeid, "failed", "call"),
     ]
     assert "not run: no worker is left" in str(recorder.reports[1].longrepr)
 
@@ -176,3 +177,70 @@ def test_a_held_item_goes_out_again_when_its_worker_dies_idle(drive: Any) -> Non
     pool, recorder, _ = drive(script)
     assert [report.outcome for report in recorder.reports] == ["passed", "passed"]
     assert [task.chunk for task in pool.submitted] == [[0, 1, 2], [2]]
+
+
+def _controller(pool: FakePool) -> Controller:
+    on_event: Any = pool.hooks.on_event
+    controller: Controller = on_event.__self__
+    return controller
+
+
+def test_a_dead_workers_journal_is_replayed_and_its_running_item_not_sent_again(
+    drive: Any,
+) -> None:
+    def script(pool: FakePool, items: list[pytest.Item]) -> None:
+        controller = _controller(pool)
+        controller.journal.append(0, events.encode(finished(items[0], 0)))  # never sent
+        controller.board.set_running(0, 1, time.monotonic())
+        pool.exit("gw0", -9)
+        pool.submitted[0].error_callback(WorkerLostError("died", worker="gw0", exitcode=-9))
+
+    pool, recorder, items = drive(script)
+    assert [(report.nodeid, report.outcome) for report in recorder.reports] == [
+        (items[0].nodeid, "passed"),
+        (items[1].nodeid, "failed"),
+    ]
+    assert "worker gw0 died while running it" in str(recorder.reports[1].longrepr)
+    assert [task.chunk for task in pool.submitted] == [[0, 1, 2], [2]]
+
+
+def test_a_record_torn_by_the_kill_is_reported_lost_not_run_again(drive: Any) -> None:
+    def script(pool: FakePool, items: list[pytest.Item]) -> None:
+        controller = _controller(pool)
+        controller.journal.append(0, events.encode(finished(items[0], 0)))
+        controller.journal.append(0, events.encode(finished(items[1], 1))[:-3])  # torn
+        controller.board.set_running(0, 1, time.monotonic())
+        pool.exit("gw0", -9)
+        pool.submitted[0].error_callback(WorkerLostError("died", worker="gw0", exitcode=-9))
+
+    pool, recorder, _ = drive(script)
+    assert [report.outcome for report in recorder.reports] == ["passed", "failed"]
+    assert "died while writing its report" in str(recorder.reports[1].longrepr)
+    assert [task.chunk for task in pool.submitted] == [[0, 1, 2], [2]]
+
+
+def test_an_item_before_the_running_one_without_a_result_is_lost_not_rerun(drive: Any) -> None:
+    def script(pool: FakePool, items: list[pytest.Item]) -> None:
+        pool.event("gw0", finished(items[0], 0))
+        _controller(pool).board.set_running(0, 2, time.monotonic())  # item 1 left no trace
+        pool.exit("gw0", -9)
+        pool.submitted[0].error_callback(WorkerLostError("died", worker="gw0", exitcode=-9))
+
+    pool, recorder, items = drive(script)
+    outcomes = {
+        report.nodeid: (report.outcome, str(report.longrepr)) for report in recorder.reports
+    }
+    assert outcomes[items[1].nodeid][0] == "failed"
+    assert "its report was lost when worker gw0 died" in outcomes[items[1].nodeid][1]
+    assert outcomes[items[2].nodeid][0] == "failed"
+    assert [task.chunk for task in pool.submitted] == [[0, 1, 2]]
+
+
+def test_a_chunk_whose_worker_died_before_starting_it_goes_out_whole(drive: Any) -> None:
+    def script(pool: FakePool, items: list[pytest.Item]) -> None:
+        pool.exit("gw0", 75)
+        pool.submitted[0].error_callback(WorkerLostError("died", worker="gw0", exitcode=75))
+
+    pool, recorder, _ = drive(script)
+    assert recorder.reports == []
+    assert [task.chunk for task in pool.submitted] == [[0, 1, 2], [0, 1, 2]]

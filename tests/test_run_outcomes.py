@@ -111,7 +111,11 @@ def test_maxfail(pytester: pytest.Pytester) -> None:
     )
     result = pytester.runpytest_subprocess(*POOL, "--pool", "2", "--maxfail", "2")
     assert result.ret == 1
-    assert result.parseoutcomes()["failed"] == 2
+    outcomes = result.parseoutcomes()
+    # No test starts after the second failure; tests that had already run to their end by
+    # then are reported too (they ran), so there may be more failures than two, never all.
+    assert outcomes["failed"] >= 2
+    assert outcomes["failed"] + outcomes.get("passed", 0) < 30
     result.stdout.fnmatch_lines(["*stopping after 2 failures*"])
 
 

@@ -132,3 +132,19 @@ def test_group_mode_gathers_each_group_even_when_apart() -> None:
 def test_unknown_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown distribution mode"):
         plan_chunks(suite(1, 2), 2, dist="random")
+
+
+def test_items_asked_for_first_go_out_first_whatever_their_duration() -> None:
+    items = [ItemInfo(f"t.py::test_{n}", seconds=1.0 + n) for n in range(6)]
+    items[1] = items[1]._replace(first=True)
+    items[4] = items[4]._replace(first=True)
+    chunks = plan_chunks(items, workers=2)
+    assert chunks[:2] == [[1], [4]]
+    assert sorted(index for chunk in chunks for index in chunk) == list(range(6))
+
+
+@pytest.mark.parametrize("dist", ["module", "class"])
+def test_scope_modes_keep_an_interleaved_module_on_one_chunk(dist: str) -> None:
+    order = ["a.py::test_1", "b.py::test_1", "a.py::test_2", "b.py::test_2", "a.py::test_3"]
+    chunks = plan_chunks([ItemInfo(nodeid) for nodeid in order], workers=2, dist=dist)
+    assert sorted(chunks) == [[0, 2, 4], [1, 3]]

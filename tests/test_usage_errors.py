@@ -10,6 +10,8 @@ CASES = [
     (("--pool", "two"), "*--pool: 'two' is not a number of workers*"),
     (("--pool", "2", "--pool-chunksize", "0"), "*--pool-chunksize: '0' is not a chunk size*"),
     (("--pool", "2", "--pool-timeout", "-5"), "*--pool-timeout: '-5' is not a timeout*"),
+    (("--pool", "2", "--pool-timeout", "inf"), "*'inf' is not a timeout; use*0.05 to 1000000*"),
+    (("--pool", "2", "--pool-timeout", "1e-9"), "*--pool-timeout: '1e-9' is not a timeout*"),
     (("--pool", "2", "--pool-max-restarts", "x"), "*--pool-max-restarts: 'x' is not a count*"),
     (("--pool", "2", "--pool-dist", "random"), "*--pool-dist: invalid choice: 'random'*"),
     (("--pool", "2", "--pool-start", "vfork"), "*--pool-start: invalid choice: 'vfork'*"),

@@ -1,0 +1,206 @@
+"""Issue 13: options mean under --pool what they mean serially.
+
+Each case runs real pytest sessions in subprocesses (bounded in time) and compares what the user
+sees under --pool with a serial run of the same files, or with what the option promises.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from helpers import POOL
+
+RUN_TIMEOUT = 60.0
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    try:
+        return pytester.runpytest_subprocess(*POOL, *args, timeout=RUN_TIMEOUT)
+    except pytester.TimeoutExpired:
+        pytest.fail(f"the run {' '.join(args)} was still going after {RUN_TIMEOUT:.0f}s")
+
+
+def junit_cases(path: Path) -> list[tuple[str, str]]:
+    cases = []
+    for case in ET.parse(path).getroot().iter("testcase"):
+        outcome = "passed"
+        for child in case:
+            if child.tag in ("failure", "error", "skipped"):
+                outcome = child.tag
+        cases.append((f"{case.get('classname')}::{case.get('name')}", outcome))
+    return cases
+
+
+def summary_lines(result: pytest.RunResult, prefix: str) -> set[str]:
+    """The short test summary lines that start with ``prefix`` (FAILED, ERROR)."""
+    return {line.split(" - ")[0] for line in result.stdout.lines if line.startswith(prefix + " ")}
+
+
+def reported_order(result: pytest.RunResult) -> list[str]:
+    """Test names in the order -v reported their verdicts."""
+    pattern = re.compile(r"^\S+\.py::(\S+) (PASSED|FAILED|ERROR|SKIPPED)")
+    return [match.group(1) for line in result.stdout.lines if (match := pattern.match(line))]
+
+
+# ------------------------------------------------------------------------------------ --sw
+
+STEPWISE = """
+import time
+def test_a(): time.sleep(0.5)
+def test_b(): assert False, "b fails"
+def test_c(): assert False, "c fails"
+def test_d(): pass
+"""
+
+
+def test_stepwise_sequence_ends_as_serially(pytester: pytest.Pytester) -> None:
+    """Serially the first run stops at test_b and the second starts again there.  Under --pool
+    the first run recorded test_c (which finished first on the other worker), and the second run
+    deselected test_b, which never passed."""
+    pytester.makepyfile(test_steps=STEPWISE)
+    pool = ("--pool", "2", "--pool-chunksize", "2")
+    serial_first = run(pytester, "--sw", "--cache-clear")
+    serial_second = run(pytester, "--sw")
+    pool_first = run(pytester, "--sw", "--cache-clear", *pool)
+    pool_second = run(pytester, "--sw", *pool)
+    assert summary_lines(serial_first, "FAILED") == {"FAILED test_steps.py::test_b"}
+    assert summary_lines(serial_second, "FAILED") == {"FAILED test_steps.py::test_b"}
+    assert summary_lines(pool_first, "FAILED") == summary_lines(serial_first, "FAILED")
+    assert summary_lines(pool_second, "FAILED") == summary_lines(serial_second, "FAILED")
+    assert pool_second.parseoutcomes() == serial_second.parseoutcomes()
+    assert pool_second.ret == serial_second.ret
+
+
+# ------------------------------------------------------------------------------ --ff / --nf
+
+SLOW_TESTS = """
+import time, pytest
+@pytest.mark.parametrize("n", range(13))
+def test_slow(n): time.sleep(0.1)
+"""
+
+
+def test_failed_first_runs_the_previous_failure_first(pytester: pytest.Pytester) -> None:
+    """Today the stored durations win: the fast previous failure ran near the end."""
+    pytester.makepyfile(test_slow=SLOW_TESTS, test_quick="def test_failed_before(): assert 0")
+    first = run(pytester)
+    first.assert_outcomes(failed=1, passed=13)
+    again = run(pytester, "--ff", "-v", "--pool", "2")
+    order = reported_order(again)
+    assert len(order) == 14
+    assert "test_failed_before" in order[:2], order
+
+
+def test_new_first_runs_the_new_test_first(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_slow=SLOW_TESTS)
+    run(pytester).assert_outcomes(passed=13)
+    pytester.makepyfile(test_new="def test_new(): pass")
+    again = run(pytester, "--nf", "-v", "--pool", "2")
+    order = reported_order(again)
+    assert len(order) == 14
+    assert "test_new" in order[:2], order
+
+
+# ------------------------------------------------------------------------ KeyboardInterrupt
+
+RAISES_KEYBOARD_INTERRUPT = """
+def test_a(): pass
+def test_interrupts(): raise KeyboardInterrupt
+def test_c(): pass
+"""
+
+
+def test_a_test_raising_keyboard_interrupt_interrupts_the_run(pytester: pytest.Pytester) -> None:
+    """Serially the run is interrupted (exit code 2); so it is under --pool."""
+    pytester.makepyfile(test_kbi=RAISES_KEYBOARD_INTERRUPT)
+    serial = run(pytester)
+    assert serial.ret == pytest.ExitCode.INTERRUPTED
+    pooled = run(pytester, "--pool", "2")
+    assert pooled.ret == serial.ret, pooled.stdout.str()
+    pooled.stdout.fnmatch_lines(["*KeyboardInterrupt*"])
+
+
+# -------------------------------------------------------------------------------------- -x
+
+TWO_FAILURES = """
+import pathlib, time
+
+STARTED = pathlib.Path(__file__).with_name("slow-started")
+
+def test_fails_slowly():
+    STARTED.write_text("yes")
+    time.sleep(0.5)
+    assert False, "failed after the stop"
+
+def test_fails_fast():
+    deadline = time.monotonic() + 10
+    while not STARTED.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert False, "first failure"
+"""
+
+
+def test_exitfirst_reports_a_failure_that_was_already_running(pytester: pytest.Pytester) -> None:
+    """test_fails_slowly started before test_fails_fast failed (it waits for that), so it ran to
+    completion and failed; today it appears neither on the terminal nor in junitxml."""
+    pytester.makepyfile(test_two=TWO_FAILURES)
+    xml = pytester.path / "report.xml"
+    pooled = run(pytester, "-x", "--pool", "2", "--pool-chunksize", "1", f"--junitxml={xml}")
+    assert pooled.ret == pytest.ExitCode.TESTS_FAILED
+    assert summary_lines(pooled, "FAILED") == {
+        "FAILED test_two.py::test_fails_fast",
+        "FAILED test_two.py::test_fails_slowly",
+    }
+    cases = junit_cases(xml)
+    assert collections.Counter(cases) == {
+        ("test_two::test_fails_fast", "failure"): 1,
+        ("test_two::test_fails_slowly", "failure"): 1,
+    }
+
+
+# ------------------------------------------------------------------------ --pool-dist module
+
+INTERLEAVE = """
+import itertools, os, pytest
+
+def pytest_collection_modifyitems(items):
+    # What pytest-order or any reordering plugin may do: modules no longer contiguous.
+    modules = {}
+    for item in items:
+        modules.setdefault(item.module.__name__, []).append(item)
+    rows = itertools.zip_longest(*modules.values())
+    items[:] = [item for row in rows for item in row if item is not None]
+
+@pytest.fixture(autouse=True)
+def _note_worker(request):
+    with open(os.environ["WORKER_LEDGER"], "a") as ledger:
+        ledger.write(f"{request.module.__name__} {os.environ.get('PYTEST_XDIST_WORKER')}\\n")
+"""
+
+MODULE = """
+import time, pytest
+@pytest.mark.parametrize("n", range(4))
+def test_in_module(n): time.sleep(0.05)
+"""
+
+
+def test_dist_module_keeps_a_reordered_module_on_one_worker(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger = pytester.path / "workers.txt"
+    monkeypatch.setenv("WORKER_LEDGER", str(ledger))
+    pytester.makeconftest(INTERLEAVE)
+    pytester.makepyfile(test_one=MODULE, test_two=MODULE, test_three=MODULE)
+    pooled = run(pytester, "--pool", "2", "--pool-dist", "module", "-v")
+    pooled.assert_outcomes(passed=12)
+    workers: dict[str, set[str]] = collections.defaultdict(set)
+    for line in ledger.read_text().splitlines():
+        module, worker = line.split()
+        workers[module].add(worker)
+    assert set(workers) == {"test_one", "test_two", "test_three"}
+    split = {module: sorted(names) for module, names in workers.items() if len(names) > 1}
+    assert split == {}, f"modules run on more than one worker: {split}"
