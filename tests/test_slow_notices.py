@@ -37,29 +37,19 @@ def test_the_ini_key_sets_the_threshold(pytester: pytest.Pytester) -> None:
 
 
 def test_interrupted_summary_lists_the_unfinished_tests(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(
-        test_hang="""
-        import time
-        def test_hangs(): time.sleep(60)
-        def test_quick(): pass
-        """
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pytest", *POOL, "--pool", "2", "--pool-slow", "0.5"],
-        cwd=pytester.path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    pytester.makepyfile(test_hang="import time\ndef test_hangs(): time.sleep(60)\n")
+    pytester.makepyfile(test_other="def test_quick(): pass\n")
+    args = [sys.executable, "-m", "pytest", *POOL, "--pool", "2", "--pool-slow", "0.5"]
+    process = pytester.popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert process.stdout is not None
     seen = []
     for line in process.stdout:  # the notice says the test is under way: interrupt it then
-        seen.append(line)
-        if line.startswith("SLOW: test_hang.py::test_hangs"):
+        seen.append(line.decode())
+        if seen[-1].startswith("SLOW: test_hang.py::test_hangs"):
             break
     process.terminate()
-    rest, _ = process.communicate(timeout=30)
-    text = "".join(seen) + rest
+    process.wait(timeout=30)  # the rest of its output is small: it fits in the pipe
+    text = "".join(seen) + process.stdout.read().decode()
     assert process.returncode == pytest.ExitCode.INTERRUPTED, text
     assert "unfinished tests when the run was interrupted" in text, text
     assert "test_hang.py::test_hangs (on gw" in text, text
