@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 from helpers import POOL
+
+from pytest_poolrun.ledger import Running
+from pytest_poolrun.slowtests import SlowNotices
+from pytest_poolrun.workerset import LiveWorker
 
 
 def test_a_slow_test_is_named_while_it_runs(pytester: pytest.Pytester) -> None:
@@ -65,3 +70,30 @@ def test_bad_threshold_is_a_usage_error(pytester: pytest.Pytester, args: tuple[s
     result = pytester.runpytest_subprocess(*POOL, "--pool", "1", *args, timeout=60)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "is not a duration" in result.stderr.str()
+
+
+class _Ledger:
+    """Stands in for ItemLedger: worker name ─▶ (item, start time)."""
+
+    def __init__(self, running: dict[str, Running]) -> None:
+        self.running = running
+
+    def current(self, worker: str, slot: int) -> Running | None:
+        return self.running.get(worker)
+
+
+def test_notices_name_each_multiple_once_and_wake_at_the_next() -> None:
+    started = time.monotonic() - 2.5
+    ledger = _Ledger({"gw0": Running(3, started)})
+    said: list[str] = []
+    notices = SlowNotices(1.0, ledger, lambda item: f"t.py::test_{item}", said.append)  # type: ignore[arg-type]
+    workers = [LiveWorker("gw0", 0, 1234, False), LiveWorker("gw1", 1, 1235, False)]
+    wait = notices.until_next_notice(workers)
+    assert wait is not None and 0 < wait <= 0.5
+    notices.announce(workers)
+    notices.announce(workers)
+    assert said == ["SLOW: t.py::test_3 still running on gw0 after 2s"]
+    ledger.running["gw0"] = Running(4, time.monotonic() - 1.2)  # the next test on that worker
+    notices.announce(workers)
+    assert said[-1] == "SLOW: t.py::test_4 still running on gw0 after 1s"
+    assert SlowNotices(None, ledger, str, said.append).until_next_notice(workers) is None  # type: ignore[arg-type]
