@@ -28,6 +28,7 @@ fixture's teardown when it finishes.
 from __future__ import annotations
 
 import pickle
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -63,10 +64,13 @@ class SharedFixtures:
         if not self.defs:
             return
         from _pytest.fixtures import TopRequest
+        from _pytest.outcomes import OutcomeException
 
+        started = time.monotonic()
         state = self.session._setupstate
         state.stack.setdefault(self.session, ([self.session.teardown], None))
         capman: Any = self.session.config.pluginmanager.getplugin("capturemanager")
+        failed: list[str] = []
         if capman is not None:
             capman.resume_global_capture()
         for name in self.names:
@@ -75,8 +79,9 @@ class SharedFixtures:
             item = self.defs[name][1]
             try:
                 TopRequest(item, _ispytest=True).getfixturevalue(name)  # type: ignore[arg-type]
-            except Exception:
-                pass  # cached by pytest with its traceback: raised at each test's setup
+            except (Exception, OutcomeException):
+                # Cached by pytest with its traceback (a skip too): raised at each test's setup.
+                failed.append(name)
         if capman is not None:
             capman.suspend_global_capture()
             capman.read_global_capture()  # what setup printed: hidden, as a passing run hides it
@@ -87,6 +92,19 @@ class SharedFixtures:
         for fixturedef, _ in self.defs.values():
             self._finalizers[id(fixturedef)] = list(fixturedef._finalizers)
             fixturedef._finalizers.clear()
+        self._announce(time.monotonic() - started, failed)
+
+    def _announce(self, seconds: float, failed: list[str]) -> None:
+        """One line under the run's header: what was set up, and what failed to."""
+        config = self.session.config
+        reporter: Any = config.pluginmanager.getplugin("terminalreporter")
+        if reporter is None or config.get_verbosity() < -1:
+            return
+        names = ", ".join(self.defs)
+        line = f"poolrun: shared fixtures set up once, in the controller: {names} ({seconds:.2f}s)"
+        if failed:
+            line += f"; {', '.join(failed)} did not set up (each test using it reports why)"
+        reporter.write_line(line)
 
     def _resolve(self, name: str, context: str) -> None:
         if name in self.defs or name in PSEUDO_FIXTURES:

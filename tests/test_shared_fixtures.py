@@ -186,3 +186,27 @@ def test_without_pool_the_option_changes_nothing(pytester: pytest.Pytester) -> N
     result = pytester.runpytest_subprocess(*POOL, "--pool-shared-fixture", "server", timeout=60)
     result.assert_outcomes(passed=8)
     assert Counter(what for what, _ in _events(log))["setup-server"] == 1
+
+
+def test_a_skip_in_a_shared_fixture_skips_its_tests(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_skip="""
+        import pytest
+        @pytest.fixture(scope="session")
+        def docker(): pytest.skip("no docker here")
+        def test_needs_docker(docker): pass
+        def test_plain(): pass
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        *POOL, "--pool", "2", "--pool-shared-fixture", "docker", "-rs", timeout=60
+    )
+    assert result.ret == 0
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(
+        [
+            "poolrun: shared fixtures set up once, in the controller: docker (*s); docker did "
+            "not set up (each test using it reports why)",
+            "SKIPPED*no docker here",
+        ]
+    )
