@@ -100,7 +100,9 @@ class SharedFixtures:
         reporter: Any = config.pluginmanager.getplugin("terminalreporter")
         if reporter is None or config.get_verbosity() < -1:
             return
-        names = ", ".join(self.defs)
+        names = ", ".join(
+            name for name, (fixturedef, _) in self.defs.items() if not _from_pytest(fixturedef)
+        )
         line = f"poolrun: shared fixtures set up once, in the controller: {names} ({seconds:.2f}s)"
         if failed:
             line += f"; {', '.join(failed)} did not set up (each test using it reports why)"
@@ -159,11 +161,17 @@ class SharedFixtures:
         hook.pytest_runtest_logreport(report=report)
 
     def for_fresh_workers(self) -> dict[str, tuple[object, bytes | None, str | None]]:
-        """Each shared value pickled, or why not: name ─▶ (cache key, pickled value, error)."""
+        """Each shared value pickled, or why not: name ─▶ (cache key, pickled value, error).
+
+        A fresh worker has pytest's own session fixtures (``tmp_path_factory``,
+        ``pytestconfig``) already, made for it; they are not sent.  A dependency that cannot be
+        pickled is not sent either: the fresh worker sets it up again if a test asks for it.
+        Only a named fixture that cannot travel becomes an error, at setup of its tests.
+        """
         sent: dict[str, tuple[object, bytes | None, str | None]] = {}
         for name, (fixturedef, _) in self.defs.items():
             cached = fixturedef.cached_result
-            if cached is None:
+            if cached is None or _from_pytest(fixturedef):
                 continue
             value, key, error = cached
             if error is not None:
@@ -174,6 +182,8 @@ class SharedFixtures:
             try:
                 sent[name] = (key, pickle.dumps(value, pickle.HIGHEST_PROTOCOL), None)
             except Exception as exc:
+                if name not in self.names:
+                    continue
                 sent[name] = (
                     key,
                     None,
@@ -219,6 +229,10 @@ def _defined(session: pytest.Session, name: str) -> bool:
     manager = session._fixturemanager
     maps = ("_arg2fixturedefs", "_arg2node2fixturedefs", "_arg2nodeid2fixturedefs")
     return any(name in getattr(manager, attr, {}) for attr in maps)
+
+
+def _from_pytest(fixturedef: Any) -> bool:
+    return str(getattr(fixturedef.func, "__module__", "")).startswith("_pytest.")
 
 
 def _fixture_names(item: pytest.Item) -> list[str]:

@@ -16,7 +16,7 @@ def note(text):
     with open(LOG, "a") as f:
         f.write(f"{{text}} {{os.getpid()}}\\n")
 @pytest.fixture(scope="session")
-def base():
+def base(tmp_path_factory, pytestconfig):  # pytest's own session fixtures: not sent
     note("setup-base")
     yield "base"
     note("teardown-base")
@@ -30,7 +30,7 @@ def server(base):
 USERS = """
 import os, time, pytest
 @pytest.mark.parametrize("n", range(8))
-def test_uses(server, n):
+def test_uses(server, n, tmp_path):
     from conftest import note
     note(f"sees-{server['pid']}")
     assert server["base"] == "base"
