@@ -27,8 +27,12 @@ def _pids(path: Path) -> list[int]:
 
 @pytest.mark.parametrize(
     "args",
-    [("--pool-max-tests-per-worker", "5"), ("-o", "pool_max_tests_per_worker=5")],
-    ids=["option", "ini"],
+    [
+        ("--pool-max-tests-per-worker", "5"),
+        ("-o", "pool_max_tests_per_worker=5"),
+        ("--pool-max-tests-per-worker", "5", "--pool-start", "spawn"),
+    ],
+    ids=["option", "ini", "spawn"],
 )
 def test_workers_are_replaced_after_n_tests(pytester: pytest.Pytester, args: tuple[str]) -> None:
     pid_file = pytester.path / "pids.txt"
