@@ -123,6 +123,14 @@ class LooseEvents(NamedTuple):
     events: tuple[HookEvent, ...]
 
 
+class TerminalOutput(NamedTuple):
+    """Text a worker wrote for the terminal (live logs, a plugin's lines, ``-s`` output),
+    sent as soon as it is flushed; ``nodeid`` is the test it was written during, if any."""
+
+    nodeid: str | None
+    text: str
+
+
 class WorkerOutput(NamedTuple):
     """The worker is done: its ``config.workeroutput``, as pytest-xdist's workers send it."""
 
@@ -130,7 +138,14 @@ class WorkerOutput(NamedTuple):
 
 
 WorkerEvent = Union[
-    ItemStarted, ItemAborted, ItemFinished, LooseEvents, SessionExit, CaptureFiles, WorkerOutput
+    ItemStarted,
+    ItemAborted,
+    ItemFinished,
+    LooseEvents,
+    SessionExit,
+    CaptureFiles,
+    TerminalOutput,
+    WorkerOutput,
 ]
 
 

@@ -49,12 +49,17 @@ run the rest of the chunk and answer on the worker's socket.
 checks it between items, runs nothing more, and on shutdown tears its fixtures down without
 running the held item.
 
+**Retiring** (``--pool-max-tests-per-worker``, ``--pool-max-worker-rss``; see ``recycling``).
+Between items a worker may finish as at its end and return a ``Retired`` record with the
+chunk's items it did not start; the pool then replaces it.
+
 The collected session reaches a forked worker as a module global set by ``prepare`` in the
 controller before the pool forks: nothing is pickled, imported or collected again.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import signal
@@ -62,19 +67,11 @@ import sys
 import time
 from collections.abc import Generator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
-from pytest_poolrun import (
-    adapters,
-    events,
-    extraoptions,
-    leaks,
-    runid,
-    sharedfixtures,
-    workersetup,
-)
+from pytest_poolrun import adapters, events, runid, workerfeatures, workersetup
 from pytest_poolrun.board import Board
 from pytest_poolrun.poolworker import current_worker, emit, format_exception, retire_after_task
 from pytest_poolrun.recycling import Recycler, Retired
@@ -250,9 +247,10 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
     os.environ["PYTEST_XDIST_TESTRUNUID"] = testrun_uid
     workerinput = invocation.workerinputs.get(info.name, {})
     if _Shared.session is None:
-        _Shared.session = workersetup.collect_here(invocation, info.name, workerinput)
+        _Shared.session = workersetup.collect_here(
+            invocation, info.name, workerinput, _ForwardedText(sys.__stdout__)
+        )
         config = _Shared.session.config
-        sharedfixtures.install(_Shared.session, workerinput)
     else:
         config = _session().config
         _Shared.forked = True
@@ -260,12 +258,16 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
         _own_capture(config)
         workersetup.own_fault_file(_Shared.faults, info.slot)
         workersetup.own_tmp_path(config, _Shared.basetemp, info.name)
-        workersetup.silence_terminal(config)
+        workersetup.silence_terminal(config, _ForwardedText(sys.__stdout__))
         workersetup.become_xdist_worker(config, workerinput)
     runid.adopt(config, testrun_uid)
-    extras = extraoptions.read(config)
-    _Shared.recycler = Recycler(extras.max_tests_per_worker, extras.max_worker_rss_mb)
-    leaks.register(config, extras.leaks)
+    _Shared.recycler = workerfeatures.start(_session(), workerinput, _Shared.forked)
+    if config.option.capture == "no":
+        # -s: what tests print reaches the controller's terminal, from every kind of worker
+        # (a fresh one's standard output is not the terminal; a forked one's would be lost in
+        # its buffer when the worker exits).
+        sys.stdout = _ForwardedText(sys.__stdout__)
+        sys.stderr = _ForwardedText(sys.__stderr__)
     for error in adapters.worker_started(config, _Shared.forked):
         print(f"poolrun: worker {info.name} could not prepare a plugin: {error}")
     config.pluginmanager.register(_Forwarder(config), "poolrun-forwarder")
@@ -293,6 +295,45 @@ def _own_capture(config: pytest.Config) -> None:
         )
     )
     _flush()
+
+
+class _ForwardedText(io.TextIOBase):
+    """A text stream whose lines reach the controller's terminal as ``TerminalOutput``.
+
+    Text goes out at each newline and each ``flush`` (a logging handler flushes after every
+    record), tagged with the test that runs, so the controller can show it as it arrives.
+    """
+
+    def __init__(self, original: IO[str] | None) -> None:
+        super().__init__()
+        self._original = original
+        self._parts: list[str] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        if self._original is None:
+            raise io.UnsupportedOperation("fileno")
+        return self._original.fileno()
+
+    def write(self, text: str) -> int:
+        self._parts.append(text)
+        if "\n" in text:
+            self.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._parts or current_worker() is None or os.getpid() != _Shared.pid:
+            return
+        text, self._parts = "".join(self._parts), []
+        index = _Shared.current
+        nodeid = None if index is None else _session().items[index].nodeid
+        _send(events.TerminalOutput(nodeid, text))
+        _flush()
 
 
 def _send(event: events.WorkerEvent, durable: bool = False) -> None:

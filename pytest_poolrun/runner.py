@@ -181,6 +181,7 @@ class Controller:
         self.session_exit: events.SessionExit | None = None
         self.internal_error: BaseException | None = None
         self.interrupted: events.ItemAborted | None = None  # a test raised KeyboardInterrupt
+        self._output_source: tuple[str, str | None] | None = None  # whose output shows last
         self.pool: RunnerPool | None = None  # started by run(), after the board and prepare()
 
     # ------------------------------------------------------------------------------- running
@@ -318,6 +319,8 @@ class Controller:
             self.replayer.replay(event.events)
         elif isinstance(event, events.WorkerOutput):
             self.nodes.received(worker, event.output)
+        elif isinstance(event, events.TerminalOutput):
+            self._show_output(worker, event)
         else:
             raise TypeError(f"unknown event from worker {worker}: {event!r}")
 
@@ -435,6 +438,20 @@ class Controller:
             )
         finally:
             del report.node
+
+    def _show_output(self, worker: str, output: events.TerminalOutput) -> None:
+        """A worker's live logs or ``-s`` output, as it arrives, under a line naming its test
+        (two workers' output would otherwise interleave anonymously)."""
+        reporter: Any = self.config.pluginmanager.getplugin("terminalreporter")
+        if reporter is None:
+            return
+        source = (worker, output.nodeid)
+        if source != self._output_source:
+            reporter.ensure_newline()
+            reporter.write_line(f"[{worker}] {output.nodeid or '(outside any test)'}")
+            self._output_source = source
+        reporter.write(output.text)
+        reporter.currentfspath = None  # the next progress line starts afresh
 
     def _say(self, line: str) -> None:
         reporter: Any = self.config.pluginmanager.getplugin("terminalreporter")

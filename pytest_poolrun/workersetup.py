@@ -9,7 +9,10 @@ Data flow, in the worker (``itemrunner.start_worker`` calls these)::
       silence_terminal     ─▶ no reporting here (the controller replays), a muted reporter
       become_xdist_worker  ─▶ config.workerinput / workeroutput, as pytest-xdist gives
     started fresh (spawn, execnet): collect_here ─▶ configure (workerinput set before
-      pytest_configure), collect, check the ids against the controller's ─▶ the session
+      pytest_configure), collect, check the ids against the controller's, attach the live-log
+      and log-file handlers (pytest attaches them around its test loop) ─▶ the session
+    both: what the worker's terminal writer gets (live logs, a plugin's lines) goes to the
+      ``terminal`` stream given to silence_terminal, which forwards it to the controller
 
 A fresh worker whose ids differ from the controller's raises ``CollectionMismatch`` and gets no
 work; one that found the same ids in another order takes the controller's order.
@@ -17,8 +20,10 @@ work; one that found the same ids in another order takes the controller's order.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import faulthandler
+import io
 import itertools
 import os
 import signal
@@ -58,7 +63,9 @@ def become_xdist_worker(config: pytest.Config, workerinput: dict[str, Any]) -> N
     config.workeroutput = {}  # type: ignore[attr-defined]
 
 
-def collect_here(invocation: Invocation, name: str, workerinput: dict[str, Any]) -> pytest.Session:
+def collect_here(
+    invocation: Invocation, name: str, workerinput: dict[str, Any], terminal: io.TextIOBase
+) -> pytest.Session:
     """Configure and collect as the controller did, in a worker started fresh (spawn, execnet)."""
     from _pytest.config import _prepareconfig
 
@@ -76,7 +83,7 @@ def collect_here(invocation: Invocation, name: str, workerinput: dict[str, Any])
     # a worker (pytest-randomly takes the controller's seed, pytest-rerunfailures connects).
     become_xdist_worker(config, workerinput)
     config._do_configure()
-    silence_terminal(config)
+    silence_terminal(config, terminal)
     if config.option.basetemp:
         # Every worker would otherwise empty the same --basetemp directory for itself.
         own_tmp_path(config, Path(config.option.basetemp), name)
@@ -91,7 +98,29 @@ def collect_here(invocation: Invocation, name: str, workerinput: dict[str, Any])
         # items run by the controller's index, so take the controller's order.
         by_id = {item.nodeid: item for item in session.items}
         session.items[:] = [by_id[nodeid] for nodeid in invocation.expected_ids]
+    _attach_run_logging(config)
     return session
+
+
+# Kept open for the worker's life: what pytest's logging plugin attaches around the test loop.
+_run_logging = contextlib.ExitStack()
+
+
+def _attach_run_logging(config: pytest.Config) -> None:
+    """Attach the live-log (``--log-cli-level``) and ``--log-file`` handlers to the root logger.
+
+    pytest's logging plugin does it in its ``pytest_runtestloop`` wrapper, which a forked
+    worker is inside of (it forked from the controller's loop) and a fresh one never enters.
+    """
+    plugin: Any = config.pluginmanager.get_plugin("logging-plugin")
+    if plugin is None:
+        return
+    from _pytest.logging import catching_logs
+
+    if plugin._log_cli_enabled() and config.get_verbosity() < 1:
+        config.option.verbose = 1  # as the plugin does: live logs need one line per test
+    _run_logging.enter_context(catching_logs(plugin.log_cli_handler, level=plugin.log_cli_level))
+    _run_logging.enter_context(catching_logs(plugin.log_file_handler, level=plugin.log_file_level))
 
 
 # Lines of the id diff shown for a worker that collected differently.
@@ -151,7 +180,7 @@ def own_tmp_path(config: pytest.Config, basetemp: Path | None, name: str) -> Non
     factory._basetemp = None
 
 
-def silence_terminal(config: pytest.Config) -> None:
+def silence_terminal(config: pytest.Config, terminal: io.TextIOBase | None = None) -> None:
     """Leave reporting to the controller: the worker's reporters neither print nor listen.
 
     The terminal reporter and the junitxml writer are unregistered, since the controller runs
@@ -160,14 +189,16 @@ def silence_terminal(config: pytest.Config) -> None:
     process (``config.get_terminal_writer()`` asserts one is registered; pytest 8 asks it for
     every assertion diff, pytest-timeout writes its stacks to it), so a ``_MutedReporter``
     takes its name: it answers every attribute as the real reporter would.  Its writer is the
-    real one, with the controller's width and colour settings, writing to the worker's
-    standard output as it would serially: into the test's captured output while capture is
-    on, to the terminal where a plugin suspended capture to print (pytest-timeout does).
+    real one, with the controller's width and colour settings; what is written to it (live
+    logs, pytest-timeout's stacks) goes to ``terminal``, which forwards it to the controller's
+    terminal (see itemrunner).
     """
     from _pytest.junitxml import xml_key
 
     reporter: Any = config.pluginmanager.getplugin("terminalreporter")
     if reporter is not None and not isinstance(reporter, _MutedReporter):
+        if terminal is not None:
+            reporter._tw._file = terminal
         config.pluginmanager.unregister(reporter)
         config.pluginmanager.register(_MutedReporter(reporter), "terminalreporter")
     xml = config.stash.get(xml_key, None)

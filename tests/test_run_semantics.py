@@ -162,6 +162,44 @@ def test_exitfirst_reports_a_failure_that_was_already_running(pytester: pytest.P
     }
 
 
+# ------------------------------------------------------------------------- live logs, -s
+
+LOGGING = """
+import logging, pytest
+@pytest.mark.parametrize("n", range(6))
+def test_logs(n): logging.getLogger(__name__).warning("live line %d", n)
+"""
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_live_logs_are_shown(pytester: pytest.Pytester, start: str) -> None:
+    pytester.makepyfile(test_logging=LOGGING)
+    serial = run(pytester, "--log-cli-level=WARNING")
+    expected = [f"*WARNING*live line {n}*" for n in range(6)]
+    serial.stdout.fnmatch_lines_random(expected)
+    pooled = run(pytester, "--log-cli-level=WARNING", "--pool", "2", "--pool-start", start)
+    pooled.assert_outcomes(passed=6)
+    pooled.stdout.fnmatch_lines_random(expected)
+    # Each block is labelled with its worker and test.
+    pooled.stdout.fnmatch_lines_random(["[[]gw?[]] test_logging.py::test_logs[[]*[]]"])
+
+
+PRINTING = """
+import pytest
+@pytest.mark.parametrize("n", range(6))
+def test_prints(n): print(f"printed line {n}")
+"""
+
+
+def test_no_capture_shows_prints_of_spawned_workers(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_printing=PRINTING)
+    expected = [f"*printed line {n}*" for n in range(6)]
+    run(pytester, "-s").stdout.fnmatch_lines_random(expected)
+    pooled = run(pytester, "-s", "--pool", "2", "--pool-start", "spawn")
+    pooled.assert_outcomes(passed=6)
+    pooled.stdout.fnmatch_lines_random(expected)
+
+
 # ------------------------------------------------------------------------ --pool-dist module
 
 INTERLEAVE = """
