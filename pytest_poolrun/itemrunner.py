@@ -49,6 +49,10 @@ run the rest of the chunk and answer on the worker's socket.
 checks it between items, runs nothing more, and on shutdown tears its fixtures down without
 running the held item.
 
+**Retiring** (``--pool-max-tests-per-worker``, ``--pool-max-worker-rss``; see ``recycling``).
+Between items a worker may finish as at its end and return a ``Retired`` record with the
+chunk's items it did not start; the pool then replaces it.
+
 The collected session reaches a forked worker as a module global set by ``prepare`` in the
 controller before the pool forks: nothing is pickled, imported or collected again.
 """
@@ -61,15 +65,16 @@ import pickle
 import signal
 import sys
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import pytest
 
-from pytest_poolrun import adapters, events, runid, workersetup
+from pytest_poolrun import adapters, events, runid, workerfeatures, workersetup
 from pytest_poolrun.board import Board
-from pytest_poolrun.poolworker import current_worker, emit, format_exception
+from pytest_poolrun.poolworker import current_worker, emit, format_exception, retire_after_task
+from pytest_poolrun.recycling import Recycler, Retired
 from pytest_poolrun.slotfiles import SlotFiles
 from pytest_poolrun.workersetup import DUMP_SIGNAL as DUMP_SIGNAL
 from pytest_poolrun.workersetup import Invocation as Invocation
@@ -100,6 +105,8 @@ class _Shared:
     dispositions: dict[int, Any] = {}
     pid: int = 0
     own_modules: dict[str, object] = {}
+    tests_run: int = 0
+    recycler: Recycler = Recycler(None, None)
 
 
 def prepare(
@@ -254,6 +261,7 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
         workersetup.silence_terminal(config, _ForwardedText(sys.__stdout__))
         workersetup.become_xdist_worker(config, workerinput)
     runid.adopt(config, testrun_uid)
+    _Shared.recycler = workerfeatures.start(_session(), workerinput, _Shared.forked)
     if config.option.capture == "no":
         # -s: what tests print reaches the controller's terminal, from every kind of worker
         # (a fresh one's standard output is not the terminal; a forked one's would be lost in
@@ -402,6 +410,7 @@ def _run(index: int, nextitem: pytest.Item | None) -> None:
     finally:
         recorded, _Shared.current, _Shared.recorded = tuple(_Shared.recorded), None, []
     _send(events.ItemFinished(index, recorded), durable=board is not None)
+    _Shared.tests_run += 1
     if board is not None:
         board.clear(info.slot)
         _flush_if_due()
@@ -414,7 +423,7 @@ def _protocol(item: pytest.Item, nextitem: pytest.Item | None) -> None:
         _leave_if_forked_child()  # a child forked in another hook of the protocol
 
 
-def run_chunk(indices: list[int], hold_last: bool = True) -> tuple[str, int | None]:
+def run_chunk(indices: list[int], hold_last: bool = True) -> tuple[str, int | None] | Retired:
     """Pool task: run a chunk of items; returns (worker name, index of the item held back).
 
     With ``hold_last`` false the chunk's last item runs now, with an item of another module as
@@ -429,19 +438,38 @@ def run_chunk(indices: list[int], hold_last: bool = True) -> tuple[str, int | No
     if _Shared.journal is not None and _Shared.forked:
         # Every record in it went out over the socket by the end of the last chunk.
         _Shared.journal.truncate(info.slot)
-    for index in indices:
+    recycler = _Shared.recycler
+    for position, index in enumerate(indices):
         if stop_requested():
             break
         if _Shared.held is not None:
+            if recycler.next_is_last(_Shared.tests_run):
+                return _retire(indices[position:])
             _run(_Shared.held, nextitem=items[index])
+            if recycler.memory_exceeded():
+                _Shared.held = None
+                return _retire(indices[position:])
         _Shared.held = index
+    if _Shared.held is not None and recycler.next_is_last(_Shared.tests_run):
+        return _retire(())
     if not hold_last and _Shared.held is not None and not stop_requested():
         boundary = _outside_module(_Shared.held)
         if boundary is not None:  # in a one-file suite, holding is the only right teardown
             last, _Shared.held = _Shared.held, None
             _run(last, nextitem=boundary)
+            if recycler.memory_exceeded():
+                return _retire(())
     _flush()
     return info.name, _Shared.held
+
+
+def _retire(returned: Sequence[int]) -> Retired:
+    """Leave after this chunk (see ``recycling``): the held item runs as the last, every
+    fixture is torn down, and ``returned`` (items never started) goes back to the controller."""
+    _flush()
+    finish_worker()
+    retire_after_task()
+    return Retired(_name(), tuple(returned))
 
 
 def _outside_module(index: int) -> pytest.Item | None:

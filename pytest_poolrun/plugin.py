@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from pytest_poolrun import fixture, gateway, identity, runid, scheduling, sharding
+from pytest_poolrun import extraoptions, fixture, gateway, identity, runid, scheduling, sharding
 from pytest_poolrun.durations import DurationRecorder, Durations
 from pytest_poolrun.forksafety import fork_blockers, platform_forks_safely
 from pytest_poolrun.runner import Controller, RunOptions, resolve_workers
@@ -173,6 +173,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "safe) or 'spawn' (fresh interpreters that collect for themselves).",
     )
     fixture.add_fixture_options(parser)
+    extraoptions.add_options(parser, _number_type)
 
 
 def _pool_requested(config: pytest.Config) -> bool:
@@ -195,6 +196,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(
             "--pool and pytest-xdist's -n both ask for parallel workers; use one of them"
         )
+    extraoptions.read(config)  # a bad ini value is a usage error before anything runs
     for option, flag in (("usepdb", "--pdb"), ("trace", "--trace")):
         if config.getoption(option, False):
             raise pytest.UsageError(
@@ -242,6 +244,7 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
         start=start,
         report_order=_report_order(config),
         testrun_uid=config.stash[runid.testrun_uid_key],
+        extras=extraoptions.read(config),
     )
     Controller(session, options, config.stash[durations_key]).run()
     if session.shouldfail:

@@ -72,6 +72,14 @@ class _ThisWorker:
     info: WorkerInfo | None = None
     end: End | None = None
     task_id: int = -1
+    retire: bool = False
+
+
+def retire_after_task() -> None:
+    """Exit once the running task's result is sent, as after ``maxtasksperchild`` tasks: an
+    expected exit, after which the pool starts a new worker.  The finalizer does not run (the
+    task is expected to have finished what it had to)."""
+    _ThisWorker.retire = True
 
 
 def current_worker() -> WorkerInfo | None:
@@ -151,7 +159,7 @@ def serve(end: End, info: WorkerInfo, setup: bytes, maxtasks: int | None) -> Non
             sys.stderr.flush()
             os._exit(1)
         done += 1
-        if maxtasks is not None and done >= maxtasks:
+        if (maxtasks is not None and done >= maxtasks) or _ThisWorker.retire:
             end.send(Retiring())
             return
     if finalizer is not None:

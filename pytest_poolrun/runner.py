@@ -56,7 +56,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from types import FrameType, SimpleNamespace
@@ -67,13 +67,17 @@ import pytest
 from pytest_poolrun import adapters, events, itemrunner, scheduling
 from pytest_poolrun.board import Board
 from pytest_poolrun.durations import Durations
+from pytest_poolrun.extraoptions import ExtraOptions
 from pytest_poolrun.ledger import ItemLedger
 from pytest_poolrun.manager import PoolHooks
 from pytest_poolrun.pool import Pool
 from pytest_poolrun.poolerrors import PoolExhaustedError, TaskCancelledError, WorkerLostError
 from pytest_poolrun.postmortem import PostMortem
+from pytest_poolrun.recycling import Retired
 from pytest_poolrun.replayer import Replayer
+from pytest_poolrun.sharedfixtures import SharedFixtures
 from pytest_poolrun.slotfiles import SlotFiles
+from pytest_poolrun.slowtests import SlowNotices, earliest
 from pytest_poolrun.timeouts import Timeouts
 from pytest_poolrun.workerset import LiveWorker, WorkerExit, available_cpus
 from pytest_poolrun.xdistnode import WorkerNodes, xdist_hooks_present
@@ -98,6 +102,8 @@ class RunOptions:
     start: str  # "fork" or "spawn", for the local workers
     report_order: str
     testrun_uid: str
+    # Shared fixtures, leaks, recycling, slow notices (extraoptions).
+    extras: ExtraOptions = field(default_factory=ExtraOptions)
 
     @property
     def local(self) -> int:
@@ -167,6 +173,8 @@ class Controller:
         self.replayer = Replayer(session, options.report_order, self._stop)
         self.postmortem = PostMortem(options.forked)
         self.timeouts = Timeouts(options.timeout, self.ledger, self.postmortem)
+        self.shared = SharedFixtures(session, options.extras.shared_fixtures)
+        self.slow = SlowNotices(options.extras.slow, self.ledger, self._nodeid, self._say)
         self.nodes = WorkerNodes(
             self.config, options.worker_names(), options.worker_specs(), options.testrun_uid
         )
@@ -180,6 +188,7 @@ class Controller:
 
     def run(self) -> None:
         options = self.options
+        self.shared.setup()  # before any fork: forked workers inherit the values
         itemrunner.prepare(
             self.session, self.board, self._basetemp(), self.journal, self.postmortem.fault_files
         )
@@ -198,6 +207,7 @@ class Controller:
         workerinputs = self.nodes.inputs()
         for workerinput in workerinputs.values():
             adapters.add_coverage_input(self.config, workerinput)
+        self.shared.add_to(workerinputs, options.forked < options.workers)
         invocation = itemrunner.Invocation(
             tuple(self.config.invocation_params.args),
             str(self.config.invocation_params.dir),
@@ -222,15 +232,21 @@ class Controller:
             for chunk in chunks:
                 self._submit(chunk)
             pool.shutdown_idle()
-            while not pool.join(timeout=self.timeouts.until_next_deadline(pool.live_workers())):
+            while not pool.join(timeout=self._next_wakeup(pool.live_workers())):
                 for worker in self.timeouts.expire(pool.live_workers()):
                     pool.kill(worker)
+                self.slow.announce(pool.live_workers())
+        except KeyboardInterrupt:
+            self.slow.interrupted(pool.live_workers(), self.config.pluginmanager)
+            raise
         finally:
             pool.terminate()
+            self.shared.restore()  # no worker forks any more: the controller may tear down
             self.postmortem.cleanup()
             self.journal.close()
             if previous_sigterm is not None:
                 signal.signal(signal.SIGTERM, previous_sigterm)
+        self.shared.teardown(self.items[-1])
         if self.internal_error is not None:
             raise self.internal_error
         if self.interrupted is not None:
@@ -239,6 +255,12 @@ class Controller:
             raise KeyboardInterrupt(f"{self.items[self.interrupted.item].nodeid}: {last_line}")
         if self.session_exit is not None:
             raise pytest.exit.Exception(self.session_exit.message, self.session_exit.returncode)
+
+    def _next_wakeup(self, live: list[LiveWorker]) -> float | None:
+        return earliest(self.timeouts.until_next_deadline(live), self.slow.until_next_notice(live))
+
+    def _nodeid(self, item: int) -> str:
+        return self.items[item].nodeid
 
     def _basetemp(self) -> Path | None:
         factory: Any = getattr(self.config, "_tmp_path_factory", None)
@@ -307,7 +329,12 @@ class Controller:
         self.session_exit = event
         self._stop()
 
-    def _chunk_done(self, result: tuple[str, int | None]) -> None:
+    def _chunk_done(self, result: tuple[str, int | None] | Retired) -> None:
+        if isinstance(result, Retired):  # the worker leaves; what it did not run goes again
+            returned = self.ledger.unstarted(result.returned)
+            if returned and not self.replayer.stopped:
+                self._submit(returned)
+            return
         worker, held = result
         self.ledger.hold(worker, held)
 

@@ -1,0 +1,219 @@
+"""``--pool-leaks ignore|warn|fail``: processes a test started and left running.
+
+Data flow, in a runner worker (registered by ``itemrunner.start_worker``)::
+
+    pytest_fixture_setup of a fixture wider than a function ─▶ the processes it started are
+        the fixture's (a server for the module or the session), not a leak, for as long as
+        they live, and so is everything they start
+    pytest_runtest_makereport, teardown phase (every fixture the test needed is finalized)
+        ─▶ find_leaks: the worker's descendants (/proc/<pid>/task/<tid>/children) that are
+           neither the fixtures' nor multiprocessing's own helpers, nor workers of a live Pool
+        ─▶ warn: a LeakedProcessWarning on that test (the controller's warnings summary shows
+           it; under -W error it fails the teardown as any warning would)
+           fail: the teardown report fails with the same text
+        ─▶ the leaked processes and their descendants are killed before the next test
+
+Why after the teardown phase: a function fixture may stop what the test started (a list of
+processes it kills at teardown is common); only once it has run is a survivor a leak.  So with
+``fail`` the test is reported as an error at teardown, where pytest reports any failure found
+after a test's body.
+
+Why descendants: every process a test starts (``subprocess``, ``multiprocessing``, a shell
+pipeline) is a child of the worker or of such a child, and the worker does nothing else while a
+test runs.  A process that detached itself (a double fork) is no descendant any more; it still
+lives in the worker's process group, which is killed with the worker at the end of the run.
+Without ``/proc`` (macOS, Windows) nothing is checked.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import warnings
+from collections.abc import Generator, Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PROC = Path("/proc")
+# A process caught inside exec() has an empty command line for some microseconds (its new
+# arguments are not in place yet): a test that starts one just before it returns is common.
+CMDLINE_TRIES = 20
+CMDLINE_PAUSE = 0.001
+
+
+class LeakedProcessWarning(pytest.PytestWarning):
+    """A test left processes running (``--pool-leaks warn``)."""
+
+
+def available() -> bool:
+    return (PROC / str(os.getpid()) / "task").is_dir()
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of ``pid`` (every thread's), from /proc."""
+    found: list[int] = []
+    try:
+        tasks = list((PROC / str(pid) / "task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            found += [int(child) for child in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def descendants(pid: int, skip: Iterable[int] = ()) -> list[int]:
+    """Every living descendant of ``pid``, parents first; the subtrees of ``skip`` left out."""
+    skipped = set(skip)
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        current = frontier.pop()
+        for child in children(current):
+            if child not in skipped and child not in found:
+                found.append(child)
+                frontier.append(child)
+    return found
+
+
+def running(pid: int) -> bool:
+    """Not ended: a zombie (ended, not yet waited for by its parent) leaks nothing."""
+    try:
+        state = (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def command_line(pid: int) -> str:
+    """The process's command line (or, failing that, its name in brackets)."""
+    for _ in range(CMDLINE_TRIES):
+        try:
+            raw = (PROC / str(pid) / "cmdline").read_bytes()
+        except OSError:
+            return "?"
+        words = [word.decode(errors="replace") for word in raw.split(b"\0") if word]
+        if words:
+            return " ".join(words)
+        time.sleep(CMDLINE_PAUSE)
+    try:
+        return f"[{(PROC / str(pid) / 'comm').read_text().strip()}]"
+    except OSError:
+        return "?"
+
+
+def _helpers() -> set[int]:
+    """Processes that belong to the worker for its lifetime, not to a test: multiprocessing's
+    resource tracker and forkserver (started once, on first use) and the workers of every live
+    ``Pool`` of this package (the ``pool`` fixture keeps its workers between tests)."""
+    pids: set[int] = set()
+    try:
+        from multiprocessing import forkserver, resource_tracker
+
+        for pid in (
+            getattr(resource_tracker._resource_tracker, "_pid", None),
+            getattr(forkserver._forkserver, "_forkserver_pid", None),
+        ):
+            if isinstance(pid, int):
+                pids.add(pid)
+    except (ImportError, AttributeError):
+        pass
+    from pytest_poolrun import pool
+
+    for live in list(pool._live_pools):
+        pids.update(live.worker_pids())
+    return pids
+
+
+class LeakWatch:
+    """The worker's plugin; ``mode`` is ``warn`` or ``fail``."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.pid = os.getpid()
+        self.owned: set[int] = set()
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_fixture_setup(self, fixturedef: Any) -> Generator[None, Any, Any]:
+        if fixturedef.scope == "function":
+            return (yield)
+        before = set(descendants(self.pid))
+        try:
+            return (yield)
+        finally:
+            self.owned.update(set(descendants(self.pid)) - before)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        if call.when == "teardown":
+            leaked = self.find_leaks()
+            if leaked:
+                self._complain(item, report, leaked)
+                _kill(leaked)
+        return report
+
+    def find_leaks(self) -> list[int]:
+        found = descendants(self.pid, skip=self.owned | _helpers())
+        living = [pid for pid in found if running(pid)]
+        self.owned &= set(descendants(self.pid))  # forget fixture processes that ended
+        return living
+
+    def _complain(self, item: pytest.Item, report: pytest.TestReport, leaked: list[int]) -> None:
+        listed = "\n".join(f"  pid {pid}: {command_line(pid)}" for pid in leaked)
+        count = f"{len(leaked)} process{'es' if len(leaked) != 1 else ''}"
+        text = (
+            f"{item.nodeid} left {count} running after it ended (killed now):\n{listed}\n"
+            "Stop what a test starts before it returns (or in a fixture's teardown); "
+            "--pool-leaks ignore turns this check off."
+        )
+        if self.mode == "warn":
+            path, lineno, _ = item.location
+            try:
+                warnings.warn_explicit(LeakedProcessWarning(text), None, path, (lineno or 0) + 1)
+                return
+            except Warning:
+                pass  # -W error: the warning is an error, as for any warning of a test
+        _fail(report, text)
+
+
+def _fail(report: pytest.TestReport, text: str) -> None:
+    if report.passed or report.skipped:
+        report.outcome = "failed"
+        report.longrepr = text
+    else:
+        report.sections.append(("processes left running", text))
+
+
+def _kill(pids: list[int]) -> None:
+    """Kill the leaked processes (each at once: a killed parent restarts none of them)."""
+    killed = []
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            continue
+        killed.append(pid)
+    for pid in killed:
+        _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    """Collect a killed child of the worker, so that it does not linger as a zombie."""
+    try:
+        os.waitpid(pid, 0)
+    except (ChildProcessError, OSError):
+        pass  # not our child (a grandchild is reaped by its parent, or by init)
+
+
+def register(config: pytest.Config, mode: str) -> None:
+    """Watch this worker's tests for leaks, unless ``mode`` is ``ignore`` or /proc is missing."""
+    if mode != "ignore" and available():
+        config.pluginmanager.register(LeakWatch(mode), "poolrun-leaks")

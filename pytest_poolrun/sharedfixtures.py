@@ -1,0 +1,245 @@
+"""``--pool-shared-fixture NAME``: a session fixture set up once for the run, in the controller.
+
+Data flow::
+
+    controller, after collection, before the pool forks (Controller.run):
+      SharedFixtures.setup ─▶ check: session scope, one definition, not parametrized, depends
+                              only on session fixtures (they are shared too) ─ else UsageError
+                           ─▶ pytest's own FixtureDef.execute, through a request of the first
+                              test that uses it: the value (or the error) is the FixtureDef's
+                              cached_result, and its finalizer sits on the session's SetupState
+                           ─▶ that SetupState entry is taken off while workers may fork
+    forked workers ─▶ inherit cached_result: a test asking for the fixture gets the controller's
+                      value from pytest's cache, and no finalizer for it exists in the worker
+    fresh workers (spawn, execnet) ─▶ workerinput[SHARED_KEY]: each value pickled, or why it
+                      could not be; install() puts it into the FixtureDef's cache the same way
+    controller, after the last worker (pool.terminate): restore() puts the entry back;
+      teardown() tears the fixtures down once ─▶ an error is reported at teardown of the last
+      test, as serially; if the run was interrupted, pytest's own session finish tears them down
+
+Why through pytest's machinery: ``execute`` caches the value (or the exception with its
+traceback) exactly as a serial run does, so a setup error is raised at setup of every test that
+uses the fixture, in whichever worker, with the serial traceback; and dependencies resolve and
+tear down in pytest's order.  The finalizer entry must be off the SetupState for the pool's
+whole life (workers are also forked later, as replacements), or each worker would run the
+fixture's teardown when it finishes.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import pytest
+
+# The workerinput key under which fresh workers find the shared values.
+SHARED_KEY = "poolrun_shared_fixtures"
+# Fixture names that are not fixtures of a scope (pytest's request object).
+PSEUDO_FIXTURES = frozenset({"request"})
+
+
+class SharedFixtureError(Exception):
+    """Raised at setup of a test whose shared fixture could not reach its worker."""
+
+
+class SharedFixtures:
+    """The shared fixtures of one run, in the controller."""
+
+    def __init__(self, session: pytest.Session, names: Iterable[str]) -> None:
+        self.session = session
+        self.names = tuple(names)
+        # name ─▶ (FixtureDef, the first item that uses it), dependencies included.
+        self.defs: dict[str, tuple[Any, pytest.Item]] = {}
+        self._entry: Any = None  # the session's SetupState entry, while it is set aside
+        self._finalizers: dict[int, list[Any]] = {}  # each FixtureDef's, while set aside
+
+    def setup(self) -> None:
+        """Check and set up every shared fixture a collected test uses (before any fork)."""
+        if not self.names:
+            return
+        for name in self.names:
+            self._resolve(name, f"--pool-shared-fixture {name}")
+        if not self.defs:
+            return
+        from _pytest.fixtures import TopRequest
+        from _pytest.outcomes import OutcomeException
+
+        started = time.monotonic()
+        state = self.session._setupstate
+        state.stack.setdefault(self.session, ([self.session.teardown], None))
+        capman: Any = self.session.config.pluginmanager.getplugin("capturemanager")
+        failed: list[str] = []
+        if capman is not None:
+            capman.resume_global_capture()
+        for name in self.names:
+            if name not in self.defs:
+                continue
+            item = self.defs[name][1]
+            try:
+                TopRequest(item, _ispytest=True).getfixturevalue(name)  # type: ignore[arg-type]
+            except (Exception, OutcomeException):
+                # Cached by pytest with its traceback (a skip too): raised at each test's setup.
+                failed.append(name)
+        if capman is not None:
+            capman.suspend_global_capture()
+            capman.read_global_capture()  # what setup printed: hidden, as a passing run hides it
+        self._entry = state.stack.pop(self.session)
+        # A FixtureDef keeps its own teardown (a generator's rest) in its finalizers, and pytest
+        # 8.1 has every worker's session call finish() at its end: a forked worker must find
+        # nothing there to run.
+        for fixturedef, _ in self.defs.values():
+            self._finalizers[id(fixturedef)] = list(fixturedef._finalizers)
+            fixturedef._finalizers.clear()
+        self._announce(time.monotonic() - started, failed)
+
+    def _announce(self, seconds: float, failed: list[str]) -> None:
+        """One line under the run's header: what was set up, and what failed to."""
+        config = self.session.config
+        reporter: Any = config.pluginmanager.getplugin("terminalreporter")
+        if reporter is None or config.get_verbosity() < -1:
+            return
+        names = ", ".join(
+            name for name, (fixturedef, _) in self.defs.items() if not _from_pytest(fixturedef)
+        )
+        line = f"poolrun: shared fixtures set up once, in the controller: {names} ({seconds:.2f}s)"
+        if failed:
+            line += f"; {', '.join(failed)} did not set up (each test using it reports why)"
+        reporter.write_line(line)
+
+    def _resolve(self, name: str, context: str) -> None:
+        if name in self.defs or name in PSEUDO_FIXTURES:
+            return
+        users = [item for item in self.session.items if name in _fixture_names(item)]
+        if not users:
+            if not _defined(self.session, name):
+                raise pytest.UsageError(
+                    f"{context}: there is no fixture named {name!r}; name a session fixture"
+                )
+            return
+        definitions = {id(_definition(item, name)): _definition(item, name) for item in users}
+        if len(definitions) > 1:
+            raise pytest.UsageError(
+                f"{context}: fixture {name!r} has {len(definitions)} definitions for different "
+                "tests (conftest overrides); share a fixture that has one definition"
+            )
+        fixturedef = next(iter(definitions.values()))
+        if fixturedef.scope != "session":
+            raise pytest.UsageError(
+                f"{context}: fixture {name!r} has scope {fixturedef.scope!r}; only session "
+                "fixtures can be shared (make it scope='session' or drop it from the option)"
+            )
+        if fixturedef.params is not None:
+            raise pytest.UsageError(
+                f"{context}: fixture {name!r} is parametrized; share an unparametrized fixture"
+            )
+        self.defs[name] = (fixturedef, users[0])
+        for dependency in fixturedef.argnames:
+            self._resolve(dependency, f"{context} (through {name!r})")
+
+    def restore(self) -> None:
+        """Put the fixtures' finalizers back on the controller's SetupState (no fork follows)."""
+        if self._entry is not None:
+            state = self.session._setupstate
+            state.stack = {self.session: self._entry, **state.stack}
+            self._entry = None
+        for fixturedef, _ in self.defs.values():
+            fixturedef._finalizers[:0] = self._finalizers.pop(id(fixturedef), [])
+
+    def teardown(self, last: pytest.Item) -> None:
+        """Tear the shared fixtures down; an error is reported at teardown of ``last``."""
+        if not self.defs:
+            return
+        self.restore()
+        state = self.session._setupstate
+        call = pytest.CallInfo.from_call(lambda: state.teardown_exact(None), when="teardown")
+        if call.excinfo is None:
+            return
+        hook = last.ihook
+        report = hook.pytest_runtest_makereport(item=last, call=call)
+        hook.pytest_runtest_logreport(report=report)
+
+    def for_fresh_workers(self) -> dict[str, tuple[object, bytes | None, str | None]]:
+        """Each shared value pickled, or why not: name ─▶ (cache key, pickled value, error).
+
+        A fresh worker has pytest's own session fixtures (``tmp_path_factory``,
+        ``pytestconfig``) already, made for it; they are not sent.  A dependency that cannot be
+        pickled is not sent either: the fresh worker sets it up again if a test asks for it.
+        Only a named fixture that cannot travel becomes an error, at setup of its tests.
+        """
+        sent: dict[str, tuple[object, bytes | None, str | None]] = {}
+        for name, (fixturedef, _) in self.defs.items():
+            cached = fixturedef.cached_result
+            if cached is None or _from_pytest(fixturedef):
+                continue
+            value, key, error = cached
+            if error is not None:
+                exc = error[0] if isinstance(error, tuple) else error  # pytest < 8.2: no tuple
+                text = f"{type(exc).__name__}: {exc}"
+                sent[name] = (key, None, f"failed when the controller set it up: {text}")
+                continue
+            try:
+                sent[name] = (key, pickle.dumps(value, pickle.HIGHEST_PROTOCOL), None)
+            except Exception as exc:
+                if name not in self.names:
+                    continue
+                sent[name] = (
+                    key,
+                    None,
+                    f"its value ({type(value).__name__}) cannot be pickled: {exc}; make it "
+                    "picklable, or run such tests in forked workers (drop --pool-start spawn "
+                    "and --pool-tx), which share the value without pickling",
+                )
+        return sent
+
+    def add_to(self, workerinputs: dict[str, dict[str, Any]], fresh_workers: bool) -> None:
+        """Give the values to workers that start fresh (only they need them pickled)."""
+        if fresh_workers and self.defs:
+            sent = self.for_fresh_workers()
+            for workerinput in workerinputs.values():
+                workerinput[SHARED_KEY] = sent
+
+
+def install(session: pytest.Session, workerinput: dict[str, Any]) -> None:
+    """In a fresh worker: the controller's values become the fixtures' cached results."""
+    sent = workerinput.get(SHARED_KEY)
+    if not sent:
+        return
+    for name, (key, blob, error) in sent.items():
+        users = [item for item in session.items if name in _fixture_names(item)]
+        if not users:
+            continue
+        fixturedef = _definition(users[0], name)
+        if blob is not None:
+            fixturedef.cached_result = (pickle.loads(blob), key, None)
+            continue
+        exc = SharedFixtureError(
+            f"shared fixture {name!r} could not be sent to worker {workerinput.get('workerid')}"
+            f": {error}"
+        )
+        # pytest 8.2 caches (exception, traceback), earlier versions the exception alone.
+        cached_error = (exc, None) if pytest.version_tuple >= (8, 2) else exc
+        fixturedef.cached_result = (None, key, cached_error)
+
+
+def _defined(session: pytest.Session, name: str) -> bool:
+    """Whether a fixture ``name`` is defined anywhere (the manager's map is private and named
+    differently across pytest versions)."""
+    manager = session._fixturemanager
+    maps = ("_arg2fixturedefs", "_arg2node2fixturedefs", "_arg2nodeid2fixturedefs")
+    return any(name in getattr(manager, attr, {}) for attr in maps)
+
+
+def _from_pytest(fixturedef: Any) -> bool:
+    return str(getattr(fixturedef.func, "__module__", "")).startswith("_pytest.")
+
+
+def _fixture_names(item: pytest.Item) -> list[str]:
+    info = getattr(item, "_fixtureinfo", None)
+    return [] if info is None else list(info.name2fixturedefs)
+
+
+def _definition(item: pytest.Item, name: str) -> Any:
+    """The definition of fixture ``name`` that ``item`` gets (the closest one)."""
+    return item._fixtureinfo.name2fixturedefs[name][-1]  # type: ignore[attr-defined]

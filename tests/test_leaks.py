@@ -1,0 +1,138 @@
+"""--pool-leaks: a process a test leaves running is named (warn) or fails the test (fail), and
+is killed before the worker's next test; the processes of wider fixtures, of the pool fixture
+and of multiprocessing's helpers are no leaks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers import POOL, assert_no_process_left
+
+LEAKY = """
+import subprocess, pytest
+def test_leaves_sleep():
+    child = subprocess.Popen(["sleep", "30"])
+    with open({pids!r}, "a") as f:
+        f.write(f"{{child.pid}}\\n")
+@pytest.mark.parametrize("n", range(3))
+def test_clean(n): pass
+"""
+
+
+def _leaky_suite(pytester: pytest.Pytester) -> Path:
+    pid_file = pytester.path / "children.txt"
+    pytester.makepyfile(test_leak=LEAKY.format(pids=str(pid_file)))
+    return pid_file
+
+
+def test_fail_mode_fails_the_test_naming_the_process(pytester: pytest.Pytester) -> None:
+    pid_file = _leaky_suite(pytester)
+    result = pytester.runpytest_subprocess(*POOL, "--pool", "2", "--pool-leaks", "fail", timeout=60)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(passed=4, errors=1)
+    (pid,) = pid_file.read_text().split()
+    result.stdout.fnmatch_lines(
+        [
+            "*test_leak.py::test_leaves_sleep left 1 process running after it ended (killed now):",
+            f"*pid {pid}: sleep 30",
+            "ERROR test_leak.py::test_leaves_sleep*",
+        ]
+    )
+    assert_no_process_left(pid_file)
+
+
+@pytest.mark.parametrize("args", [(), ("-o", "pool_leaks=warn")], ids=["default", "ini"])
+def test_warn_mode_names_the_test_in_a_warning(pytester: pytest.Pytester, args: tuple[str]) -> None:
+    pid_file = _leaky_suite(pytester)
+    result = pytester.runpytest_subprocess(*POOL, "--pool", "2", *args, timeout=60)
+    assert result.ret == 0
+    result.assert_outcomes(passed=4, warnings=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*warnings summary*",
+            "test_leak.py::test_leaves_sleep",
+            "*LeakedProcessWarning: test_leak.py::test_leaves_sleep left 1 process running*",
+            "*: sleep 30",
+        ]
+    )
+    assert_no_process_left(pid_file)
+
+
+def test_the_ini_key_can_fail_and_w_error_fails_a_warning(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\npool_leaks = fail\n")
+    pid_file = _leaky_suite(pytester)
+    result = pytester.runpytest_subprocess(*POOL, "--pool", "2", timeout=60)
+    result.assert_outcomes(passed=4, errors=1)
+    warned = pytester.runpytest_subprocess(
+        *POOL,
+        "--pool",
+        "2",
+        "--pool-leaks",
+        "warn",
+        "-W",
+        "error::pytest_poolrun.leaks.LeakedProcessWarning",
+        timeout=60,
+    )
+    warned.assert_outcomes(passed=4, errors=1)
+    warned.stdout.fnmatch_lines(["*left 1 process running after it ended*", "*pid *: sleep 30"])
+    assert_no_process_left(pid_file)
+
+
+def test_ignore_mode_says_nothing(pytester: pytest.Pytester) -> None:
+    pid_file = _leaky_suite(pytester)
+    result = pytester.runpytest_subprocess(
+        *POOL, "--pool", "2", "--pool-leaks", "ignore", timeout=60
+    )
+    assert result.ret == 0
+    result.assert_outcomes(passed=4)
+    assert "left 1 process running" not in result.stdout.str()
+    assert_no_process_left(pid_file)  # the worker's process group goes with it
+
+
+def test_processes_of_fixtures_and_pools_are_no_leaks(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_owned="""
+        import multiprocessing, subprocess, pytest
+
+        @pytest.fixture(scope="module")
+        def server():
+            process = subprocess.Popen(["sleep", "30"])
+            yield process
+            process.kill()
+            process.wait()
+
+        @pytest.fixture
+        def started():
+            processes = []
+            yield processes
+            for process in processes:
+                process.kill()
+                process.wait()
+
+        def test_uses_server(server): assert server.poll() is None
+        def test_uses_server_again(server): assert server.poll() is None
+        def test_stops_its_child_in_a_fixture(started):
+            started.append(subprocess.Popen(["sleep", "30"]))
+        def test_pool_fixture(pool): assert pool.map(abs, [-1, -2]) == [1, 2]
+        def test_pool_fixture_again(pool): assert pool.apply(abs, (-3,)) == 3
+        def test_multiprocessing_helpers():
+            context = multiprocessing.get_context("forkserver")
+            process = context.Process(target=print)
+            process.start()
+            process.join()
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        *POOL, "--pool", "1", "--pool-leaks", "fail", "-p", "no:cacheprovider", timeout=120
+    )
+    assert result.ret == 0, result.stdout.str()
+    result.assert_outcomes(passed=6)
+
+
+@pytest.mark.parametrize("args", [("--pool-leaks", "maybe"), ("-o", "pool_leaks=maybe")])
+def test_a_bad_mode_is_a_usage_error(pytester: pytest.Pytester, args: tuple[str, str]) -> None:
+    pytester.makepyfile(test_one="def test_one(): pass\n")
+    result = pytester.runpytest_subprocess(*POOL, "--pool", "1", *args, timeout=60)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "'maybe'" in result.stderr.str()

@@ -1,0 +1,212 @@
+"""--pool-shared-fixture: a session fixture set up once, in the controller, before the workers
+fork; every worker sees its value; torn down once after the last worker; errors as serially."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from helpers import POOL
+
+CONFTEST = """
+import os, pytest
+LOG = {log!r}
+def note(text):
+    with open(LOG, "a") as f:
+        f.write(f"{{text}} {{os.getpid()}}\\n")
+@pytest.fixture(scope="session")
+def base(tmp_path_factory, pytestconfig):  # pytest's own session fixtures: not sent
+    note("setup-base")
+    yield "base"
+    note("teardown-base")
+@pytest.fixture(scope="session")
+def server(base):
+    note("setup-server")
+    yield {{"pid": os.getpid(), "base": base, "make": {make}}}
+    note("teardown-server")
+"""
+
+USERS = """
+import os, time, pytest
+@pytest.mark.parametrize("n", range(8))
+def test_uses(server, n, tmp_path):
+    from conftest import note
+    note(f"sees-{server['pid']}")
+    assert server["base"] == "base"
+    time.sleep(0.1)  # work enough that both workers get some of these tests
+"""
+
+
+def _suite(pytester: pytest.Pytester, make: str = "None") -> Path:
+    log = pytester.path / "log.txt"
+    pytester.makeconftest(CONFTEST.format(log=str(log), make=make))
+    pytester.makepyfile(test_users=USERS)
+    return log
+
+
+def _events(log: Path) -> list[tuple[str, str]]:
+    return [tuple(line.split()) for line in log.read_text().splitlines()]  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("--pool-shared-fixture", "server"), ("-o", "pool_shared_fixtures=server other")],
+    ids=["option", "ini"],
+)
+def test_set_up_once_in_the_controller_and_seen_by_every_worker(
+    pytester: pytest.Pytester, args: tuple[str, str]
+) -> None:
+    pytester.makepyfile(
+        test_other="""
+        import pytest
+        @pytest.fixture(scope="session")
+        def other(): return 1
+        def test_plain(): pass
+        """
+    )
+    log = _suite(pytester)
+    result = pytester.runpytest_subprocess(
+        *POOL, "--pool", "2", "--pool-chunksize", "1", *args, timeout=120
+    )
+    assert result.ret == 0
+    result.assert_outcomes(passed=9)
+    events = _events(log)
+    counts = Counter(what for what, _ in events)
+    assert counts["setup-server"] == counts["teardown-server"] == 1
+    assert counts["setup-base"] == counts["teardown-base"] == 1
+    controller = {pid for what, pid in events if what == "setup-server"}.pop()
+    assert {what for what, _ in events if what.startswith("sees")} == {f"sees-{controller}"}
+    workers = {pid for what, pid in events if what.startswith("sees")}
+    assert len(workers) == 2 and controller not in workers
+    assert events[-2:] == [("teardown-server", controller), ("teardown-base", controller)]
+
+
+def test_spawned_workers_get_the_value_pickled(pytester: pytest.Pytester) -> None:
+    log = _suite(pytester)
+    result = pytester.runpytest_subprocess(
+        *POOL,
+        "--pool",
+        "2",
+        "--pool-start",
+        "spawn",
+        "--pool-shared-fixture",
+        "server",
+        timeout=120,
+    )
+    assert result.ret == 0
+    result.assert_outcomes(passed=8)
+    events = _events(log)
+    controller = {pid for what, pid in events if what == "setup-server"}.pop()
+    assert Counter(what for what, _ in events)["setup-server"] == 1
+    assert {what for what, _ in events if what.startswith("sees")} == {f"sees-{controller}"}
+
+
+def test_a_value_that_cannot_be_pickled_is_a_clear_error_for_spawned_workers(
+    pytester: pytest.Pytester,
+) -> None:
+    _suite(pytester, make="lambda: None")
+    result = pytester.runpytest_subprocess(
+        *POOL,
+        "--pool",
+        "1",
+        "--pool-start",
+        "spawn",
+        "--pool-shared-fixture",
+        "server",
+        timeout=120,
+    )
+    result.assert_outcomes(errors=8)
+    result.stdout.fnmatch_lines(
+        [
+            "*SharedFixtureError: shared fixture 'server' could not be sent to worker gw0: its "
+            "value (dict) cannot be pickled*"
+        ]
+    )
+
+
+def test_setup_and_teardown_errors_are_reported_as_serially(pytester: pytest.Pytester) -> None:
+    log = pytester.path / "log.txt"
+    pytester.makepyfile(
+        test_errors=f"""
+        import pytest
+        @pytest.fixture(scope="session")
+        def broken():
+            with open({str(log)!r}, "a") as f:
+                f.write("setup\\n")
+            raise RuntimeError("no server today")
+        @pytest.fixture(scope="session")
+        def fragile():
+            yield 1
+            raise RuntimeError("teardown went wrong")
+        @pytest.mark.parametrize("n", range(3))
+        def test_broken(broken, n): pass
+        @pytest.mark.parametrize("n", range(3))
+        def test_fragile(fragile, n): pass
+        """
+    )
+    shared = ("--pool-shared-fixture", "broken", "--pool-shared-fixture", "fragile")
+    serial = pytester.runpytest_subprocess(*POOL, *shared, timeout=120)
+    log.unlink()
+    pooled = pytester.runpytest_subprocess(*POOL, "--pool", "2", *shared, timeout=120)
+    assert pooled.parseoutcomes() == serial.parseoutcomes() == {"passed": 3, "errors": 4}
+    assert log.read_text() == "setup\n", "set up once, in the controller"
+    text = pooled.stdout.str()
+    assert text.count("E       RuntimeError: no server today") == 3, text
+    pooled.stdout.fnmatch_lines(["*ERROR at teardown of test_fragile*", "*teardown went wrong*"])
+
+
+@pytest.mark.parametrize(
+    ("fixtures", "message"),
+    [
+        ("@pytest.fixture\ndef server(): pass", "*fixture 'server' has scope 'function'*"),
+        (
+            "@pytest.fixture(scope='module')\ndef mod(): pass\n"
+            "@pytest.fixture(scope='session')\ndef server(mod): pass",
+            "*--pool-shared-fixture server (through 'server'): fixture 'mod' has scope 'module'*",
+        ),
+        ("", "*--pool-shared-fixture server: there is no fixture named 'server'*"),
+    ],
+    ids=["function-scope", "module-dependency", "unknown"],
+)
+def test_what_cannot_be_shared_is_a_usage_error(
+    pytester: pytest.Pytester, fixtures: str, message: str
+) -> None:
+    uses = "server" if fixtures else ""
+    pytester.makepyfile(test_one=f"import pytest\n{fixtures}\ndef test_one({uses}): pass\n")
+    result = pytester.runpytest_subprocess(
+        *POOL, "--pool", "1", "--pool-shared-fixture", "server", timeout=60
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
+def test_without_pool_the_option_changes_nothing(pytester: pytest.Pytester) -> None:
+    log = _suite(pytester)
+    result = pytester.runpytest_subprocess(*POOL, "--pool-shared-fixture", "server", timeout=60)
+    result.assert_outcomes(passed=8)
+    assert Counter(what for what, _ in _events(log))["setup-server"] == 1
+
+
+def test_a_skip_in_a_shared_fixture_skips_its_tests(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_skip="""
+        import pytest
+        @pytest.fixture(scope="session")
+        def docker(): pytest.skip("no docker here")
+        def test_needs_docker(docker): pass
+        def test_plain(): pass
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        *POOL, "--pool", "2", "--pool-shared-fixture", "docker", "-rs", timeout=60
+    )
+    assert result.ret == 0
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(
+        [
+            "poolrun: shared fixtures set up once, in the controller: docker (*s); docker did "
+            "not set up (each test using it reports why)",
+            "SKIPPED*no docker here",
+        ]
+    )
