@@ -59,9 +59,7 @@ controller before the pool forks: nothing is pickled, imported or collected agai
 
 from __future__ import annotations
 
-import io
 import os
-import pickle
 import signal
 import sys
 import time
@@ -71,7 +69,15 @@ from typing import IO, Any
 
 import pytest
 
-from pytest_poolrun import adapters, events, runid, workerfeatures, workersetup
+from pytest_poolrun import (
+    adapters,
+    events,
+    forwarding,
+    runid,
+    workerfeatures,
+    workersetup,
+    xdistnode,
+)
 from pytest_poolrun.board import Board
 from pytest_poolrun.poolworker import current_worker, emit, format_exception, retire_after_task
 from pytest_poolrun.recycling import Recycler, Retired
@@ -248,7 +254,7 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
     workerinput = invocation.workerinputs.get(info.name, {})
     if _Shared.session is None:
         _Shared.session = workersetup.collect_here(
-            invocation, info.name, workerinput, _ForwardedText(sys.__stdout__)
+            invocation, info.name, workerinput, _forwarded(sys.__stdout__)
         )
         config = _Shared.session.config
     else:
@@ -258,7 +264,7 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
         _own_capture(config)
         workersetup.own_fault_file(_Shared.faults, info.slot)
         workersetup.own_tmp_path(config, _Shared.basetemp, info.name)
-        workersetup.silence_terminal(config, _ForwardedText(sys.__stdout__))
+        workersetup.silence_terminal(config, _forwarded(sys.__stdout__))
         workersetup.become_xdist_worker(config, workerinput)
     runid.adopt(config, testrun_uid)
     _Shared.recycler = workerfeatures.start(_session(), workerinput, _Shared.forked)
@@ -266,8 +272,8 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
         # -s: what tests print reaches the controller's terminal, from every kind of worker
         # (a fresh one's standard output is not the terminal; a forked one's would be lost in
         # its buffer when the worker exits).
-        sys.stdout = _ForwardedText(sys.__stdout__)
-        sys.stderr = _ForwardedText(sys.__stderr__)
+        sys.stdout = _forwarded(sys.__stdout__)
+        sys.stderr = _forwarded(sys.__stderr__)
     for error in adapters.worker_started(config, _Shared.forked):
         print(f"poolrun: worker {info.name} could not prepare a plugin: {error}")
     config.pluginmanager.register(_Forwarder(config), "poolrun-forwarder")
@@ -297,43 +303,18 @@ def _own_capture(config: pytest.Config) -> None:
     _flush()
 
 
-class _ForwardedText(io.TextIOBase):
-    """A text stream whose lines reach the controller's terminal as ``TerminalOutput``.
+def _forwarded(original: IO[str] | None) -> forwarding.ForwardedText:
+    """A stream whose text goes to the controller's terminal, tagged with the running test."""
+    return forwarding.ForwardedText(original, _send_output)
 
-    Text goes out at each newline and each ``flush`` (a logging handler flushes after every
-    record), tagged with the test that runs, so the controller can show it as it arrives.
-    """
 
-    def __init__(self, original: IO[str] | None) -> None:
-        super().__init__()
-        self._original = original
-        self._parts: list[str] = []
-
-    def writable(self) -> bool:
-        return True
-
-    def isatty(self) -> bool:
-        return False
-
-    def fileno(self) -> int:
-        if self._original is None:
-            raise io.UnsupportedOperation("fileno")
-        return self._original.fileno()
-
-    def write(self, text: str) -> int:
-        self._parts.append(text)
-        if "\n" in text:
-            self.flush()
-        return len(text)
-
-    def flush(self) -> None:
-        if not self._parts or current_worker() is None or os.getpid() != _Shared.pid:
-            return
-        text, self._parts = "".join(self._parts), []
-        index = _Shared.current
-        nodeid = None if index is None else _session().items[index].nodeid
-        _send(events.TerminalOutput(nodeid, text))
-        _flush()
+def _send_output(text: str) -> None:
+    if current_worker() is None or os.getpid() != _Shared.pid:
+        return  # not in a worker (a test's forked child), where nothing may be sent
+    index = _Shared.current
+    nodeid = None if index is None else _session().items[index].nodeid
+    _send(events.TerminalOutput(nodeid, text))
+    _flush()
 
 
 def _send(event: events.WorkerEvent, durable: bool = False) -> None:
@@ -491,26 +472,13 @@ def finish_worker() -> None:
     output: dict[str, Any] = getattr(config, "workeroutput", {})
     for error in adapters.worker_finishing(config, output):
         print(f"poolrun: worker {_name()} could not hand its plugins' results over: {error}")
-    _send(events.WorkerOutput(_picklable(output)))
+    _send(events.WorkerOutput(xdistnode.sendable(output)))
     _flush()
 
 
 def _name() -> str:
     info = current_worker()
     return "?" if info is None else info.name
-
-
-def _picklable(output: dict[str, Any]) -> dict[str, Any]:
-    """``output`` without the values that cannot travel (each named on the worker's stdout)."""
-    kept = {}
-    for key, value in output.items():
-        try:
-            pickle.dumps(value)
-        except Exception as exc:
-            print(f"poolrun: workeroutput[{key!r}] cannot be sent to the controller: {exc!r}")
-            continue
-        kept[key] = value
-    return kept
 
 
 def _finish_items() -> None:

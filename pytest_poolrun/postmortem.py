@@ -8,6 +8,7 @@ Data flow, in the controller's thread (Linux for the capture files: they are rea
     overdue test  ─▶ dump_stacks: DUMP_SIGNAL, then the slot's fault file grows by its stacks
                   ─▶ take_output: the capture files read, and closed, for the timeout message
     worker died   ─▶ fault_text: what faulthandler wrote (a fatal error's traceback)
+                  ─▶ crash_reason: the report's message (overdue, torn report, aborted, died)
                   ─▶ capture_sections: the capture files read, and closed, as report sections
 
 ``_read_captures`` is the one reader of capture files, and it closes what it reads: a test's
@@ -21,10 +22,15 @@ from __future__ import annotations
 
 import os
 import time
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from pytest_poolrun import events, itemrunner
 from pytest_poolrun.slotfiles import SlotFiles
+
+if TYPE_CHECKING:  # timeouts imports this module
+    from pytest_poolrun.ledger import EndedWorker
+    from pytest_poolrun.timeouts import Overdue
+    from pytest_poolrun.workerset import WorkerExit
 
 # How long to wait for a worker to write its stacks after DUMP_SIGNAL, and how often to look.
 DUMP_WAIT = 1.0
@@ -120,6 +126,41 @@ class PostMortem:
         if 0 <= slot < len(self._fault_read):
             self._fault_read[slot] = start + len(data)
         return data.decode("utf-8", "replace")
+
+    def crash_reason(
+        self,
+        ended: WorkerExit,
+        left: EndedWorker,
+        overdue: Overdue | None,
+        overran: str | None,
+        torn: int | None,
+    ) -> str:
+        """Why ``left.running`` failed when its worker ended: the first of these that applies.
+
+        The test overran --pool-timeout (``overdue``); another test (``overran``) did, and the
+        kill came as this one started; its report was torn by the worker's death (``torn``);
+        it raised what ends a worker (``left.aborted``); or the worker died under it.
+        """
+        assert left.running is not None
+        if overdue is not None and overdue.item == left.running:
+            return overdue.message
+        if overdue is not None:
+            return (
+                f"worker {ended.name} was killed because {overran} overran --pool-timeout, "
+                "just as that test ended and this one started; it is not run again"
+            )
+        if torn == left.running:
+            return (
+                f"the test ran, but worker {ended.name} died while writing its report "
+                f"({ended.describe()}); it is not run again"
+            )
+        if left.aborted is not None:
+            text = left.aborted.description
+            last_line = text.strip().splitlines()[-1]
+            return f"worker {ended.name} stopped while running it: {last_line}\n\n{text}"
+        why = f"worker {ended.name} died while running it: {ended.describe()}"
+        fault = self.fault_text(ended.slot)
+        return f"{why}\n\n{fault}" if fault else why
 
 
 def _trim_stacks(dump: str) -> str:

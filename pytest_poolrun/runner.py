@@ -64,8 +64,9 @@ from typing import Any, Protocol
 
 import pytest
 
-from pytest_poolrun import adapters, events, itemrunner, scheduling
+from pytest_poolrun import adapters, events, iteminfo, itemrunner, scheduling
 from pytest_poolrun.board import Board
+from pytest_poolrun.console import Console
 from pytest_poolrun.durations import Durations
 from pytest_poolrun.extraoptions import ExtraOptions
 from pytest_poolrun.ledger import ItemLedger
@@ -174,14 +175,14 @@ class Controller:
         self.postmortem = PostMortem(options.forked)
         self.timeouts = Timeouts(options.timeout, self.ledger, self.postmortem)
         self.shared = SharedFixtures(session, options.extras.shared_fixtures)
-        self.slow = SlowNotices(options.extras.slow, self.ledger, self._nodeid, self._say)
+        self.console = Console(self.config)
+        self.slow = SlowNotices(options.extras.slow, self.ledger, self._nodeid, self.console.say)
         self.nodes = WorkerNodes(
             self.config, options.worker_names(), options.worker_specs(), options.testrun_uid
         )
         self.session_exit: events.SessionExit | None = None
         self.internal_error: BaseException | None = None
         self.interrupted: events.ItemAborted | None = None  # a test raised KeyboardInterrupt
-        self._output_source: tuple[str, str | None] | None = None  # whose output shows last
         self.pool: RunnerPool | None = None  # started by run(), after the board and prepare()
 
     # ------------------------------------------------------------------------------- running
@@ -196,14 +197,9 @@ class Controller:
         # forked worker.
         sys.stdout.flush()
         sys.stderr.flush()
-        first = _asked_first(self.config)
-        infos = [
-            scheduling.ItemInfo(
-                item.nodeid, self.durations.get(item.nodeid), _group(item), first(item.nodeid)
-            )
-            for item in self.items
-        ]
+        infos = iteminfo.describe(self.config, self.items, self.durations)
         chunks = scheduling.plan_chunks(infos, options.workers, options.chunksize, options.dist)
+        del infos  # nothing of it is needed while the run lasts
         workerinputs = self.nodes.inputs()
         for workerinput in workerinputs.values():
             adapters.add_coverage_input(self.config, workerinput)
@@ -320,7 +316,7 @@ class Controller:
         elif isinstance(event, events.WorkerOutput):
             self.nodes.received(worker, event.output)
         elif isinstance(event, events.TerminalOutput):
-            self._show_output(worker, event)
+            self.console.show(worker, event)
         else:
             raise TypeError(f"unknown event from worker {worker}: {event!r}")
 
@@ -374,7 +370,7 @@ class Controller:
 
     def _on_worker_exit(self, ended: WorkerExit) -> None:
         if ended.setup_error is not None:
-            self._say(f"poolrun: {ended.setup_error}")
+            self.console.say(f"poolrun: {ended.setup_error}")
         torn = self._replay_journal(ended)
         left = self.ledger.ended(ended.name, ended.slot)
         overdue = self.timeouts.take(ended.name)
@@ -382,28 +378,8 @@ class Controller:
             # Nothing ran, or a test interrupted the run: serially it gets no report either.
             self.postmortem.capture_sections(ended.name)  # closes the files
         else:
-            if overdue is not None and overdue.item == left.running:
-                why = overdue.message
-            elif overdue is not None:
-                overran = self.items[overdue.item].nodeid
-                why = (
-                    f"worker {ended.name} was killed because {overran} overran --pool-timeout, "
-                    "just as that test ended and this one started; it is not run again"
-                )
-            elif torn == left.running:
-                why = (
-                    f"the test ran, but worker {ended.name} died while writing its report "
-                    f"({ended.describe()}); it is not run again"
-                )
-            elif left.aborted is not None:
-                text = left.aborted.description
-                last_line = text.strip().splitlines()[-1]
-                why = f"worker {ended.name} stopped while running it: {last_line}\n\n{text}"
-            else:
-                why = f"worker {ended.name} died while running it: {ended.describe()}"
-                fault = self.postmortem.fault_text(ended.slot)
-                if fault:
-                    why += f"\n\n{fault}"
+            overran = None if overdue is None else self.items[overdue.item].nodeid
+            why = self.postmortem.crash_reason(ended, left, overdue, overran, torn)
             sections = self.postmortem.capture_sections(ended.name)
             if left.aborted is not None:
                 sections = [*left.aborted.sections, *sections]
@@ -438,51 +414,6 @@ class Controller:
             )
         finally:
             del report.node
-
-    def _show_output(self, worker: str, output: events.TerminalOutput) -> None:
-        """A worker's live logs or ``-s`` output, as it arrives, under a line naming its test
-        (two workers' output would otherwise interleave anonymously)."""
-        reporter: Any = self.config.pluginmanager.getplugin("terminalreporter")
-        if reporter is None:
-            return
-        source = (worker, output.nodeid)
-        if source != self._output_source:
-            reporter.ensure_newline()
-            reporter.write_line(f"[{worker}] {output.nodeid or '(outside any test)'}")
-            self._output_source = source
-        reporter.write(output.text)
-        reporter.currentfspath = None  # the next progress line starts afresh
-
-    def _say(self, line: str) -> None:
-        reporter: Any = self.config.pluginmanager.getplugin("terminalreporter")
-        if reporter is not None:
-            reporter.ensure_newline()
-            reporter.write_line(line)
-
-
-def _group(item: pytest.Item) -> str | None:
-    """The ``xdist_group`` mark's name, which --pool-dist group keeps on one worker."""
-    marker = item.get_closest_marker("xdist_group")
-    if marker is None:
-        return None
-    name = marker.kwargs.get("name", marker.args[0] if marker.args else None)
-    return None if name is None else str(name)
-
-
-def _asked_first(config: pytest.Config) -> Callable[[str], bool]:
-    """Which node ids the user asked to run before the others: ``--ff``'s previous failures,
-    ``--nf``'s new tests (pytest's cache plugins already put them first in ``items``)."""
-    failed: set[str] = set()
-    if config.getoption("failedfirst", False):
-        failed = set(config.cache.get("cache/lastfailed", {})) if config.cache else set()
-    known: set[str] | None = None
-    if config.getoption("newfirst", False) and config.cache is not None:
-        known = set(config.cache.get("cache/nodeids", []))
-
-    def first(nodeid: str) -> bool:
-        return nodeid in failed or (known is not None and nodeid not in known)
-
-    return first
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:

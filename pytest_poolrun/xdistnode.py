@@ -22,6 +22,7 @@ A replacement worker gets the workerinput of the worker it replaces, and a node 
 from __future__ import annotations
 
 import os
+import pickle
 import sys
 import warnings
 from collections.abc import Sequence
@@ -140,3 +141,16 @@ class WorkerNodes:
             call_node_hook(self._config, "pytest_testnodedown", node=node, error=error)
         self._nodes[name] = WorkerNode(self._config, node.gateway, dict(self._inputs[name]))
         return node
+
+
+def sendable(output: dict[str, Any]) -> dict[str, Any]:
+    """In a worker: ``output`` without the values that cannot travel (each named on stdout)."""
+    kept = {}
+    for key, value in output.items():
+        try:
+            pickle.dumps(value)
+        except Exception as exc:
+            print(f"poolrun: workeroutput[{key!r}] cannot be sent to the controller: {exc!r}")
+            continue
+        kept[key] = value
+    return kept
