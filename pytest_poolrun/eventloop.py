@@ -125,7 +125,7 @@ class Callbacks:
     A callback runs in whichever caller thread takes the batch: the thread driving the I/O for
     results and hooks, the calling thread for errors that ``terminate``, ``reset`` or
     ``cancel_queued`` give.  It may submit work; it must not wait on the pool if that thread
-    drives the I/O (``Manager.wait_until`` refuses that with ``RuntimeError``).
+    drives the I/O (``IoToken.wait_until`` refuses that with ``RuntimeError``).
     """
 
     def __init__(self) -> None:

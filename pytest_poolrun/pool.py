@@ -194,7 +194,7 @@ class Pool:
         timeout: float | None = None,
     ) -> AsyncResult[T]:
         self._manager.check_submission(timeout)
-        result: AsyncResult[T] = AsyncResult(self._manager, callback, error_callback)
+        result: AsyncResult[T] = AsyncResult(self._manager.token, callback, error_callback)
         function = _dump_function(func, self._remote)
         args = tuple(args)
         kwargs = kwds or {}
@@ -232,7 +232,7 @@ class Pool:
         if size < 1:
             raise ValueError(f"chunksize must be at least 1, not {size!r}")
         chunks = len(range(0, len(items), size))
-        result: MapResult[Any] = MapResult(self._manager, chunks, callback, error_callback)
+        result: MapResult[Any] = MapResult(self._manager.token, chunks, callback, error_callback)
         function = _dump_function(func, self._remote)
         self._manager.submit(
             timeout,
@@ -318,7 +318,7 @@ class Pool:
         if chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize!r}")
         self._manager.check_submission(timeout)
-        iterator: IMapIterator[T] = IMapIterator(self._manager, ordered)
+        iterator: IMapIterator[T] = IMapIterator(self._manager.token, ordered)
         function = _dump_function(func, self._remote)
         feeder = Feeder(iter(iterable), chunksize, function, MAP, timeout, iterator)
         self._manager.add_feeder(feeder)
@@ -391,7 +391,7 @@ class Pool:
         # Only a warning, as multiprocessing.Pool gives: the workers of a dropped pool are
         # killed by workerset's finalizers, which run no Python code of the pool.
         manager = getattr(self, "_manager", None)
-        if manager is not None and manager.state == RUN and os.getpid() == manager.owner_pid:
+        if manager is not None and manager.state == RUN and os.getpid() == manager.token.owner_pid:
             warnings.warn(
                 f"unclosed running multiprocessing pool {self!r}: its workers are killed; "
                 "use the pool in a with block, or call close() and join() (or terminate())",
