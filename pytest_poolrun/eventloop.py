@@ -1,6 +1,6 @@
 """The pool's event loop: one selector over every worker's socket and exit descriptor.
 
-Data flow (which thread: see ``manager``, the only user)::
+Data flow (which thread: see ``waiting``; its users are ``manager`` and ``waiting``)::
 
     watch(worker) ─▶ selector: socket (read, and write while its outgoing buffer is not empty)
                                + exit descriptor (pidfd or sentinel)
