@@ -10,8 +10,8 @@ Data flow, in the pool's thread::
     the worker ended     ─▶ take_back(worker): the job it ran (blamed, unless the exit was
                             expected), its unstarted jobs back to the front of the queue
     overdue(now)         ─▶ (worker, job) pairs whose running job passed its deadline
-    Pool.imap ─▶ Feeder ─▶ plan_feeding: how many chunks of its input to read now ─▶ the
-                 manager reads them (unlocked) and enqueues them as jobs
+    Pool.imap ─▶ Feeder ─▶ plan_feeding: how many chunks of its input to read now ─▶
+                 Feeding (feeding.py) reads them (unlocked) and enqueues them as jobs
 
 **Prefetch.**  Each worker holds its running task plus a couple of milliseconds' worth of the
 next ones (by the running estimate of a task's duration, 2 to 64 tasks), so it never waits for a

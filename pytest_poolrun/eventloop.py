@@ -1,6 +1,6 @@
 """The pool's event loop: one selector over every worker's socket and exit descriptor.
 
-Data flow (which thread: see ``manager``, the only user)::
+Data flow (which thread: see ``waiting``; its users are ``manager`` and ``waiting``)::
 
     watch(worker) ─▶ selector: socket (read, and write while its outgoing buffer is not empty)
                                + exit descriptor (pidfd or sentinel)
@@ -125,7 +125,7 @@ class Callbacks:
     A callback runs in whichever caller thread takes the batch: the thread driving the I/O for
     results and hooks, the calling thread for errors that ``terminate``, ``reset`` or
     ``cancel_queued`` give.  It may submit work; it must not wait on the pool if that thread
-    drives the I/O (``Manager.wait_until`` refuses that with ``RuntimeError``).
+    drives the I/O (``IoToken.wait_until`` refuses that with ``RuntimeError``).
     """
 
     def __init__(self) -> None:

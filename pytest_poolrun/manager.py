@@ -1,9 +1,11 @@
-"""The pool's manager: what happens when a caller waits, in four named steps, from any thread.
+"""The pool's manager: what happens when a caller waits, in four named steps.
 
 Data flow, in a caller's thread, inside any call that waits (``get``, ``wait``, ``map``,
-iterating ``imap``, ``join``, ``ready``), by the one caller thread that holds the *token*::
+iterating ``imap``, ``join``, ``ready``), by the one caller thread that holds the I/O token
+(``waiting.py``: which thread that is, and how the others wait)::
 
-    pump ─▶ feed: read the imap inputs that have room (unlocked), enqueue their chunks
+    pump ─▶ feed: Dispatcher.plan_feeding, then Feeding.read (feeding.py): the imap inputs that
+      │           have room are read (unlocked) and their chunks enqueued
       ├─▶ EventLoop.select (unlocked) ─▶ under the lock: EventLoop.collect ─▶ handle(worker,
       │     message), by the message's type:
       │        Ready      ─▶ Dispatcher.started: the first job's timeout counts from now
@@ -15,7 +17,7 @@ iterating ``imap``, ``join``, ``ready``), by the one caller thread that holds th
       │        unstarted jobs back to the queue, the running one fails with WorkerLostError,
       │        a replacement starts if the restart policy allows, hooks.on_worker_exit(exit)
       ├─▶ expire_overdue ─▶ kill the worker of a job past its deadline ─▶ TaskTimeoutError
-      ├─▶ run the queued callbacks (unlocked), in order
+      ├─▶ IoToken.run_callbacks: the queued callbacks (unlocked), in order
       └─▶ dispatch ─▶ Dispatcher.assign, each touched socket flushed once; idle workers told
                       to shut down once the pool is closing
 
@@ -25,25 +27,19 @@ iterating ``imap``, ``join``, ``ready``), by the one caller thread that holds th
 **Callbacks without threads.**  ``multiprocessing.Pool`` runs helper threads in the caller's
 process; a process with threads must not fork (Python 3.12+ warns, and ``-W error`` suites then
 fail), yet this pool forks replacement workers at any time.  So all I/O happens here, in a
-caller's thread, when the caller waits; a submission only writes.
+caller's thread, when the caller waits; a submission only writes, then wakes the thread that
+drives the I/O, if another (``IoToken.after_change``).
 
-**Threads.**  The pool may be used from any number of caller threads at once (leader and
-followers).  One lock guards all of its state.  Of the threads waiting, one holds the token and
-drives the I/O for all of them: it selects with the lock released, so that other threads submit
-meanwhile (a submission wakes it through the loop's self-pipe when it changed something it waits
-for), handles the batch under the lock, then runs the batch's callbacks unlocked, in arrival
-order, so they may submit work.  The others wait on a condition and take the token when it is
-free.  ``reset``, ``terminate`` and ``join`` wake the holder and take the token before they touch
-the selector or the workers.  A callback that waits on the pool from the thread holding the token
-would wait for itself: that raises ``RuntimeError``; any other thread simply waits.
+**The parts.**  This class owns the pool's state (``state``, ``stopped``) and the steps;
+``IoToken`` (``waiting.py``) owns the lock and decides which caller thread runs ``pump``;
+``Feeding`` (``feeding.py``) reads the imap inputs.  ``reset``, ``terminate`` and ``join`` take
+the token before they touch the selector or the workers.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
-import threading
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,16 +47,12 @@ from multiprocessing.pool import CLOSE, RUN, TERMINATE
 from typing import Any
 
 from pytest_poolrun import codec, wire
-from pytest_poolrun.dispatch import Dispatcher, Feeder, Job, Read
+from pytest_poolrun.dispatch import Dispatcher, Feeder, Job
 from pytest_poolrun.eventloop import Callbacks, EventLoop
+from pytest_poolrun.feeding import Feeding
 from pytest_poolrun.poolerrors import PoolExhaustedError, TaskTimeoutError, WorkerLostError
+from pytest_poolrun.waiting import IoToken
 from pytest_poolrun.workerset import WorkerExit, WorkerProcess, WorkerSet
-
-REENTRY_ERROR = (
-    "a callback waited for a pool result: callbacks run inside the pool's event loop, in the "
-    "thread that drives it, so they must return without waiting; collect results after the "
-    "call that ran the callback has returned"
-)
 
 
 @dataclass(frozen=True)
@@ -92,13 +84,9 @@ class Manager:
         self.retire_idle = False
         # The loop is closed and no worker is left (terminate, or join after close).
         self.stopped = False
-        self.owner_pid = os.getpid()
-        self.lock = threading.RLock()
-        self.changed = threading.Condition(self.lock)
-        # The thread that holds the token (drives the I/O), and how many others wait to take it
-        # for reset, terminate or join (the holder then hands it over after its pump).
-        self._pumper: int | None = None
-        self._token_wanted = 0
+        self.token = IoToken(self.loop, self.callbacks, self.pump, lambda: self.stopped)
+        self.lock = self.token.lock
+        self.feeding = Feeding(dispatcher, self.callbacks, self.lock)
         for worker in workers.start_all():
             self.loop.watch(worker)
         try:
@@ -134,14 +122,14 @@ class Manager:
             self.check_submission(timeout)
             enqueue(self.dispatcher)
             self.dispatch()
-        self.after_change()
+        self.token.after_change()
 
     def add_feeder(self, feeder: Feeder) -> None:
         """Start an imap: its input is read as the workers need it, from the caller's next wait."""
         with self.lock:
             self.check_submission(feeder.timeout)
             self.dispatcher.feeders.append(feeder)
-        self.after_change()
+        self.token.after_change()
 
     def close(self) -> None:
         """Accept no more jobs; workers are told to shut down once the queue is empty."""
@@ -149,26 +137,19 @@ class Manager:
             if self.state == RUN:
                 self.state = CLOSE
             self.maybe_shut_down()
-        self.after_change()
+        self.token.after_change()
 
     def retire_when_idle(self) -> None:
         """Tell each worker to shut down whenever it is idle and no job waits."""
         with self.lock:
             self.retire_idle = True
             self.maybe_shut_down()
-        self.after_change()
+        self.token.after_change()
 
     def cancel_queued(self, error: BaseException) -> None:
         with self.lock:
             self.fail_queued(error)
-        self.after_change()
-
-    def after_change(self) -> None:
-        """Run the callbacks a change queued; wake the thread driving the I/O, if another."""
-        self.run_callbacks()
-        pumper = self._pumper
-        if pumper is not None and pumper != threading.get_ident():
-            self.loop.wake()
+        self.token.after_change()
 
     # --------------------------------------------------------------------------- the steps
 
@@ -195,11 +176,11 @@ class Manager:
             self.expire_overdue()
         # The callbacks run before the next jobs go out: one that cancels the queue (the test
         # runner stopping at a failure) stops what this batch would otherwise hand out.
-        self.run_callbacks()
+        self.token.run_callbacks()
         with self.lock:
             if not self.stopped:
                 self.dispatch()
-        self.run_callbacks()
+        self.token.run_callbacks()
 
     def handle(self, worker: WorkerProcess, message: wire.ToController) -> None:
         if isinstance(message, wire.Result):
@@ -276,57 +257,7 @@ class Manager:
             if self.stopped:
                 return False
             plan = self.dispatcher.plan_feeding(self.workers, self.workers.slots, self.closing)
-        if not plan:
-            return False
-        reads: list[tuple[Feeder, Read]] = []
-        try:
-            for feeder, count in plan:
-                reads.append((feeder, feeder.read(count)))
-        finally:
-            with self.lock:
-                for feeder, _ in plan:
-                    feeder.busy = False
-                for feeder, read in reads:
-                    self._enqueue_read(feeder, read)
-                self.dispatch()
-        return any(feeder.ended for feeder, _ in plan)
-
-    def _enqueue_read(self, feeder: Feeder, read: Read) -> None:
-        if feeder.ended:
-            return  # failed meanwhile (reset, terminate): what was read is dropped
-        error: Exception | None = read.error
-        for chunk in read.chunks:
-            index = feeder.next_index
-            try:
-                self.dispatcher.enqueue(
-                    feeder.function,
-                    feeder.mode,
-                    chunk,
-                    {},
-                    feeder.results.chunk_done(index),
-                    feeder.timeout,
-                    index * feeder.size,
-                )
-            except codec.SendError as exc:
-                error = exc
-                break
-            feeder.next_index += 1
-        if error is not None:
-            self._end_feeder(feeder, error)
-        elif read.ended:
-            self._end_feeder(feeder, None)
-
-    def _end_feeder(self, feeder: Feeder, error: BaseException | None) -> None:
-        """The input ended, or ``error`` takes the place of its next chunk and ends it."""
-        if feeder.ended:
-            return
-        feeder.ended = True
-        if error is not None:
-            self.callbacks.add(feeder.results.chunk_done(feeder.next_index), False, error)
-            feeder.next_index += 1
-        feeder.results.set_length(feeder.next_index)
-        if feeder in self.dispatcher.feeders:
-            self.dispatcher.feeders.remove(feeder)
+        return bool(plan) and self.feeding.read(plan, self.dispatch)
 
     def maybe_shut_down(self) -> None:
         if not (self.closing or self.retire_idle) or self.work_waiting:
@@ -346,7 +277,7 @@ class Manager:
 
     def reset(self, error: BaseException) -> None:
         """Cancel queued jobs, kill busy workers (replaced); unfinished jobs fail with ``error``."""
-        taken = self.take_token()
+        taken = self.token.take_token()
         try:
             with self.lock:
                 if self.terminated:
@@ -354,8 +285,7 @@ class Manager:
                 queue = self.dispatcher.queue
                 queued = list(queue)
                 queue.clear()
-                for feeder in list(self.dispatcher.feeders):
-                    self._end_feeder(feeder, error)
+                self.feeding.end_all(error)
             try:
                 self.pump(0)  # notice workers that died since the last wait, so they are replaced
             finally:
@@ -368,18 +298,18 @@ class Manager:
                         worker.retiring = True  # an exit asked for: replaced, not a crash
                         self.account_for_exit(worker)
                     self.fail_queued(error)
-                self.run_callbacks()
+                self.token.run_callbacks()
         finally:
             if taken:
-                self.release_token()
+                self.token.release_token()
 
     def terminate(self, error: BaseException) -> None:
         """Kill every worker now; unfinished jobs fail with ``error``."""
-        if os.getpid() != self.owner_pid:
+        if os.getpid() != self.token.owner_pid:
             # A forked copy of the pool: its workers (and its lock) belong to the parent process.
             self.state, self.stopped = TERMINATE, True
             return
-        taken = self.take_token()
+        taken = self.token.take_token()
         try:
             with self.lock:
                 if self.terminated:
@@ -398,16 +328,18 @@ class Manager:
                         if not job.finished:
                             self.deliver(job, False, error)
                 self.fail_queued(error)
-            self.run_callbacks()
+            self.token.run_callbacks()
         finally:
             if taken:
-                self.release_token()
+                self.token.release_token()
 
     def join(self, timeout: float | None) -> bool:
         """Wait until no job is queued and every worker has exited."""
-        if not self.wait_until(lambda: not len(self.workers) and not self.work_waiting, timeout):
+        if not self.token.wait_until(
+            lambda: not len(self.workers) and not self.work_waiting, timeout
+        ):
             return False
-        taken = self.take_token()
+        taken = self.token.take_token()
         try:
             with self.lock:
                 if not self.stopped:
@@ -415,7 +347,7 @@ class Manager:
                     self.loop.close()
         finally:
             if taken:
-                self.release_token()
+                self.token.release_token()
         return True
 
     # ------------------------------------------------------------------------------ helpers
@@ -428,97 +360,14 @@ class Manager:
         queue = self.dispatcher.queue
         while queue:
             self.deliver(queue.popleft(), False, error)
-        for feeder in list(self.dispatcher.feeders):
-            self._end_feeder(feeder, error)
-
-    def run_callbacks(self) -> None:
-        """Run the queued callbacks, unlocked; then let waiting threads look again."""
-        if not self.callbacks:
-            return
-        with self.lock:
-            batch = self.callbacks.take()
-        try:
-            Callbacks.run(batch)
-        finally:
-            with self.lock:
-                self.changed.notify_all()
-
-    def check_owner(self) -> None:
-        if os.getpid() != self.owner_pid:
-            raise RuntimeError(
-                f"this Pool belongs to process {self.owner_pid} and reached process "
-                f"{os.getpid()} through a fork, where it cannot work; create a new Pool here"
-            )
+        self.feeding.end_all(error)
 
     def check_submission(self, timeout: float | None) -> None:
-        self.check_owner()
+        self.token.check_owner()
         if self.closing or self.terminated:
             raise ValueError("Pool not running")
         if timeout is not None and timeout <= 0:
             raise ValueError(f"timeout must be positive, not {timeout!r}")
-
-    # ------------------------------------------------------------------------ the token
-
-    def take_token(self) -> bool:
-        """Become the thread driving the I/O, waking the current one; False if already it."""
-        me = threading.get_ident()
-        with self.lock:
-            if self._pumper == me:
-                return False
-            self._token_wanted += 1
-            try:
-                while self._pumper is not None:
-                    self.loop.wake()
-                    self.changed.wait()
-            finally:
-                self._token_wanted -= 1
-            self._pumper = me
-            return True
-
-    def release_token(self) -> None:
-        with self.lock:
-            self._pumper = None
-            self.changed.notify_all()
-
-    def poll(self) -> None:
-        """Handle what has arrived without waiting, unless another call drives the I/O now."""
-        with self.lock:
-            if self._pumper is not None or self.stopped:
-                return
-            self._pumper = threading.get_ident()
-        try:
-            self.pump(0)
-        finally:
-            self.release_token()
-
-    def wait_until(self, done: Callable[[], bool], timeout: float | None) -> bool:
-        """Wait until ``done()``; drive the I/O meanwhile whenever no other thread does."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        me = threading.get_ident()
-        with self.lock:
-            if done():
-                return True
-            self.check_owner()
-            if self._pumper == me:
-                raise RuntimeError(REENTRY_ERROR)
-        while True:
-            with self.lock:
-                while True:
-                    if done():
-                        return True
-                    if self.stopped:
-                        return done()
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        return False
-                    if self._pumper is None and not self._token_wanted:
-                        break
-                    self.changed.wait(remaining)
-                self._pumper = me
-            try:
-                self.pump(remaining)
-            finally:
-                self.release_token()
 
 
 def _emit_event(on_event: Callable[[str, Any], None], name: str, payload: bytes) -> None:

@@ -2,14 +2,16 @@
 
 Data flow (N worker processes; no helper thread: the I/O runs in the caller threads that wait)::
 
-    caller ── apply_async / map_async / imap ──▶ Pool (this facade: checks, pickles the function)
-      (any thread)                                 │ Manager.submit ─▶ queue of Jobs, under the
+    caller ── apply_async / map_async / imap ──▶ Pool (this facade; poolargs.py: checks,
+      (any thread)                                 │ pickles the function)
+                                                   │ Manager.submit ─▶ queue of Jobs, under the
                                                    │ pool's lock; imap: a Feeder read lazily
+                                                   │ (feeding.py)
                                                    ▼ Manager.dispatch: a few ms of work per worker
     ControllerEnd.send(Task) ── socket pair ──▶ worker_main (poolworker.py) runs it
                                                    │
     Manager.pump ◀── Ready / Result / Event / Retiring / SetupFailed ──┘  (eventloop.py)
-      │  (run by one waiting caller thread at a time, for all of them)
+      │  (run by one waiting caller thread at a time, for all of them: waiting.py)
       │  Result ─▶ the Job's on_result ─▶ AsyncResult / MapResult / IMapIterator (results.py)
       │  Event  ─▶ hooks.on_event(worker name, payload)
       │  worker exited ─▶ WorkerSet.reap ─▶ WorkerExit ─▶ hooks.on_worker_exit; its running job
@@ -17,13 +19,15 @@ Data flow (N worker processes; no helper thread: the I/O runs in the caller thre
       │                   a replacement starts (workerset.py: the restart policy)
       └  a running job past its timeout ─▶ its worker is killed, the job fails with TaskTimeoutError
 
-The parts: ``workerset`` (processes, start methods, exit records), ``dispatch`` (jobs, prefetch,
-deadlines, the lazy imap read-ahead), ``eventloop`` (selector, writes, wake-ups, callback rules),
-``manager`` (the steps that keep them consistent, why there are no helper threads, and how
-several caller threads share the pool), ``results`` (what the caller holds), ``poolerrors``.
+The parts: ``poolargs`` (the arguments checked, the function pickled, map chunk sizes),
+``workerset`` (processes, start methods, exit records), ``dispatch`` (jobs, prefetch, deadlines,
+how much of an imap input to read ahead), ``feeding`` (reading the imap inputs into jobs),
+``eventloop`` (selector, writes, wake-ups, callback rules), ``manager`` (the steps that keep them
+consistent, why there are no helper threads), ``waiting`` (the lock, and how several caller
+threads share the pool's I/O), ``results`` (what the caller holds), ``poolerrors``.
 
 **Threads.**  The pool is usable from any thread, concurrently; one caller thread at a time
-drives the I/O, and callbacks run in that thread (``manager`` describes the design).  A copy of
+drives the I/O, and callbacks run in that thread (``waiting`` describes the design).  A copy of
 the pool reaching a child through a fork refuses work.
 
 **Exit.**  Pools still running at interpreter exit are terminated by a ``multiprocessing``
@@ -43,10 +47,17 @@ from multiprocessing.pool import RUN
 from typing import Any, TypeVar
 
 from pytest_poolrun import codec, workerset
-from pytest_poolrun.dispatch import Dispatcher, Feeder, auto_chunksize
+from pytest_poolrun.dispatch import Dispatcher, Feeder
 from pytest_poolrun.gateway import expand_specs
 from pytest_poolrun.manager import Manager
 from pytest_poolrun.manager import PoolHooks as PoolHooks
+from pytest_poolrun.poolargs import (
+    check_imap_chunksize,
+    dump_function,
+    map_chunks,
+    resolve_start_method,
+    worker_slots,
+)
 
 # Re-exported: ``pytest_poolrun.pool`` is where users and the runner find the pool's names.
 from pytest_poolrun.poolerrors import PoolExhaustedError as PoolExhaustedError
@@ -61,7 +72,7 @@ from pytest_poolrun.poolworker import APPLY, MAP, STARMAP
 from pytest_poolrun.results import AsyncResult as AsyncResult
 from pytest_poolrun.results import IMapIterator as IMapIterator
 from pytest_poolrun.results import MapResult as MapResult
-from pytest_poolrun.workerset import START_METHODS, LiveWorker, WorkerSet
+from pytest_poolrun.workerset import LiveWorker, WorkerSet
 from pytest_poolrun.workerset import WorkerExit as WorkerExit
 from pytest_poolrun.workerset import available_cpus as available_cpus
 from pytest_poolrun.workerset import default_start_method as default_start_method
@@ -107,28 +118,10 @@ class Pool:
         in_flight: int | None = None,
     ) -> None:
         specs = expand_specs(list(tx))
-        if processes is None:
-            processes = 0 if specs else available_cpus()
-        if not isinstance(processes, int) or isinstance(processes, bool):
-            raise TypeError(
-                f"processes must be an int or None, not {type(processes).__qualname__}; "
-                "pass the number of worker processes"
-            )
-        if processes < (0 if specs else 1):
-            raise ValueError(f"Number of processes must be at least 1, not {processes!r}")
-        if initializer is not None and not callable(initializer):
-            raise TypeError(
-                f"initializer must be a callable, not {type(initializer).__qualname__}; "
-                "pass the function each worker runs once at its start, or None"
-            )
-        if maxtasksperchild is not None and (
-            not isinstance(maxtasksperchild, int) or maxtasksperchild < 1
-        ):
-            raise ValueError("maxtasksperchild must be a positive int or None")
-        method = _start_method(start_method, context)
+        slot_specs = worker_slots(processes, specs, initializer, maxtasksperchild)
+        method = resolve_start_method(start_method, context)
         hooks = hooks or PoolHooks()
         setup = codec.dumps((initializer, tuple(initargs), hooks.finalizer))
-        slot_specs: list[str | None] = [None] * processes + list(specs)
         workers = WorkerSet(
             slot_specs, method, setup, maxtasksperchild, name_prefix, max_restarts, context
         )
@@ -194,8 +187,8 @@ class Pool:
         timeout: float | None = None,
     ) -> AsyncResult[T]:
         self._manager.check_submission(timeout)
-        result: AsyncResult[T] = AsyncResult(self._manager, callback, error_callback)
-        function = _dump_function(func, self._remote)
+        result: AsyncResult[T] = AsyncResult(self._manager.token, callback, error_callback)
+        function = dump_function(func, self._remote)
         args = tuple(args)
         kwargs = kwds or {}
         self._manager.submit(
@@ -228,12 +221,9 @@ class Pool:
     ) -> MapResult[Any]:
         self._manager.check_submission(timeout)
         items = list(iterable)
-        size = auto_chunksize(len(items), self.processes) if chunksize is None else chunksize
-        if size < 1:
-            raise ValueError(f"chunksize must be at least 1, not {size!r}")
-        chunks = len(range(0, len(items), size))
-        result: MapResult[Any] = MapResult(self._manager, chunks, callback, error_callback)
-        function = _dump_function(func, self._remote)
+        size, chunks = map_chunks(len(items), chunksize, self.processes)
+        result: MapResult[Any] = MapResult(self._manager.token, chunks, callback, error_callback)
+        function = dump_function(func, self._remote)
         self._manager.submit(
             timeout,
             lambda dispatcher: dispatcher.enqueue_chunks(
@@ -315,11 +305,10 @@ class Pool:
         timeout: float | None,
         ordered: bool,
     ) -> IMapIterator[T]:
-        if chunksize < 1:
-            raise ValueError(f"Chunksize must be 1+, not {chunksize!r}")
+        check_imap_chunksize(chunksize)
         self._manager.check_submission(timeout)
-        iterator: IMapIterator[T] = IMapIterator(self._manager, ordered)
-        function = _dump_function(func, self._remote)
+        iterator: IMapIterator[T] = IMapIterator(self._manager.token, ordered)
+        function = dump_function(func, self._remote)
         feeder = Feeder(iter(iterable), chunksize, function, MAP, timeout, iterator)
         self._manager.add_feeder(feeder)
         return iterator
@@ -328,7 +317,7 @@ class Pool:
 
     def cancel_queued(self) -> None:
         """Fail every task not yet sent to a worker with ``TaskCancelledError``."""
-        self._manager.cancel_queued(TaskCancelledError("the task was cancelled before it started"))
+        self._manager.cancel_queued(TaskCancelledError.before_start())
 
     def shutdown_idle(self) -> None:
         """Let each worker that is idle while no task waits run the finalizer and exit.
@@ -349,22 +338,12 @@ class Pool:
         their tasks started) and replaced.  Every unfinished task fails with
         ``TaskCancelledError``.  The ``pool`` fixture calls this between tests.
         """
-        self._manager.reset(
-            TaskCancelledError(
-                "the task was cancelled: the pool was reset (as the pool fixture does after each "
-                "test) before it finished; wait for a task's result before the test ends"
-            )
-        )
+        self._manager.reset(TaskCancelledError.by_reset())
 
     def terminate(self) -> None:
         """Stop every worker now; unfinished tasks fail with ``PoolTerminatedError``."""
         _live_pools.discard(self)
-        self._manager.terminate(
-            PoolTerminatedError(
-                "the pool was terminated before this task finished; call close() and join() "
-                "instead of terminate() to let submitted tasks finish"
-            )
-        )
+        self._manager.terminate(PoolTerminatedError.by_terminate())
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the workers to exit; call ``close`` or ``terminate`` first.
@@ -391,7 +370,7 @@ class Pool:
         # Only a warning, as multiprocessing.Pool gives: the workers of a dropped pool are
         # killed by workerset's finalizers, which run no Python code of the pool.
         manager = getattr(self, "_manager", None)
-        if manager is not None and manager.state == RUN and os.getpid() == manager.owner_pid:
+        if manager is not None and manager.state == RUN and os.getpid() == manager.token.owner_pid:
             warnings.warn(
                 f"unclosed running multiprocessing pool {self!r}: its workers are killed; "
                 "use the pool in a with block, or call close() and join() (or terminate())",
@@ -404,35 +383,6 @@ class Pool:
         manager = self._manager
         state = "terminated" if manager.terminated else "closing" if manager.closing else "running"
         return f"<Pool state={state} processes={self.processes} start_method={self.start_method}>"
-
-
-def _start_method(requested: str | None, context: Any) -> str:
-    """The start method: ``start_method=``, else the ``context``'s, else the default."""
-    own = getattr(context, "get_start_method", None)
-    of_context = own() if callable(own) else None
-    if of_context not in START_METHODS:
-        of_context = None  # a context of another kind: it starts its processes its own way
-    if requested is not None and of_context is not None and requested != of_context:
-        raise ValueError(
-            f"start_method={requested!r} contradicts the context's start method "
-            f"{of_context!r}; pass one of them"
-        )
-    method = requested or of_context or default_start_method()
-    if method not in START_METHODS:
-        choices = ", ".join(START_METHODS)
-        raise ValueError(f"start_method must be one of {choices}, not {method!r}")
-    return method
-
-
-def _dump_function(func: Callable[..., Any], by_value: bool = False) -> bytes:
-    if not callable(func):
-        raise TypeError(f"the function to run must be callable, not {type(func).__qualname__}")
-    if by_value:
-        try:
-            return codec.dumps_by_value(func)
-        except Exception:
-            pass  # the checks below name what does not pickle
-    return codec.dump_value(func, "the function", "pass a picklable function")
 
 
 def _terminate_live_pools() -> None:

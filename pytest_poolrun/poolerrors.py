@@ -68,9 +68,30 @@ class TaskTimeoutError(TimeoutError):
 class PoolTerminatedError(RuntimeError):
     """The pool was terminated before the task finished."""
 
+    @classmethod
+    def by_terminate(cls) -> PoolTerminatedError:
+        """The error of the tasks unfinished when ``Pool.terminate`` was called."""
+        return cls(
+            "the pool was terminated before this task finished; call close() and join() "
+            "instead of terminate() to let submitted tasks finish"
+        )
+
 
 class TaskCancelledError(RuntimeError):
     """The task was still queued when ``cancel_queued`` (or ``reset``) was called."""
+
+    @classmethod
+    def before_start(cls) -> TaskCancelledError:
+        """The error of the tasks ``Pool.cancel_queued`` cancelled."""
+        return cls("the task was cancelled before it started")
+
+    @classmethod
+    def by_reset(cls) -> TaskCancelledError:
+        """The error of the tasks unfinished when ``Pool.reset`` was called."""
+        return cls(
+            "the task was cancelled: the pool was reset (as the pool fixture does after each "
+            "test) before it finished; wait for a task's result before the test ends"
+        )
 
 
 RemoteTraceback = codec.RemoteTraceback

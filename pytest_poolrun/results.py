@@ -7,7 +7,8 @@ Data flow, in the caller threads::
     Pool.imap        ─▶ IMapIterator ◀── one chunk_done(index) per chunk, as its input is read
                                          (dispatch.Feeder); set_length once the input ended;
                                          yields in order (or in arrival order, unordered)
-    get / wait / ready / next ─▶ Manager.wait_until or poll: the pool's loop runs meanwhile
+    get / wait / ready / next ─▶ IoToken.wait_until or poll (waiting.py): the pool's loop runs
+                                 meanwhile
 
 Any thread may wait on any result.  ``on_result`` runs in one thread at a time (the one driving
 the pool's I/O), unlocked; a result counts as ready only once its callback has returned.
