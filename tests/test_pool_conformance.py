@@ -422,8 +422,10 @@ def test_the_cause_of_a_remote_error_is_a_multiprocessing_remote_traceback(
     assert str(cause) == cause.tb
 
 
-def test_a_running_pool_garbage_collected_warns(pool_class: MakePool) -> None:
-    pool = pool_class(1)
+def test_a_running_pool_garbage_collected_warns() -> None:
+    # Ours only: multiprocessing.Pool's helper threads may still hold it when gc runs, so the
+    # reference variant of this case was timing-dependent.
+    pool = Pool(1)
     assert pool.apply(square, (2,)) == 4
     with pytest.warns(ResourceWarning, match="unclosed running"):
         del pool
