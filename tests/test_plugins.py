@@ -409,12 +409,11 @@ def test_rerunfailures_reruns_a_crashed_test(pytester: pytest.Pytester) -> None:
                 os._exit(3)
         """
     )
-    xdist = run(pytester, "-n", "2", "--reruns", "1")
-    # Verdicts only: some plugin releases warn under pytest-xdist (syrupy 6 about its items).
-    assert verdicts(xdist) == {"passed": 2, "rerun": 1}, xdist.stdout.str()
-    pytester.path.joinpath("crashed-once").unlink()
+    # What `-n 2 --reruns 1` reports for this suite; not run here, since pytest-xdist's own
+    # crash handling made that reference run fail now and then on a loaded machine.
+    xdist_verdicts = {"passed": 2, "rerun": 1}
     pooled = run(pytester, "--pool", "2", "--reruns", "1")
-    assert verdicts(pooled) == verdicts(xdist), pooled.stdout.str()
+    assert verdicts(pooled) == xdist_verdicts, pooled.stdout.str()
     assert pooled.ret == 0
 
 
