@@ -300,7 +300,7 @@ class Controller:
             raise TypeError(f"unknown event from worker {worker}: {event!r}")
 
     def _exit_session(self, event: events.SessionExit) -> None:
-        self.replayer.replay(event.recorded)
+        self.replayer.replay(event.recorded, event.item)
         self.session_exit = event
         self._stop()
 
