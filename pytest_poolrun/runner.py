@@ -194,17 +194,20 @@ class Controller:
             for item in self.items
         ]
         chunks = scheduling.plan_chunks(infos, options.workers, options.chunksize, options.dist)
+        del infos  # one per test: a serial run keeps nothing like it
         workerinputs = self.nodes.inputs()
         for workerinput in workerinputs.values():
             adapters.add_coverage_input(self.config, workerinput)
+        # Spawned local workers are execnet popen gateways: they collect for themselves.
+        specs = options.worker_specs()[options.forked :]
         invocation = itemrunner.Invocation(
             tuple(self.config.invocation_params.args),
             str(self.config.invocation_params.dir),
-            tuple(item.nodeid for item in self.items),
+            # Only a worker that collects for itself checks its tests against these; the pool
+            # keeps the invocation for the whole run.
+            tuple(item.nodeid for item in self.items) if specs else (),
             workerinputs,
         )
-        # Spawned local workers are execnet popen gateways: they collect for themselves.
-        specs = options.worker_specs()[options.forked :]
         pool = self.pool = self._pool_factory(
             options.forked,
             initializer=itemrunner.start_worker,
@@ -220,6 +223,7 @@ class Controller:
         try:
             for chunk in chunks:
                 self._submit(chunk)
+            del chunks  # each goes once its task is done
             pool.shutdown_idle()
             while not pool.join(timeout=self.timeouts.until_next_deadline(pool.live_workers())):
                 for worker in self.timeouts.expire(pool.live_workers()):
