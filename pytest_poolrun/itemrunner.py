@@ -55,6 +55,7 @@ controller before the pool forks: nothing is pickled, imported or collected agai
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import signal
@@ -330,6 +331,11 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
     else:
         config = _session().config
         _Shared.forked = True
+        # The session's heap, inherited from the controller, lives as long as this worker: keep
+        # it out of full collections, which would scan it again and again (and copy the pages
+        # they touch).  Not in the controller: there, frozen objects no longer count as
+        # long-lived, and CPython then runs full collections more often.
+        gc.freeze()
         workersetup.restore_dispositions(_Shared.dispositions)
         _own_capture(config)
         workersetup.own_fault_file(_Shared.faults, info.slot)
