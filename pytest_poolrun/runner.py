@@ -187,9 +187,11 @@ class Controller:
         sys.stdout.flush()
         sys.stderr.flush()
         first = _asked_first(self.config)
+        # Only --pool-dist group reads an item's group; looking its marks up costs per test.
+        group = _group if options.dist == "group" else _no_group
         infos = [
             scheduling.ItemInfo(
-                item.nodeid, self.durations.get(item.nodeid), _group(item), first(item.nodeid)
+                item.nodeid, self.durations.get(item.nodeid), group(item), first(item.nodeid)
             )
             for item in self.items
         ]
@@ -427,6 +429,10 @@ def _group(item: pytest.Item) -> str | None:
         return None
     name = marker.kwargs.get("name", marker.args[0] if marker.args else None)
     return None if name is None else str(name)
+
+
+def _no_group(item: pytest.Item) -> None:
+    return None
 
 
 def _asked_first(config: pytest.Config) -> Callable[[str], bool]:
