@@ -10,10 +10,16 @@ Data flow::
 This module is where a test report crosses the process boundary: reports travel as the dicts made
 by pytest's own ``pytest_report_to_serializable`` hook and are rebuilt with
 ``pytest_report_from_serializable``, so plugins that extend reports (pytest's subtests among them)
-take part.  One shortcut keeps fast suites fast and failures exact: a plain ``TestReport``, in a
-run where only pytest itself implements those hooks, travels as its pickled attributes, so the
-controller gets the very objects a serial run would have (the hooks turn some failure
-representations, doctests' for one, into plain text), at a fraction of the cost.
+take part.  Two shortcuts keep fast suites fast and failures exact.  A plainly passing phase of
+an item (``plain_pass``: a ``TestReport`` with nothing but its standard attributes, no output,
+no user properties, the item's own keywords) travels as ``PassedReport``, its location and
+three floats, and the controller builds the report again from its own copy of the item with
+``TestReport(...)``, as pytest's ``from_item_and_call`` does serially: the report shares the
+item's node id, location and keyword names, and costs the controller what it costs a serial
+run.  Any other plain ``TestReport``, in a run where only pytest itself implements those hooks,
+travels as its pickled attributes, so the controller gets the very objects a serial run would
+have (the hooks turn some failure representations, doctests' for one, into plain text), at a
+fraction of the cost.
 Warnings travel as text with their category named by module and qualified name.
 
 **Records.**  A worker encodes each event once, when it is made, into a *record*: a header (the
@@ -32,7 +38,8 @@ import importlib
 import pickle
 import struct
 import warnings
-from typing import Any, NamedTuple, Union
+from collections.abc import Sequence
+from typing import Any, Literal, NamedTuple, Union
 
 import pytest
 
@@ -83,6 +90,17 @@ class PlainReport(NamedTuple):
     state: bytes
 
 
+class PassedReport(NamedTuple):
+    """A plainly passing phase of the item being recorded (see ``plain_pass``); the controller
+    rebuilds the report from its own item (``rebuild_passed``)."""
+
+    location: Location
+    when: str
+    duration: float
+    start: float
+    stop: float
+
+
 class LogFinish(NamedTuple):
     nodeid: str
     location: Location
@@ -98,7 +116,7 @@ class WarningRecorded(NamedTuple):
     location: Location | None
 
 
-HookEvent = Union[LogStart, LogReport, PlainReport, LogFinish, WarningRecorded]
+HookEvent = Union[LogStart, LogReport, PlainReport, LogFinish, WarningRecorded, PassedReport]
 
 
 class SessionExit(NamedTuple):
@@ -149,7 +167,6 @@ WorkerEvent = Union[
 ]
 
 
-# The header of a record: the pickled event's length, and its item's index (NO_ITEM if none).
 # The header of a record: the body's length, its item's index (NO_ITEM if none), its format.
 RECORD = struct.Struct("<IqB")
 NO_ITEM = -1
@@ -164,6 +181,7 @@ HOOK_KINDS: tuple[type[HookEvent], ...] = (
     PlainReport,
     LogFinish,
     WarningRecorded,
+    PassedReport,
 )
 _HOOK_TAGS = {kind: tag for tag, kind in enumerate(HOOK_KINDS)}
 
@@ -304,6 +322,31 @@ def capture_report(
     return LogReport(data)
 
 
+# The attributes pytest's own constructor gives a TestReport (``_id`` or ``nodeid``, by version).
+_PLAIN_ATTRIBUTES = frozenset(
+    vars(pytest.TestReport("plain.py::test", ("plain.py", 0, "test"), {}, "passed", None, "call"))
+)
+
+
+def plain_pass(report: pytest.TestReport) -> PassedReport | None:
+    """``report`` as a ``PassedReport`` if it is plainly passing: everything in it but the
+    location and times is what the controller's item and ``rebuild_passed`` give, provided the
+    caller checked that it is the report of the item being run and that the item's keywords are
+    still those it was collected with."""
+    if (
+        type(report) is pytest.TestReport
+        and report.outcome == "passed"
+        and report.longrepr is None
+        and not report.sections
+        and not report.user_properties
+        and report.__dict__.keys() == _PLAIN_ATTRIBUTES
+    ):
+        return PassedReport(
+            report.location, report.when, report.duration, report.start, report.stop
+        )
+    return None
+
+
 def capture_warning(
     message: warnings.WarningMessage, when: str, nodeid: str, location: Location | None
 ) -> WarningRecorded:
@@ -344,8 +387,53 @@ def rebuild_warning(event: WarningRecorded) -> warnings.WarningMessage:
     return warnings.WarningMessage(message, category, event.filename, event.lineno)
 
 
+# Phase names as constants, as in the reports pytest makes, rather than a string per report.
+_PHASES = {when: when for when in ("setup", "call", "teardown")}
+
+
+def rebuild_passed(
+    item: pytest.Item, event: PassedReport, keywords: dict[str, Literal[1]]
+) -> pytest.TestReport:
+    """The report ``plain_pass`` sent as ``event``, made as ``TestReport.from_item_and_call``
+    makes it: with the item's node id object (pytest 9) and ``keywords``, its keyword names."""
+    return pytest.TestReport(
+        getattr(item, "id", item.nodeid),
+        event.location,
+        keywords,
+        "passed",
+        None,
+        _PHASES.get(event.when, event.when),  # type: ignore[arg-type]
+        [],
+        event.duration,
+        event.start,
+        event.stop,
+        [],
+    )
+
+
+def replay_item(
+    config: pytest.Config, item: pytest.Item | None, hook_events: Sequence[HookEvent]
+) -> None:
+    """Call the controller's hooks that ``hook_events``, recorded while ``item`` ran (or
+    outside any item: None), stand for, in order."""
+    keywords: dict[str, Literal[1]] | None = None
+    for event in hook_events:
+        if type(event) is not PassedReport:
+            replay(config, event)
+            continue
+        if item is None:
+            raise TypeError(f"a passed report outside any item: {event!r}")
+        if keywords is None:
+            # Walking the keywords is a report's largest cost: once per item, not per report.
+            keywords = dict.fromkeys(item.keywords, 1)
+        # Each report its own dict, as serially: a plugin may change one.
+        report = rebuild_passed(item, event, dict(keywords))
+        config.hook.pytest_runtest_logreport(report=report)
+
+
 def replay(config: pytest.Config, event: HookEvent) -> None:
-    """Call the controller's hook that ``event`` stands for."""
+    """Call the controller's hook that ``event`` stands for (``replay_item`` for a
+    ``PassedReport``, which needs its item)."""
     hook = config.hook
     if isinstance(event, PlainReport):
         report = pytest.TestReport.__new__(pytest.TestReport)

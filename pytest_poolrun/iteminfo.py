@@ -19,15 +19,21 @@ from pytest_poolrun.durations import Durations
 
 
 def describe(
-    config: pytest.Config, items: Sequence[pytest.Item], durations: Durations
+    config: pytest.Config, items: Sequence[pytest.Item], durations: Durations, dist: str
 ) -> list[scheduling.ItemInfo]:
     first = asked_first(config)
+    # Only --pool-dist group reads an item's group; looking its marks up costs per test.
+    group_of = group if dist == "group" else _no_group
     return [
         scheduling.ItemInfo(
-            item.nodeid, durations.get(item.nodeid), group(item), first(item.nodeid)
+            item.nodeid, durations.get(item.nodeid), group_of(item), first(item.nodeid)
         )
         for item in items
     ]
+
+
+def _no_group(item: pytest.Item) -> None:
+    return None
 
 
 def group(item: pytest.Item) -> str | None:

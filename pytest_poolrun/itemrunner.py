@@ -5,7 +5,7 @@ Data flow, in a worker forked from the controller after collection::
     Pool task run_chunk([i, j, k]) ─▶ empty the slot's journal; for each index:
         Board.set_running (forked) or ItemStarted (fresh) ─▶ pytest_runtest_protocol
                                         │ every pytest_runtest_* hook of every plugin fires here;
-                                        │ _Forwarder records logstart/logreport/logfinish/warnings
+                                        │ recording.Forwarder records logstart/logreport/logfinish/warnings
         ItemFinished(index, recorded events) ─▶ events.encode, once ─▶ the record:
                                         ├─▶ the slot's journal (one os.write, before the next item)
                                         └─▶ the outbox ─▶ emit(tuple of records), every 50 ms
@@ -59,6 +59,7 @@ controller before the pool forks: nothing is pickled, imported or collected agai
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -73,6 +74,7 @@ from pytest_poolrun import (
     adapters,
     events,
     forwarding,
+    recording,
     runid,
     workerfeatures,
     workersetup,
@@ -189,51 +191,6 @@ class _ForkedChildGuard:
         return (yield from _in_this_process())
 
 
-class _Forwarder:
-    """Records the hook calls that the controller must replay (registered in each worker)."""
-
-    def __init__(self, config: pytest.Config) -> None:
-        self.config = config
-        self.shortcut = events.only_builtin_serializers(config)
-
-    def _record(self, event: events.HookEvent) -> None:
-        if _Shared.current is None:
-            _send(events.LooseEvents((event,)))
-            _flush()
-        else:
-            _Shared.recorded.append(event)
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_runtest_logstart(self, nodeid: str, location: events.Location) -> None:
-        self._record(events.LogStart(nodeid, location))
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        # The terminal reporter, unregistered here, would have asked for the test status; some
-        # plugins settle a report's outcome in that hook (pytest's subtests fails a test whose
-        # subtests failed, from counts only this process has), so ask as it would have.
-        self.config.hook.pytest_report_teststatus(report=report, config=self.config)
-        self._record(events.capture_report(self.config, report, self.shortcut))
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_runtest_logfinish(self, nodeid: str, location: events.Location) -> None:
-        self._record(events.LogFinish(nodeid, location))
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_warning_recorded(
-        self,
-        warning_message: Any,
-        when: str,
-        nodeid: str,
-        location: events.Location | None,
-    ) -> None:
-        # The hook is historic: registering this plugin replays the configuration and
-        # collection warnings, which the controller has reported already.
-        if when != "runtest":
-            return
-        self._record(events.capture_warning(warning_message, when, nodeid, location))
-
-
 def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) -> None:
     """Pool initializer: make this process a worker of the run.
 
@@ -260,6 +217,11 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
     else:
         config = _session().config
         _Shared.forked = True
+        # The session's heap, inherited from the controller, lives as long as this worker: keep
+        # it out of full collections, which would scan it again and again (and copy the pages
+        # they touch).  Not in the controller: there, frozen objects no longer count as
+        # long-lived, and CPython then runs full collections more often.
+        gc.freeze()
         workersetup.restore_dispositions(_Shared.dispositions)
         _own_capture(config)
         workersetup.own_fault_file(_Shared.faults, info.slot)
@@ -276,8 +238,24 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
         sys.stderr = _forwarded(sys.__stderr__)
     for error in adapters.worker_started(config, _Shared.forked):
         print(f"poolrun: worker {info.name} could not prepare a plugin: {error}")
-    config.pluginmanager.register(_Forwarder(config), "poolrun-forwarder")
+    forwarder = recording.Forwarder(
+        config, _session().items, _running_item, _record_event, _send_loose
+    )
+    config.pluginmanager.register(forwarder, "poolrun-forwarder")
     config.pluginmanager.register(_ForkedChildGuard(), "poolrun-forked-child-guard")
+
+
+def _running_item() -> int | None:
+    return _Shared.current
+
+
+def _record_event(event: events.HookEvent) -> None:
+    _Shared.recorded.append(event)
+
+
+def _send_loose(event: events.HookEvent) -> None:
+    _send(events.LooseEvents((event,)))
+    _flush()
 
 
 def _own_capture(config: pytest.Config) -> None:

@@ -2,7 +2,7 @@
 
 Data flow, in the controller's thread::
 
-    ItemFinished(item, hook events) ─▶ in_order(item, replay) ─▶ events.replay, one by one:
+    ItemFinished(item, hook events) ─▶ in_order(item, replay) ─▶ events.replay_item, in order:
                                         pytest_runtest_logstart / logreport / logfinish,
                                         warning_recorded (terminal, junitxml, cache…)
     a crash, a timeout   ─▶ crash_report(item, why, sections): one failed "call" report,
@@ -81,13 +81,14 @@ class Replayer:
             self._next += 1
 
     def finished(self, event: events.ItemFinished) -> None:
-        self.in_order(event.item, partial(self.replay, event.events))
+        self.in_order(event.item, partial(self.replay, event.events, event.item))
 
-    def replay(self, hook_events: Sequence[events.HookEvent]) -> None:
+    def replay(self, hook_events: Sequence[events.HookEvent], item: int | None = None) -> None:
+        """Replay the hook calls recorded while item ``item`` ran (None: outside any item)."""
         if self._drops_after_stop():
             return
-        for event in hook_events:
-            events.replay(self._config, event)
+        node = None if item is None else self._session.items[item]
+        events.replay_item(self._config, node, hook_events)
         self._check_stop()
 
     def crash_report(

@@ -197,21 +197,23 @@ class Controller:
         # forked worker.
         sys.stdout.flush()
         sys.stderr.flush()
-        infos = iteminfo.describe(self.config, self.items, self.durations)
+        infos = iteminfo.describe(self.config, self.items, self.durations, options.dist)
         chunks = scheduling.plan_chunks(infos, options.workers, options.chunksize, options.dist)
         del infos  # nothing of it is needed while the run lasts
         workerinputs = self.nodes.inputs()
         for workerinput in workerinputs.values():
             adapters.add_coverage_input(self.config, workerinput)
         self.shared.add_to(workerinputs, options.forked < options.workers)
+        # Spawned local workers are execnet popen gateways: they collect for themselves.
+        specs = options.worker_specs()[options.forked :]
         invocation = itemrunner.Invocation(
             tuple(self.config.invocation_params.args),
             str(self.config.invocation_params.dir),
-            tuple(item.nodeid for item in self.items),
+            # Only a worker that collects for itself checks its tests against these; the pool
+            # keeps the invocation for the whole run.
+            tuple(item.nodeid for item in self.items) if specs else (),
             workerinputs,
         )
-        # Spawned local workers are execnet popen gateways: they collect for themselves.
-        specs = options.worker_specs()[options.forked :]
         pool = self.pool = self._pool_factory(
             options.forked,
             initializer=itemrunner.start_worker,
@@ -227,6 +229,7 @@ class Controller:
         try:
             for chunk in chunks:
                 self._submit(chunk)
+            del chunks  # each goes once its task is done
             pool.shutdown_idle()
             while not pool.join(timeout=self._next_wakeup(pool.live_workers())):
                 for worker in self.timeouts.expire(pool.live_workers()):
@@ -321,7 +324,7 @@ class Controller:
             raise TypeError(f"unknown event from worker {worker}: {event!r}")
 
     def _exit_session(self, event: events.SessionExit) -> None:
-        self.replayer.replay(event.recorded)
+        self.replayer.replay(event.recorded, event.item)
         self.session_exit = event
         self._stop()
 

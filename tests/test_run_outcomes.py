@@ -289,3 +289,42 @@ def test_failure_messages_match_serial(pytester: pytest.Pytester, run_both) -> N
     summary = sorted(line for line in serial.outlines if line.startswith("FAILED "))
     assert len(summary) == 6
     assert sorted(line for line in pooled.outlines if line.startswith("FAILED ")) == summary
+
+
+def test_reports_carry_the_keywords_of_a_serial_run(pytester: pytest.Pytester) -> None:
+    """A passing test's reports are rebuilt from the controller's item; markers added while the
+    tests run (on the item, on its module) still reach the controller's plugins."""
+    pytester.makeconftest(
+        """
+        import os
+        def pytest_runtest_logreport(report):
+            if "PYTEST_XDIST_WORKER" not in os.environ:
+                with open("keywords.txt", "a") as out:
+                    print(report.nodeid, report.when, sorted(report.keywords), file=out)
+        """
+    )
+    pytester.makepyfile(
+        """
+        import pytest
+        @pytest.fixture(scope="module")
+        def marks_module(request):
+            request.node.add_marker("module_mark")
+        @pytest.fixture
+        def marks_item(request):
+            request.node.add_marker("item_mark")
+        @pytest.mark.filterwarnings("default")
+        def test_plain(): pass
+        def test_marks_itself(marks_item): pass
+        def test_marks_module(marks_module): pass
+        def test_after(): pass
+        """
+    )
+    lines = {}
+    for args in ((), ("--pool", "1")):
+        (pytester.path / "keywords.txt").unlink(missing_ok=True)
+        result = pytester.runpytest_subprocess(*POOL, "-p", "no:randomly", *args)
+        result.assert_outcomes(passed=4)
+        lines[args] = sorted((pytester.path / "keywords.txt").read_text().splitlines())
+    assert lines[("--pool", "1")] == lines[()]
+    assert any("item_mark" in line for line in lines[()])
+    assert any("module_mark" in line and "test_after" in line for line in lines[()])

@@ -1,0 +1,105 @@
+"""How a report crosses the process boundary: encoded in a worker, replayed in the controller."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from _pytest.runner import runtestprotocol
+
+from pytest_poolrun import events
+
+# What plugins read of a report.
+READ = (
+    "nodeid",
+    "location",
+    "keywords",
+    "outcome",
+    "when",
+    "duration",
+    "start",
+    "stop",
+    "sections",
+    "user_properties",
+    "longrepr",
+)
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.reports: list[pytest.TestReport] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.reports.append(report)
+
+
+def _replayed(
+    item: pytest.Item, hook_events: tuple[events.HookEvent, ...]
+) -> list[pytest.TestReport]:
+    """``hook_events`` sent as a worker sends them (one record) and replayed for ``item``."""
+    config = item.config
+    decoded = events.decode(events.encode(events.ItemFinished(0, hook_events)))
+    assert isinstance(decoded, events.ItemFinished)
+    recorder = _Recorder()
+    config.pluginmanager.register(recorder, "test-recorder")
+    try:
+        events.replay_item(config, item, decoded.events)
+    finally:
+        config.pluginmanager.unregister(recorder)
+    return recorder.reports
+
+
+def _read(report: pytest.TestReport) -> dict[str, Any]:
+    return {name: getattr(report, name) for name in READ}
+
+
+def test_a_compact_passing_report_replays_as_the_full_one(pytester: pytest.Pytester) -> None:
+    (item,) = pytester.getitems(
+        """
+        import pytest
+        @pytest.mark.filterwarnings("default")
+        @pytest.mark.parametrize("n", [1])
+        def test_func(n): pass
+        """
+    )
+    reports = runtestprotocol(item, log=False)
+    assert [report.outcome for report in reports] == ["passed"] * 3
+    compact = tuple(events.plain_pass(report) for report in reports)
+    assert all(isinstance(event, events.PassedReport) for event in compact)
+    full = tuple(events.capture_report(item.config, report, shortcut=True) for report in reports)
+
+    from_compact = _replayed(item, compact)  # type: ignore[arg-type]
+    from_full = _replayed(item, full)
+
+    assert [_read(report) for report in from_compact] == [_read(report) for report in from_full]
+    assert [_read(report) for report in from_compact] == [_read(report) for report in reports]
+    assert [vars(r).keys() for r in from_compact] == [vars(r).keys() for r in reports]
+    assert {"filterwarnings", "parametrize", "test_func[1]"} <= set(from_compact[0].keywords)
+    # As serially: each report its own keywords dict, the node id object shared with the item.
+    assert from_compact[0].keywords is not from_compact[1].keywords
+    if hasattr(item, "id"):
+        assert all(report.id is item.id for report in from_compact)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "assert 0",
+        "print('out')",
+        "request.node.user_properties.append(('k', 'v'))",
+        "pytest.skip('no')",
+    ],
+)
+def test_anything_but_a_plain_pass_takes_the_full_way(pytester: pytest.Pytester, body: str) -> None:
+    item = pytester.getitem(f"import pytest\ndef test_func(request):\n    {body}\n")
+    call = runtestprotocol(item, log=False)[1]
+    assert events.plain_pass(call) is None
+
+
+def test_a_report_with_an_attribute_a_plugin_set_takes_the_full_way(
+    pytester: pytest.Pytester,
+) -> None:
+    item = pytester.getitem("def test_func(): pass")
+    call = runtestprotocol(item, log=False)[1]
+    call.extra = "set by a plugin"  # type: ignore[attr-defined]
+    assert events.plain_pass(call) is None
