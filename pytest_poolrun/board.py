@@ -21,7 +21,8 @@ import mmap
 import struct
 
 _STOP = struct.Struct("B")
-_SLOT = struct.Struct("qd")  # item index (-1: none), time.monotonic() when it started
+# item index (-1: none), time.monotonic() when it started, pid of the worker that wrote it
+_SLOT = struct.Struct("qdq")
 
 
 class Board:
@@ -40,16 +41,30 @@ class Board:
     def stop_requested(self) -> bool:
         return bool(_STOP.unpack_from(self._memory, 0)[0])
 
-    def set_running(self, slot: int, item: int, started: float) -> None:
+    def set_running(self, slot: int, item: int, started: float, pid: int = 0) -> None:
         if 0 <= slot < self.slots:
-            _SLOT.pack_into(self._memory, self._offset(slot), item, started)
+            _SLOT.pack_into(self._memory, self._offset(slot), item, started, pid)
 
-    def clear(self, slot: int) -> None:
-        self.set_running(slot, -1, 0.0)
+    def clear(self, slot: int, pid: int | None = None) -> None:
+        """Mark ``slot`` idle; with ``pid``, only if that process wrote what it holds."""
+        if pid is None or self._writer(slot) == pid:
+            self.set_running(slot, -1, 0.0)
 
-    def running(self, slot: int) -> tuple[int, float] | None:
-        """(item index, start time) of what the worker in ``slot`` runs now, if anything."""
+    def running(self, slot: int, pid: int | None = None) -> tuple[int, float] | None:
+        """(item index, start time) of what the worker in ``slot`` runs now, if anything.
+
+        With ``pid``: only what that process wrote.  A slot's replacement worker may start an
+        item before the controller hears that its predecessor ended, and that item is not the
+        one the predecessor died under.
+        """
         if not 0 <= slot < self.slots:
             return None
-        item, started = _SLOT.unpack_from(self._memory, self._offset(slot))
-        return None if item < 0 else (item, started)
+        item, started, writer = _SLOT.unpack_from(self._memory, self._offset(slot))
+        if item < 0 or (pid is not None and writer != pid):
+            return None
+        return item, started
+
+    def _writer(self, slot: int) -> int | None:
+        if not 0 <= slot < self.slots:
+            return None
+        return int(_SLOT.unpack_from(self._memory, self._offset(slot))[2])

@@ -5,7 +5,8 @@ Data flow, in a worker forked from the controller after collection::
     Pool task run_chunk([i, j, k]) ─▶ empty the slot's journal; for each index:
         Board.set_running (forked) or ItemStarted (fresh) ─▶ pytest_runtest_protocol
                                         │ every pytest_runtest_* hook of every plugin fires here;
-                                        │ recording.Forwarder records logstart/logreport/logfinish/warnings
+                                        │ recording.Forwarder records logstart, logreport,
+                                        │ logfinish, warnings
         ItemFinished(index, recorded events) ─▶ events.encode, once ─▶ the record:
                                         ├─▶ the slot's journal (one os.write, before the next item)
                                         └─▶ the outbox ─▶ emit(tuple of records), every 50 ms
@@ -342,7 +343,7 @@ def _run(index: int, nextitem: pytest.Item | None) -> None:
     assert info is not None
     board = _Shared.board if _Shared.forked else None
     if board is not None:
-        board.set_running(info.slot, index, time.monotonic())
+        board.set_running(info.slot, index, time.monotonic(), os.getpid())
     else:
         # No shared board: announce the item, so that a crash can be pinned on it.  The
         # previous item's results travel in the same message.

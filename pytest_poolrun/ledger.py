@@ -114,19 +114,22 @@ class ItemLedger:
         if item is not None and self.is_queued(item):
             self._held[worker] = item
 
-    def current(self, worker: str, slot: int) -> Running | None:
-        """What ``worker`` runs now, from its announcement or, for a forked one, the board."""
+    def current(self, worker: str, slot: int, pid: int | None = None) -> Running | None:
+        """What ``worker`` runs now, from its announcement or, for a forked one, the board
+        (with ``pid``: only what that process marked there, not its replacement)."""
         if worker in self._running:
             return self._running[worker]
-        on_board = self._board.running(slot)
+        on_board = self._board.running(slot, pid)
         return None if on_board is None else Running(*on_board)
 
-    def ended(self, worker: str, slot: int) -> EndedWorker:
-        """Forget ``worker``; the item it ran is done from now on (its crash gets reported)."""
-        current = self.current(worker, slot)
+    def ended(self, worker: str, slot: int, pid: int | None = None) -> EndedWorker:
+        """Forget ``worker`` (process ``pid``); the item it ran is done from now on (its crash
+        gets reported)."""
+        current = self.current(worker, slot, pid)
         # The slot's next worker starts with a clean slate: a crashed worker leaves its item
-        # marked, which would otherwise be blamed again when that next worker ends.
-        self._board.clear(slot)
+        # marked, which would otherwise be blamed again when that next worker ends.  Only the
+        # dead worker's mark goes: the replacement may already have marked an item of its own.
+        self._board.clear(slot, pid)
         self._running.pop(worker, None)
         aborted = self._aborted.pop(worker, None)
         held = self._held.pop(worker, None)

@@ -375,7 +375,7 @@ class Controller:
         if ended.setup_error is not None:
             self.console.say(f"poolrun: {ended.setup_error}")
         torn = self._replay_journal(ended)
-        left = self.ledger.ended(ended.name, ended.slot)
+        left = self.ledger.ended(ended.name, ended.slot, ended.pid)
         overdue = self.timeouts.take(ended.name)
         if left.running is None or (left.aborted is not None and left.aborted.interrupted):
             # Nothing ran, or a test interrupted the run: serially it gets no report either.

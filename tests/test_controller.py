@@ -12,12 +12,18 @@ from typing import Any
 import pytest
 
 from pytest_poolrun import events, itemrunner
+from pytest_poolrun.board import Board
+from pytest_poolrun.ledger import ItemLedger
 from pytest_poolrun.manager import PoolHooks
 from pytest_poolrun.poolerrors import PoolExhaustedError, WorkerLostError
 from pytest_poolrun.runner import Controller, RunOptions
 from pytest_poolrun.workerset import LiveWorker, WorkerExit
 
 THREE_TESTS = "def test_a(): pass\ndef test_b(): pass\ndef test_c(): pass\n"
+
+
+# The pid of every fake worker: what a forked worker marks on the board with its items.
+FAKE_PID = 4242
 
 
 class Submitted:
@@ -63,7 +69,7 @@ class FakePool:
     def exit(self, worker: str, exitcode: int, expected: bool = False) -> None:
         assert self.hooks.on_worker_exit is not None
         slot = int(worker[len("gw") :])
-        self.hooks.on_worker_exit(WorkerExit(worker, slot, 4242, exitcode, expected))
+        self.hooks.on_worker_exit(WorkerExit(worker, slot, FAKE_PID, exitcode, expected))
 
     def cancel_queued(self) -> None:
         self.cancelled = True
@@ -191,7 +197,7 @@ def test_a_dead_workers_journal_is_replayed_and_its_running_item_not_sent_again(
     def script(pool: FakePool, items: list[pytest.Item]) -> None:
         controller = _controller(pool)
         controller.journal.append(0, events.encode(finished(items[0], 0)))  # never sent
-        controller.board.set_running(0, 1, time.monotonic())
+        controller.board.set_running(0, 1, time.monotonic(), FAKE_PID)
         pool.exit("gw0", -9)
         pool.submitted[0].error_callback(WorkerLostError("died", worker="gw0", exitcode=-9))
 
@@ -209,7 +215,7 @@ def test_a_record_torn_by_the_kill_is_reported_lost_not_run_again(drive: Any) ->
         controller = _controller(pool)
         controller.journal.append(0, events.encode(finished(items[0], 0)))
         controller.journal.append(0, events.encode(finished(items[1], 1))[:-3])  # torn
-        controller.board.set_running(0, 1, time.monotonic())
+        controller.board.set_running(0, 1, time.monotonic(), FAKE_PID)
         pool.exit("gw0", -9)
         pool.submitted[0].error_callback(WorkerLostError("died", worker="gw0", exitcode=-9))
 
@@ -222,7 +228,9 @@ def test_a_record_torn_by_the_kill_is_reported_lost_not_run_again(drive: Any) ->
 def test_an_item_before_the_running_one_without_a_result_is_lost_not_rerun(drive: Any) -> None:
     def script(pool: FakePool, items: list[pytest.Item]) -> None:
         pool.event("gw0", finished(items[0], 0))
-        _controller(pool).board.set_running(0, 2, time.monotonic())  # item 1 left no trace
+        _controller(pool).board.set_running(
+            0, 2, time.monotonic(), FAKE_PID
+        )  # item 1 left no trace
         pool.exit("gw0", -9)
         pool.submitted[0].error_callback(WorkerLostError("died", worker="gw0", exitcode=-9))
 
@@ -244,3 +252,12 @@ def test_a_chunk_whose_worker_died_before_starting_it_goes_out_whole(drive: Any)
     pool, recorder, _ = drive(script)
     assert recorder.reports == []
     assert [task.chunk for task in pool.submitted] == [[0, 1, 2], [0, 1, 2]]
+
+
+def test_a_replacement_workers_item_is_not_blamed_on_its_predecessor() -> None:
+    """The slot's next worker may mark an item before the controller hears of the exit."""
+    board = Board(1)
+    ledger = ItemLedger(3, board)
+    board.set_running(0, 1, time.monotonic(), FAKE_PID + 1)  # the replacement's mark
+    assert ledger.ended("gw0", 0, FAKE_PID).running is None
+    assert board.running(0) is not None  # and it stays
