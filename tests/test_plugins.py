@@ -3,10 +3,8 @@
 Each test runs a small suite in pytest subprocesses (real sessions, the real plugins from the
 ``test`` extras, autoloaded as a user has them) once serially and once with ``--pool 2``, and
 compares what a user reads: coverage totals and missed lines, snapshot files, exit codes, the
-timeout message, hypothesis statistics, the benchmark table and JSON.
-
-Some of these describe issue 11's features that are not built yet and fail today; see
-/work/notes/issue11.md (or the branch's commit messages) for which and why.
+timeout message, hypothesis statistics, the benchmark table and JSON.  The README's "Works
+with" table is what these check.
 """
 
 from __future__ import annotations
@@ -101,9 +99,8 @@ def make_covered_package(pytester: pytest.Pytester) -> None:
 # ---------------------------------------------------------------------------------- coverage
 
 START_MODES = {
-    # Without pytest-rerunfailures' thread, so that the workers really fork today (with it,
-    # even --pool-start fork gets forkserver workers that collect for themselves);
-    # test_forks_with_all_these_plugins_installed covers the thread.
+    # Without pytest-rerunfailures' thread, so that this case forks whatever the thread policy
+    # decides; test_forks_with_all_these_plugins_installed covers the thread.
     "fork": ("--pool", "2", "-p", "no:rerunfailures"),
     "spawn": ("--pool", "2", "--pool-start", "spawn"),
     "execnet-popen": ("--pool", "0", "--pool-tx", "2*popen"),

@@ -131,7 +131,7 @@ def test_after(n): pass
 def test_unpicklable_report_in_the_middle_of_a_chunk_reports_every_test(
     pytester: pytest.Pytester, pids: Path
 ) -> None:
-    """Today: INTERNALERROR, and 0 to 3 of the 21 tests reported."""
+    """Once: INTERNALERROR, and 0 to 3 of the 21 tests reported."""
     pytester.makepyfile(test_lock=UNPICKLABLE_MIDDLE)
     serial, serial_xml, pooled, pool_xml = run_serial_then_pooled(
         pytester, "--pool", "1", "--pool-chunksize", "21", timeout=20
@@ -155,7 +155,7 @@ def test_purges_plugin_modules():
 def test_a_test_that_unloads_the_plugin_modules_ends_with_serial_verdicts(
     pytester: pytest.Pytester, pids: Path
 ) -> None:
-    """Today the worker cannot pickle its events any more (their classes are no longer the ones in
+    """Once the worker could not pickle its events any more (their classes are no longer the ones in
     sys.modules); as the last of its chunk it starts the same endless restart loop."""
     pytester.makepyfile(test_purge=PURGE_PLUGIN_MODULES)
     serial, serial_xml, pooled, pool_xml = run_serial_then_pooled(
@@ -273,7 +273,7 @@ def test_b_terminates_its_child():
 def test_a_replacement_worker_does_not_pass_the_controllers_sigterm_handler_on(
     pytester: pytest.Pytester, pids: Path
 ) -> None:
-    """Today the child exits with code 1 ("KeyboardInterrupt: received SIGTERM") instead of -15
+    """Once the child exited with code 1 ("KeyboardInterrupt: received SIGTERM") instead of -15
     when its worker was forked after the controller installed its SIGTERM handler."""
     pytester.makepyfile(test_child=SIGTERM_CHILD)
     serial, _ = run(pytester, xml="serial.xml")
@@ -303,7 +303,7 @@ def test_5(): pass
 def test_a_forked_child_that_returns_does_not_corrupt_the_run(
     pytester: pytest.Pytester, pids: Path
 ) -> None:
-    """Today: INTERNALERROR (IndexError: pop from an empty deque) and 7 junit cases for 5 tests."""
+    """Once: INTERNALERROR (IndexError: pop from an empty deque) and 7 junit cases for 5 tests."""
     pytester.makepyfile(test_fork=FORK_CHILD_RETURNS)
     serial, serial_xml, pooled, pool_xml = run_serial_then_pooled(
         pytester, "--pool", "1", "--pool-chunksize", "5"
@@ -364,7 +364,7 @@ def test_passes(n): pass
 def test_a_huge_pool_timeout_is_no_internal_error(
     pytester: pytest.Pytester, pids: Path, value: str
 ) -> None:
-    """Today: INTERNALERROR (OverflowError) from the loop's wait.  Either 'no timeout' (the run
+    """Once: INTERNALERROR (OverflowError) from the loop's wait.  Either 'no timeout' (the run
     passes) or a one-line usage error is fine."""
     pytester.makepyfile(test_three=THREE_PASSING)
     pooled, pool_xml = run(pytester, "--pool", "2", "--pool-timeout", value)
@@ -400,7 +400,7 @@ def test_sleeps(n): time.sleep(1)
 def test_a_tiny_pool_timeout_does_not_make_the_controller_spin(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Today --pool-timeout 1e-9 keeps the controller at full CPU.  Either a usage error, or each
+    """Once --pool-timeout 1e-9 kept the controller at full CPU.  Either a usage error, or each
     test fails as timed out while the controller mostly waits."""
     report = pytester.path / "cpu.txt"
     monkeypatch.setenv("CPU_REPORT", str(report))
@@ -429,7 +429,7 @@ def test_never_started(): pass
 def test_tests_not_run_after_the_restart_limit_are_failed_as_the_readme_says(
     pytester: pytest.Pytester, pids: Path
 ) -> None:
-    """README: 'the tests never started are reported as failed with `not run`'; today ERROR."""
+    """README: 'the tests never started are reported as failed with `not run`'; once ERROR."""
     pytester.makepyfile(test_guilty=DIES_FIRST)
     pooled, pool_xml = run(pytester, "--pool", "1", "--pool-max-restarts", "0")
     assert pooled.ret == pytest.ExitCode.TESTS_FAILED

@@ -85,7 +85,7 @@ def test_slow(n): time.sleep(0.1)
 
 
 def test_failed_first_runs_the_previous_failure_first(pytester: pytest.Pytester) -> None:
-    """Today the stored durations win: the fast previous failure ran near the end."""
+    """Once the stored durations won: the fast previous failure ran near the end."""
     pytester.makepyfile(test_slow=SLOW_TESTS, test_quick="def test_failed_before(): assert 0")
     first = run(pytester)
     first.assert_outcomes(failed=1, passed=13)
@@ -146,7 +146,7 @@ def test_fails_fast():
 
 def test_exitfirst_reports_a_failure_that_was_already_running(pytester: pytest.Pytester) -> None:
     """test_fails_slowly started before test_fails_fast failed (it waits for that), so it ran to
-    completion and failed; today it appears neither on the terminal nor in junitxml."""
+    completion and failed; once it appeared neither on the terminal nor in junitxml."""
     pytester.makepyfile(test_two=TWO_FAILURES)
     xml = pytester.path / "report.xml"
     pooled = run(pytester, "-x", "--pool", "2", "--pool-chunksize", "1", f"--junitxml={xml}")
