@@ -32,6 +32,7 @@ class Console:
         if reporter is not None:
             reporter.ensure_newline()
             reporter.write_line(line)
+            reporter.flush()  # a notice (SLOW: …) must show now, also when stdout is a pipe
 
     def show(self, worker: str, output: events.TerminalOutput) -> None:
         reporter = self._reporter()
@@ -42,5 +43,5 @@ class Console:
             reporter.ensure_newline()
             reporter.write_line(f"[{worker}] {output.nodeid or '(outside any test)'}")
             self._source = source
-        reporter.write(output.text)
+        reporter.write(output.text, flush=True)
         reporter.currentfspath = None  # the next progress line starts afresh

@@ -53,7 +53,8 @@ KNOWN_IDLE = (
     # … and a connection's thread waits for that worker's next request.
     IdleThread(
         "pytest_rerunfailures.ServerStatusDB.run_connection",
-        frozenset({"_sock_recv_bytes", "recv", "recv_into"}),
+        # (_sock_recv in releases before 16.7, _sock_recv_bytes since)
+        frozenset({"_sock_recv_bytes", "_sock_recv", "recv", "recv_into"}),
     ),
 )
 

@@ -209,9 +209,10 @@ class Controller:
         invocation = itemrunner.Invocation(
             tuple(self.config.invocation_params.args),
             str(self.config.invocation_params.dir),
-            # Only a worker that collects for itself checks its tests against these; the pool
-            # keeps the invocation for the whole run.
-            tuple(item.nodeid for item in self.items) if specs else (),
+            # A worker that collects for itself checks its tests against these: a spawned one,
+            # and a replacement started through a forkserver while a foreign thread runs.  The
+            # strings are the items' own, so the tuple costs a pointer per test.
+            tuple(item.nodeid for item in self.items),
             workerinputs,
         )
         pool = self.pool = self._pool_factory(

@@ -393,7 +393,7 @@ def test_rerunfailures_reruns_a_crashed_test(pytester: pytest.Pytester) -> None:
     with pytest-xdist; a serial run cannot survive the crash, so xdist is the reference."""
     pytester.makepyfile(
         test_crash="""
-        import os
+        import os, time
         from pathlib import Path
 
         def test_stable():
@@ -403,6 +403,10 @@ def test_rerunfailures_reruns_a_crashed_test(pytester: pytest.Pytester) -> None:
             marker = Path("crashed-once")
             if not marker.exists():
                 marker.write_text("x")
+                # pytest-rerunfailures' worker tells the controller's status server the test's
+                # rerun budget without waiting for an answer; a crash at once can beat the
+                # server thread to it (under pytest-xdist too), and then nothing is rerun.
+                time.sleep(0.5)
                 os._exit(3)
         """
     )
