@@ -14,16 +14,19 @@ Data flow, in a worker (``Forwarder`` is registered as a plugin after collection
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
+from _pytest.nodes import Node
 
 from pytest_poolrun import events
 
 _FAILED_SUBTESTS: Any
 try:  # pytest's subtests count a test's failed subtests here, by the test's node id
-    from _pytest.subtests import failed_subtests_key as _FAILED_SUBTESTS
+    # Imported by name so that type checking against pytest 8 (no such module) passes too.
+    _FAILED_SUBTESTS = importlib.import_module("_pytest.subtests").failed_subtests_key
 except ImportError:  # pytest < 9: no subtests of its own
     _FAILED_SUBTESTS = None
 
@@ -159,6 +162,6 @@ class _KeywordCounts:
         return True
 
 
-def _own_keywords(node: pytest.Item | pytest.Collector) -> int:
+def _own_keywords(node: Node) -> int:
     markers: dict[str, Any] = node.keywords._markers  # type: ignore[attr-defined]
     return len(markers)

@@ -42,7 +42,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from pytest_poolrun.forksafety import fork_blockers, platform_forks_safely, quiet_fork
 from pytest_poolrun.gateway import REMOTE_LOST, bridge_main
@@ -338,7 +338,8 @@ class WorkerSet:
         for finalizer in worker.finalizers:
             # At interpreter exit the pool's own handler terminates live pools (pool.py);
             # running these first would close descriptors that terminate then closes again.
-            finalizer.atexit = False
+            # (typeshed's finalize omits the attribute on older Pythons.)
+            cast(Any, finalizer).atexit = False
         self._by_slot[info.slot] = worker
         return worker
 
