@@ -23,6 +23,13 @@ pipeline) is a child of the worker or of such a child, and the worker does nothi
 test runs.  A process that detached itself (a double fork) is no descendant any more; it still
 lives in the worker's process group, which is killed with the worker at the end of the run.
 Without ``/proc`` (macOS, Windows) nothing is checked.
+
+Why a gate first: walking the descendants reads a file per thread and per process, hundreds of
+microseconds, more than a trivial test costs.  The kernel's newest pid in this pid namespace
+(the last field of ``/proc/loadavg``) moves whenever any process or thread is created, so
+while it stands still nothing can have started since the last walk (short of a test starting
+exactly as many processes as the namespace has pids) and the walk is skipped.
+It moves for other processes too; then the walk runs, as without the gate.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from typing import Any
 import pytest
 
 PROC = Path("/proc")
+LOADAVG = PROC / "loadavg"
 # A process caught inside exec() has an empty command line for some microseconds (its new
 # arguments are not in place yet): a test that starts one just before it returns is common.
 CMDLINE_TRIES = 20
@@ -50,6 +58,25 @@ class LeakedProcessWarning(pytest.PytestWarning):
 
 def available() -> bool:
     return (PROC / str(os.getpid()) / "task").is_dir()
+
+
+class PidMark:
+    """Reads the pid the kernel handed out last in this pid namespace; ``read()`` is ``None``
+    where that is not known.  The file stays open: a read is then a microsecond, not ten."""
+
+    def __init__(self) -> None:
+        try:
+            self.fd: int | None = os.open(LOADAVG, os.O_RDONLY)
+        except OSError:
+            self.fd = None
+
+    def read(self) -> int | None:
+        if self.fd is None:
+            return None
+        try:
+            return int(os.pread(self.fd, 256, 0).split()[-1])
+        except (OSError, ValueError, IndexError):
+            return None
 
 
 def children(pid: int) -> list[int]:
@@ -137,16 +164,33 @@ class LeakWatch:
         self.mode = mode
         self.pid = os.getpid()
         self.owned: set[int] = set()
+        self.pid_mark = PidMark()
+        # The pid mark when find_leaks last walked and every process it found was known (owned,
+        # a helper, or killed as a leak); None: walk at the next check.
+        self.clean_at: int | None = None
+        # The descendants as last walked, and the pid mark then (a fixture's before and after).
+        self.walked: set[int] = set()
+        self.walked_at: int | None = None
+
+    def current(self) -> set[int]:
+        """The worker's descendants; walked again only if a process may have started since."""
+        mark = self.pid_mark.read()
+        if mark is None or mark != self.walked_at:
+            self.walked = set(descendants(self.pid))
+            self.walked_at = mark
+        return self.walked
 
     @pytest.hookimpl(wrapper=True)
     def pytest_fixture_setup(self, fixturedef: Any) -> Generator[None, Any, Any]:
+        # pytest-django's class-scoped autouse fixture is set up again for every test outside a
+        # class: this runs per test there, so it walks only when the mark moved.
         if fixturedef.scope == "function":
             return (yield)
-        before = set(descendants(self.pid))
+        before = self.current()
         try:
             return (yield)
         finally:
-            self.owned.update(set(descendants(self.pid)) - before)
+            self.owned.update(self.current() - before)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -161,9 +205,15 @@ class LeakWatch:
         return report
 
     def find_leaks(self) -> list[int]:
+        mark = self.pid_mark.read()
+        if mark is not None and mark == self.clean_at:
+            return []  # no process started since the last walk found nothing unknown
         found = descendants(self.pid, skip=self.owned | _helpers())
         living = [pid for pid in found if running(pid)]
         self.owned &= set(descendants(self.pid))  # forget fixture processes that ended
+        # Read before the walk: a process started during it moves the mark, so the next check
+        # walks again.  Leaks found now are killed by the caller before the next test.
+        self.clean_at = mark
         return living
 
     def _complain(self, item: pytest.Item, report: pytest.TestReport, leaked: list[int]) -> None:

@@ -130,6 +130,54 @@ def test_processes_of_fixtures_and_pools_are_no_leaks(pytester: pytest.Pytester)
     result.assert_outcomes(passed=6)
 
 
+LEAKS_AMONG_CLEAN_TESTS = """
+import subprocess, pytest
+
+@pytest.fixture(scope="module")
+def server():
+    process = subprocess.Popen(["sleep", "30"])
+    yield process
+    process.kill()
+    process.wait()
+
+def _start(seconds):
+    child = subprocess.Popen(["sleep", seconds])
+    with open({pids!r}, "a") as f:
+        f.write(f"{{child.pid}}\\n")
+
+@pytest.mark.parametrize("n", range(5))
+def test_clean_before(n): pass
+def test_first_leak(): _start("31")
+def test_uses_server(server): assert server.poll() is None
+@pytest.mark.parametrize("n", range(5))
+def test_clean_between(n): pass
+def test_second_leak(): _start("32")
+def test_clean_after(): pass
+"""
+
+
+def test_each_leak_is_found_among_many_clean_tests(pytester: pytest.Pytester) -> None:
+    """One worker runs clean tests, a leak, a fixture's server, clean tests and a second leak:
+    the checks after clean tests are skipped cheaply, yet each leak is named on its own test."""
+    pid_file = pytester.path / "children.txt"
+    pytester.makepyfile(test_mixed=LEAKS_AMONG_CLEAN_TESTS.format(pids=str(pid_file)))
+    result = pytester.runpytest_subprocess(
+        *POOL, "--pool", "1", "--pool-leaks", "fail", "-p", "no:cacheprovider", timeout=120
+    )
+    result.assert_outcomes(passed=14, errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "ERROR test_mixed.py::test_first_leak*",
+            "ERROR test_mixed.py::test_second_leak*",
+        ],
+        consecutive=False,
+    )
+    output = result.stdout.str()
+    assert output.count("left 1 process running") == 2
+    assert ": sleep 31" in output and ": sleep 32" in output and ": sleep 30" not in output
+    assert_no_process_left(pid_file)
+
+
 @pytest.mark.parametrize("args", [("--pool-leaks", "maybe"), ("-o", "pool_leaks=maybe")])
 def test_a_bad_mode_is_a_usage_error(pytester: pytest.Pytester, args: tuple[str, str]) -> None:
     pytester.makepyfile(test_one="def test_one(): pass\n")
