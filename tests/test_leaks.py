@@ -134,11 +134,10 @@ LEAKS_AMONG_CLEAN_TESTS = """
 import subprocess, pytest
 
 @pytest.fixture(scope="module")
-def server():
+def server(request):
     process = subprocess.Popen(["sleep", "30"])
-    yield process
-    process.kill()
-    process.wait()
+    request.addfinalizer(process.kill)
+    return process
 
 def _start(seconds):
     child = subprocess.Popen(["sleep", seconds])
