@@ -210,7 +210,7 @@ class LeakWatch:
             return []  # no process started since the last walk found nothing unknown
         found = descendants(self.pid, skip=self.owned | _helpers())
         living = [pid for pid in found if running(pid)]
-        self.owned &= set(descendants(self.pid))  # forget fixture processes that ended
+        self.owned &= self.current()  # forget fixture processes that ended
         # Read before the walk: a process started during it moves the mark, so the next check
         # walks again.  Leaks found now are killed by the caller before the next test.
         self.clean_at = mark
