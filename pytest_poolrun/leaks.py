@@ -5,7 +5,8 @@ Data flow, in a runner worker (registered by ``itemrunner.start_worker``)::
     pytest_fixture_setup of a fixture wider than a function ─▶ the processes it started are
         the fixture's (a server for the module or the session), not a leak, for as long as
         they live, and so is everything they start
-    pytest_runtest_makereport, teardown phase (every fixture the test needed is finalized)
+    pytest_runtest_logreport of the teardown phase, first of all plugins (every fixture the
+        test needed is finalized)
         ─▶ find_leaks: the worker's descendants (/proc/<pid>/task/<tid>/children) that are
            neither the fixtures' nor multiprocessing's own helpers, nor workers of a live Pool
         ─▶ warn: a LeakedProcessWarning on that test (the controller's warnings summary shows
@@ -192,17 +193,17 @@ class LeakWatch:
         finally:
             self.owned.update(self.current() - before)
 
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(
-        self, item: pytest.Item, call: pytest.CallInfo[None]
-    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-        report = yield
-        if call.when == "teardown":
-            leaked = self.find_leaks()
-            if leaked:
-                self._complain(item, report, leaked)
-                _kill(leaked)
-        return report
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        # Before any other plugin sees the teardown report, so that all of them see it failed
+        # (--pool-leaks fail).  A plain hook, not a makereport wrapper: it costs a function call
+        # per report, and every test pays it.
+        if report.when != "teardown":
+            return
+        leaked = self.find_leaks()
+        if leaked:
+            self._complain(report, leaked)
+            _kill(leaked)
 
     def find_leaks(self) -> list[int]:
         mark = self.pid_mark.read()
@@ -216,16 +217,16 @@ class LeakWatch:
         self.clean_at = mark
         return living
 
-    def _complain(self, item: pytest.Item, report: pytest.TestReport, leaked: list[int]) -> None:
+    def _complain(self, report: pytest.TestReport, leaked: list[int]) -> None:
         listed = "\n".join(f"  pid {pid}: {command_line(pid)}" for pid in leaked)
         count = f"{len(leaked)} process{'es' if len(leaked) != 1 else ''}"
         text = (
-            f"{item.nodeid} left {count} running after it ended (killed now):\n{listed}\n"
+            f"{report.nodeid} left {count} running after it ended (killed now):\n{listed}\n"
             "Stop what a test starts before it returns (or in a fixture's teardown); "
             "--pool-leaks ignore turns this check off."
         )
         if self.mode == "warn":
-            path, lineno, _ = item.location
+            path, lineno, _ = report.location
             try:
                 warnings.warn_explicit(LeakedProcessWarning(text), None, path, (lineno or 0) + 1)
                 return
