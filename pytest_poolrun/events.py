@@ -106,6 +106,14 @@ class LogFinish(NamedTuple):
     location: Location
 
 
+class PassedItem(NamedTuple):
+    """A plainly passing item's five hook calls in one (``compact_item``): its location and
+    each phase's duration, start and stop (setup, call, teardown: nine floats)."""
+
+    location: Location
+    times: tuple[float, ...]
+
+
 class WarningRecorded(NamedTuple):
     message: str
     category: str
@@ -116,7 +124,9 @@ class WarningRecorded(NamedTuple):
     location: Location | None
 
 
-HookEvent = Union[LogStart, LogReport, PlainReport, LogFinish, WarningRecorded, PassedReport]
+HookEvent = Union[
+    LogStart, LogReport, PlainReport, LogFinish, WarningRecorded, PassedReport, PassedItem
+]
 
 
 class SessionExit(NamedTuple):
@@ -182,6 +192,7 @@ HOOK_KINDS: tuple[type[HookEvent], ...] = (
     LogFinish,
     WarningRecorded,
     PassedReport,
+    PassedItem,
 )
 _HOOK_TAGS = {kind: tag for tag, kind in enumerate(HOOK_KINDS)}
 
@@ -347,6 +358,34 @@ def plain_pass(report: pytest.TestReport) -> PassedReport | None:
     return None
 
 
+_PHASE_ORDER = ("setup", "call", "teardown")
+
+
+def compact_item(nodeid: str, hook_events: Sequence[HookEvent]) -> tuple[HookEvent, ...]:
+    """``hook_events``, recorded while the item ``nodeid`` ran, as one ``PassedItem`` when they
+    are exactly a plainly passing item's: its logstart, three ``PassedReport`` (setup, call,
+    teardown) and logfinish, all for that item and its location.  Anything else as it is."""
+    if len(hook_events) != 5:
+        return tuple(hook_events)
+    start, setup, call, teardown, finish = hook_events
+    if (
+        type(start) is LogStart
+        and type(finish) is LogFinish
+        and type(setup) is PassedReport
+        and type(call) is PassedReport
+        and type(teardown) is PassedReport
+        and start.nodeid == nodeid == finish.nodeid
+        and start.location == setup.location == call.location == teardown.location
+        and finish.location == start.location
+        and (setup.when, call.when, teardown.when) == _PHASE_ORDER
+    ):
+        times = (setup.duration, setup.start, setup.stop, call.duration, call.start, call.stop)
+        return (
+            PassedItem(start.location, (*times, teardown.duration, teardown.start, teardown.stop)),
+        )
+    return tuple(hook_events)
+
+
 def capture_warning(
     message: warnings.WarningMessage, when: str, nodeid: str, location: Location | None
 ) -> WarningRecorded:
@@ -411,14 +450,23 @@ def rebuild_passed(
     )
 
 
+def _expand(event: PassedItem) -> tuple[PassedReport, ...]:
+    times = event.times
+    return tuple(
+        PassedReport(event.location, when, *times[3 * phase : 3 * phase + 3])
+        for phase, when in enumerate(_PHASE_ORDER)
+    )
+
+
 def replay_item(
     config: pytest.Config, item: pytest.Item | None, hook_events: Sequence[HookEvent]
 ) -> None:
     """Call the controller's hooks that ``hook_events``, recorded while ``item`` ran (or
     outside any item: None), stand for, in order."""
     keywords: dict[str, Literal[1]] | None = None
+    hook = config.hook
     for event in hook_events:
-        if type(event) is not PassedReport:
+        if not isinstance(event, (PassedReport, PassedItem)):
             replay(config, event)
             continue
         if item is None:
@@ -426,9 +474,15 @@ def replay_item(
         if keywords is None:
             # Walking the keywords is a report's largest cost: once per item, not per report.
             keywords = dict.fromkeys(item.keywords, 1)
-        # Each report its own dict, as serially: a plugin may change one.
-        report = rebuild_passed(item, event, dict(keywords))
-        config.hook.pytest_runtest_logreport(report=report)
+        whole = isinstance(event, PassedItem)
+        if whole:
+            hook.pytest_runtest_logstart(nodeid=item.nodeid, location=event.location)
+        for passed in _expand(event) if isinstance(event, PassedItem) else (event,):
+            # Each report its own dict, as serially: a plugin may change one.
+            report = rebuild_passed(item, passed, dict(keywords))
+            hook.pytest_runtest_logreport(report=report)
+        if whole:
+            hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=event.location)
 
 
 def replay(config: pytest.Config, event: HookEvent) -> None:

@@ -106,6 +106,7 @@ class _Shared:
     held: int | None = None
     current: int | None = None
     recorded: list[events.HookEvent] = []
+    forwarder: recording.Forwarder | None = None
     outbox: list[bytes] = []  # records (events.encode)
     batch_started: float = 0.0
     forked: bool = False
@@ -163,33 +164,39 @@ def _leave_if_forked_child() -> None:
         os._exit(0)
 
 
-def _in_this_process() -> Generator[None, object, object]:
-    try:
-        return (yield)
-    finally:
-        _leave_if_forked_child()
-
-
 class _ForkedChildGuard:
     """Ends a test's forked child as soon as its test phase returns into pytest's code.
 
     The innermost wrapper of each phase, so that neither the rest of the protocol (reports,
-    other plugins' hooks, fixture teardowns) nor this worker's code runs in the child.
+    other plugins' hooks, fixture teardowns) nor this worker's code runs in the child.  Every
+    test pays for these three wrappers, so each is written out in full (no shared generator).
     """
 
     @pytest.hookimpl(wrapper=True, trylast=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, object, object]:
-        return (yield from _in_this_process())
+        try:
+            return (yield)
+        finally:
+            if os.getpid() != _Shared.pid:
+                os._exit(0)  # see _leave_if_forked_child
 
     @pytest.hookimpl(wrapper=True, trylast=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, object, object]:
-        return (yield from _in_this_process())
+        try:
+            return (yield)
+        finally:
+            if os.getpid() != _Shared.pid:
+                os._exit(0)
 
     @pytest.hookimpl(wrapper=True, trylast=True)
     def pytest_runtest_teardown(
         self, item: pytest.Item, nextitem: pytest.Item | None
     ) -> Generator[None, object, object]:
-        return (yield from _in_this_process())
+        try:
+            return (yield)
+        finally:
+            if os.getpid() != _Shared.pid:
+                os._exit(0)
 
 
 def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) -> None:
@@ -243,6 +250,7 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
         config, _session().items, _running_item, _record_event, _send_loose
     )
     config.pluginmanager.register(forwarder, "poolrun-forwarder")
+    _Shared.forwarder = forwarder
     config.pluginmanager.register(_ForkedChildGuard(), "poolrun-forked-child-guard")
 
 
@@ -302,9 +310,11 @@ def _send(event: events.WorkerEvent, durable: bool = False) -> None:
     A ``durable`` event (an item's outcome) is also in the controller's reach when this returns:
     in the journal, or else flushed.
     """
-    # A test may have dropped this plugin's modules from sys.modules; pickle finds the events'
-    # classes through it, and a re-imported module's classes are other objects.
-    sys.modules.update(_Shared.own_modules)  # type: ignore[arg-type]
+    if type(event) is not events.ItemFinished:
+        # A test may have dropped this plugin's modules from sys.modules; pickle finds the
+        # events' classes through it, and a re-imported module's classes are other objects.  (A
+        # finished item's record holds no class of ours, see events.encode.)
+        sys.modules.update(_Shared.own_modules)  # type: ignore[arg-type]
     record = events.encode(event)
     if not _Shared.outbox:
         _Shared.batch_started = time.monotonic()
@@ -353,7 +363,7 @@ def _run(index: int, nextitem: pytest.Item | None) -> None:
     try:
         _protocol(item, nextitem)
     except pytest.exit.Exception as exc:
-        _send(events.SessionExit(index, exc.msg, exc.returncode, tuple(_Shared.recorded)))
+        _send(events.SessionExit(index, exc.msg, exc.returncode, _settled(index)))
         _flush()
         raise
     except BaseException as exc:
@@ -368,12 +378,21 @@ def _run(index: int, nextitem: pytest.Item | None) -> None:
         _flush()
         raise
     finally:
-        recorded, _Shared.current, _Shared.recorded = tuple(_Shared.recorded), None, []
+        recorded = _settled(index)
+        _Shared.current, _Shared.recorded = None, []
     _send(events.ItemFinished(index, recorded), durable=board is not None)
     _Shared.tests_run += 1
     if board is not None:
         board.clear(info.slot)
         _flush_if_due()
+
+
+def _settled(index: int) -> tuple[events.HookEvent, ...]:
+    """What was recorded while item ``index`` ran, as it is sent (see recording.settled)."""
+    forwarder = _Shared.forwarder
+    if forwarder is None:
+        return tuple(_Shared.recorded)
+    return forwarder.settled(index, _Shared.recorded)
 
 
 def _protocol(item: pytest.Item, nextitem: pytest.Item | None) -> None:

@@ -4,12 +4,14 @@ Data flow, in a worker (``Forwarder`` is registered as a plugin after collection
 
     pytest_runtest_logstart / logreport / logfinish, warning_recorded (every plugin's, as usual)
         ─▶ Forwarder: trylast, so the report is as the other plugins left it
-           ├─ a plainly passing report whose item is as collected ─▶ PassedReport (compact;
-           │  the controller rebuilds it from its own copy of the item)
+           ├─ a plainly passing report of the running item ─▶ PassedReport (compact; the
+           │  controller rebuilds it from its own copy of the item)
            └─ anything else ─▶ events.capture_report / capture_warning (pickled, or through
               pytest's serializable-report hooks)
-        ─▶ record(event): kept with the running item's events (itemrunner sends them when the
-           item ends); a hook call outside any item goes out at once (send_loose)
+        ─▶ record(event): kept with the running item's events; a hook call outside any item
+           goes out at once (send_loose)
+    item ends ─▶ settled(index, its events): compact reports kept only if the item's keywords
+        are as collected; a plainly passing item as one PassedItem ─▶ itemrunner sends them
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ class Forwarder:
         self.shortcut = events.only_builtin_serializers(config)
         self.items = items
         self.keywords = _KeywordCounts(items)
+        # The running item's compact reports, with the reports they stand for (see settled).
+        self._compacted: list[tuple[events.PassedReport, pytest.TestReport]] = []
         names = {impl.plugin_name for impl in config.hook.pytest_report_teststatus.get_hookimpls()}
         self.status_reads_only = names <= READ_ONLY_TESTSTATUS and (
             "subtests" not in names or _FAILED_SUBTESTS is not None
@@ -78,8 +82,11 @@ class Forwarder:
         # subtests failed, from counts only this process has), so ask as it would have.
         if not self._status_settled(report):
             self.config.hook.pytest_report_teststatus(report=report, config=self.config)
-        passed = self._passed(report)
-        if passed is not None:
+        index = self._running()
+        passed = None if index is None else events.plain_pass(report)
+        if passed is not None and index is not None and report.nodeid == self.items[index].nodeid:
+            # Provisional until the item ends: see settled().
+            self._compacted.append((passed, report))
             self._keep(passed)
         else:
             self._record(events.capture_report(self.config, report, self.shortcut))
@@ -94,19 +101,25 @@ class Forwarder:
         failed = self.config.stash.get(_FAILED_SUBTESTS, None)
         return not failed or not failed.get(getattr(report, "_id", None), 0)
 
-    def _passed(self, report: pytest.TestReport) -> events.PassedReport | None:
-        """The report as a PassedReport, if it is plainly passing and the controller's copy of
-        the item can stand in for the rest (see events.plain_pass)."""
-        index = self._running()
-        if index is None:
-            return None
-        passed = events.plain_pass(report)
-        if passed is None:
-            return None
-        item = self.items[index]
-        if report.nodeid != item.nodeid or not self.keywords.as_collected(index):
-            return None
-        return passed
+    def settled(
+        self, index: int, recorded: Sequence[events.HookEvent]
+    ) -> tuple[events.HookEvent, ...]:
+        """``recorded``, the hook events of item ``index``, as they are sent when it ends.
+
+        A ``PassedReport`` stands for a report only while the controller's copy of the item can
+        stand in for the rest (see ``events.plain_pass``), so only if the item (and its parents)
+        still has the keywords it was collected with; else each goes the full way.  Keywords
+        only grow, so one check when the item ends covers all its reports.  A plainly passing
+        item then travels as one ``PassedItem`` (``events.compact_item``).
+        """
+        compacted, self._compacted = self._compacted, []
+        if compacted and not self.keywords.as_collected(index):
+            full = {
+                id(passed): events.capture_report(self.config, report, self.shortcut)
+                for passed, report in compacted
+            }
+            return tuple(full.get(id(event), event) for event in recorded)
+        return events.compact_item(self.items[index].nodeid, recorded)
 
     @pytest.hookimpl(trylast=True)
     def pytest_runtest_logfinish(self, nodeid: str, location: events.Location) -> None:

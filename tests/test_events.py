@@ -103,3 +103,75 @@ def test_a_report_with_an_attribute_a_plugin_set_takes_the_full_way(
     call = runtestprotocol(item, log=False)[1]
     call.extra = "set by a plugin"  # type: ignore[attr-defined]
     assert events.plain_pass(call) is None
+
+
+class _HookLog:
+    """Every test hook call the controller's plugins would see, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    def pytest_runtest_logstart(self, nodeid: str, location: events.Location) -> None:
+        self.calls.append(("logstart", (nodeid, location)))
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.calls.append(("logreport", _read(report)))
+
+    def pytest_runtest_logfinish(self, nodeid: str, location: events.Location) -> None:
+        self.calls.append(("logfinish", (nodeid, location)))
+
+
+def _hook_calls(item: pytest.Item, hook_events: tuple[events.HookEvent, ...]) -> list[Any]:
+    decoded = events.decode(events.encode(events.ItemFinished(0, hook_events)))
+    assert isinstance(decoded, events.ItemFinished)
+    log = _HookLog()
+    item.config.pluginmanager.register(log, "test-hook-log")
+    try:
+        events.replay_item(item.config, item, decoded.events)
+    finally:
+        item.config.pluginmanager.unregister(log)
+    return log.calls
+
+
+def _as_recorded(item: pytest.Item, reports: list[pytest.TestReport]) -> list[events.HookEvent]:
+    """What a worker records of ``item``: its logstart, compact reports where they are plainly
+    passing (full ones elsewhere), and its logfinish."""
+    middle = [
+        events.plain_pass(report) or events.capture_report(item.config, report, shortcut=True)
+        for report in reports
+    ]
+    return [
+        events.LogStart(item.nodeid, item.location),
+        *middle,
+        events.LogFinish(item.nodeid, item.location),
+    ]
+
+
+def test_a_plainly_passing_item_travels_as_one_event_with_the_same_hook_calls(
+    pytester: pytest.Pytester,
+) -> None:
+    item = pytester.getitem("def test_func(): pass")
+    recorded = _as_recorded(item, runtestprotocol(item, log=False))
+
+    compact = events.compact_item(item.nodeid, recorded)
+
+    assert [type(event) for event in compact] == [events.PassedItem]
+    calls = _hook_calls(item, compact)
+    assert calls == _hook_calls(item, tuple(recorded))
+    assert [name for name, _ in calls] == ["logstart"] + ["logreport"] * 3 + ["logfinish"]
+    assert [fields["when"] for name, fields in calls if name == "logreport"] == [
+        "setup",
+        "call",
+        "teardown",
+    ]
+
+
+@pytest.mark.parametrize("body", ["assert 0", "print('out')", "pytest.skip('no')"])
+def test_an_item_that_is_not_a_plain_pass_keeps_its_hook_calls(
+    pytester: pytest.Pytester, body: str
+) -> None:
+    item = pytester.getitem(f"import pytest\ndef test_func():\n    {body}\n")
+    recorded = _as_recorded(item, runtestprotocol(item, log=False))
+
+    assert events.compact_item(item.nodeid, recorded) == tuple(recorded)
+    assert events.compact_item("other.py::test_func", recorded[:1]) == tuple(recorded[:1])

@@ -316,6 +316,7 @@ def test_reports_carry_the_keywords_of_a_serial_run(pytester: pytest.Pytester) -
         def test_plain(): pass
         def test_marks_itself(marks_item): pass
         def test_marks_module(marks_module): pass
+        def test_marks_in_its_body(request): request.node.add_marker("body_mark")
         def test_after(): pass
         """
     )
@@ -323,8 +324,11 @@ def test_reports_carry_the_keywords_of_a_serial_run(pytester: pytest.Pytester) -
     for args in ((), ("--pool", "1")):
         (pytester.path / "keywords.txt").unlink(missing_ok=True)
         result = pytester.runpytest_subprocess(*POOL, "-p", "no:randomly", *args)
-        result.assert_outcomes(passed=4)
+        result.assert_outcomes(passed=5)
         lines[args] = sorted((pytester.path / "keywords.txt").read_text().splitlines())
     assert lines[("--pool", "1")] == lines[()]
     assert any("item_mark" in line for line in lines[()])
     assert any("module_mark" in line and "test_after" in line for line in lines[()])
+    # Added during the call: the setup report has it not, the call and teardown ones have it.
+    body = [line for line in lines[()] if "test_marks_in_its_body" in line]
+    assert ["body_mark" in line for line in body] == [True, False, True]  # call, setup, teardown
