@@ -48,7 +48,8 @@ class Durations:
         return cls({str(k): float(v) for k, v in raw.items() if isinstance(v, (int, float))})
 
     def record(self, report: pytest.TestReport) -> None:
-        self.measured[report.nodeid] = self.measured.get(report.nodeid, 0.0) + report.duration
+        nodeid = report.nodeid  # computed anew at each read (pytest 9): read it once
+        self.measured[nodeid] = self.measured.get(nodeid, 0.0) + report.duration
 
     def get(self, nodeid: str) -> float | None:
         return self.stored.get(nodeid)

@@ -24,11 +24,11 @@ def describe(
     first = asked_first(config)
     # Only --pool-dist group reads an item's group; looking its marks up costs per test.
     group_of = group if dist == "group" else _no_group
+    # A node id is made anew at each read (pytest 9): read once per item.
+    nodeids = [item.nodeid for item in items]
     return [
-        scheduling.ItemInfo(
-            item.nodeid, durations.get(item.nodeid), group_of(item), first(item.nodeid)
-        )
-        for item in items
+        scheduling.ItemInfo(nodeid, durations.get(nodeid), group_of(item), first(nodeid))
+        for nodeid, item in zip(nodeids, items)
     ]
 
 
