@@ -474,15 +474,14 @@ def replay_item(
         if keywords is None:
             # Walking the keywords is a report's largest cost: once per item, not per report.
             keywords = dict.fromkeys(item.keywords, 1)
-        whole = isinstance(event, PassedItem)
-        if whole:
+        # Each report its own keywords dict, as serially: a plugin may change one.
+        if isinstance(event, PassedItem):
             hook.pytest_runtest_logstart(nodeid=item.nodeid, location=event.location)
-        for passed in _expand(event) if isinstance(event, PassedItem) else (event,):
-            # Each report its own dict, as serially: a plugin may change one.
-            report = rebuild_passed(item, passed, dict(keywords))
-            hook.pytest_runtest_logreport(report=report)
-        if whole:
+            for passed in _expand(event):
+                hook.pytest_runtest_logreport(report=rebuild_passed(item, passed, dict(keywords)))
             hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=event.location)
+        else:
+            hook.pytest_runtest_logreport(report=rebuild_passed(item, event, dict(keywords)))
 
 
 def replay(config: pytest.Config, event: HookEvent) -> None:

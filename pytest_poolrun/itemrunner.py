@@ -169,7 +169,7 @@ class _ForkedChildGuard:
 
     The innermost wrapper of each phase, so that neither the rest of the protocol (reports,
     other plugins' hooks, fixture teardowns) nor this worker's code runs in the child.  Every
-    test pays for these three wrappers, so each is written out in full (no shared generator).
+    test pays for these three wrappers, so none delegates to a shared generator.
     """
 
     @pytest.hookimpl(wrapper=True, trylast=True)
@@ -177,16 +177,14 @@ class _ForkedChildGuard:
         try:
             return (yield)
         finally:
-            if os.getpid() != _Shared.pid:
-                os._exit(0)  # see _leave_if_forked_child
+            _leave_if_forked_child()
 
     @pytest.hookimpl(wrapper=True, trylast=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, object, object]:
         try:
             return (yield)
         finally:
-            if os.getpid() != _Shared.pid:
-                os._exit(0)
+            _leave_if_forked_child()
 
     @pytest.hookimpl(wrapper=True, trylast=True)
     def pytest_runtest_teardown(
@@ -195,8 +193,7 @@ class _ForkedChildGuard:
         try:
             return (yield)
         finally:
-            if os.getpid() != _Shared.pid:
-                os._exit(0)
+            _leave_if_forked_child()
 
 
 def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) -> None:
@@ -389,10 +386,8 @@ def _run(index: int, nextitem: pytest.Item | None) -> None:
 
 def _settled(index: int) -> tuple[events.HookEvent, ...]:
     """What was recorded while item ``index`` ran, as it is sent (see recording.settled)."""
-    forwarder = _Shared.forwarder
-    if forwarder is None:
-        return tuple(_Shared.recorded)
-    return forwarder.settled(index, _Shared.recorded)
+    assert _Shared.forwarder is not None, "start_worker() registers the forwarder first"
+    return _Shared.forwarder.settled(index, _Shared.recorded)
 
 
 def _protocol(item: pytest.Item, nextitem: pytest.Item | None) -> None:
