@@ -224,8 +224,8 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
         _Shared.forked = True
         # The session's heap, inherited from the controller, lives as long as this worker: keep
         # it out of full collections, which would scan it again and again (and copy the pages
-        # they touch).  Not in the controller: there, frozen objects no longer count as
-        # long-lived, and CPython then runs full collections more often.
+        # they touch).  The controller froze what it had before forking (runner); this also
+        # takes what it made after, and what this worker made since.
         gc.freeze()
         workersetup.restore_dispositions(_Shared.dispositions)
         _own_capture(config)

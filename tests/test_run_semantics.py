@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import re
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -242,3 +243,58 @@ def test_dist_module_keeps_a_reordered_module_on_one_worker(
     assert set(workers) == {"test_one", "test_two", "test_three"}
     split = {module: sorted(names) for module, names in workers.items() if len(names) > 1}
     assert split == {}, f"modules run on more than one worker: {split}"
+
+
+# ------------------------------------------------------------ a caller that goes on after a run
+
+CALLER = """
+import gc, os, sys
+import pytest
+
+os.environ["CALLER_PID"] = str(os.getpid())
+caller_objects = [[n] for n in range(100)]
+if sys.argv[1:] == ["caller-froze"]:
+    gc.freeze()
+for _ in range(2):
+    code = pytest.main(["-q", "-p", "pytest_poolrun", "-p", "no:randomly", "--pool", "2"])
+    tracked = {id(obj) for obj in gc.get_objects()}
+    kept = not any(id(obj) in tracked for obj in caller_objects)
+    print(f"RESULT exit={int(code)} frozen={gc.get_freeze_count()} caller_objects_frozen={kept}")
+"""
+
+CALLER_CONFTEST = """
+import gc, os
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" and os.getpid() == int(os.environ["CALLER_PID"]):
+        with open("frozen-while-running.txt", "a") as out:
+            out.write(f"{gc.get_freeze_count()}\\n")
+"""
+
+
+def caller_results(pytester: pytest.Pytester, *args: str) -> list[str]:
+    pytester.makeconftest(CALLER_CONFTEST)
+    pytester.makepyfile(test_some="def test_a(): pass\ndef test_b(): pass\n")
+    script = pytester.makepyfile(caller=CALLER)
+    ran = pytester.run(sys.executable, str(script), *args, timeout=RUN_TIMEOUT)
+    return [line.split(" ", 1)[1] for line in ran.outlines if line.startswith("RESULT ")]
+
+
+def test_a_run_gives_back_the_heap_it_kept_from_garbage_collection(
+    pytester: pytest.Pytester,
+) -> None:
+    # The controller keeps what it collected out of the garbage collector while the run lasts;
+    # a program that calls pytest.main() again and again must get it back after each run, or
+    # its garbage would pile up.
+    results = caller_results(pytester)
+    assert results == ["exit=0 frozen=0 caller_objects_frozen=False"] * 2
+    while_running = [
+        int(n) for n in (pytester.path / "frozen-while-running.txt").read_text().split()
+    ]
+    assert len(while_running) == 4 and min(while_running) > 0
+
+
+def test_a_run_leaves_objects_its_caller_froze_frozen(pytester: pytest.Pytester) -> None:
+    results = caller_results(pytester, "caller-froze")
+    assert [result.split(" frozen=")[0] for result in results] == ["exit=0"] * 2
+    assert all(result.endswith("caller_objects_frozen=True") for result in results)
