@@ -431,30 +431,28 @@ _PHASES = {when: when for when in ("setup", "call", "teardown")}
 
 
 def rebuild_passed(
-    item: pytest.Item, event: PassedReport, keywords: dict[str, Literal[1]]
+    item: pytest.Item,
+    location: Location,
+    when: str,
+    times: Sequence[float],
+    keywords: dict[str, Literal[1]],
 ) -> pytest.TestReport:
-    """The report ``plain_pass`` sent as ``event``, made as ``TestReport.from_item_and_call``
-    makes it: with the item's node id object (pytest 9) and ``keywords``, its keyword names."""
+    """A plainly passing report sent as ``PassedReport`` or within a ``PassedItem``, made as
+    ``TestReport.from_item_and_call`` makes it: with the item's node id object (pytest 9) and
+    ``keywords``, its keyword names; ``times`` are its duration, start and stop."""
+    duration, start, stop = times
     return pytest.TestReport(
         getattr(item, "id", item.nodeid),
-        event.location,
+        location,
         keywords,
         "passed",
         None,
-        _PHASES.get(event.when, event.when),  # type: ignore[arg-type]
+        _PHASES.get(when, when),  # type: ignore[arg-type]
         [],
-        event.duration,
-        event.start,
-        event.stop,
+        duration,
+        start,
+        stop,
         [],
-    )
-
-
-def _expand(event: PassedItem) -> tuple[PassedReport, ...]:
-    times = event.times
-    return tuple(
-        PassedReport(event.location, when, *times[3 * phase : 3 * phase + 3])
-        for phase, when in enumerate(_PHASE_ORDER)
     )
 
 
@@ -475,13 +473,20 @@ def replay_item(
             # Walking the keywords is a report's largest cost: once per item, not per report.
             keywords = dict.fromkeys(item.keywords, 1)
         # Each report its own keywords dict, as serially: a plugin may change one.
+        location = event.location
         if isinstance(event, PassedItem):
-            hook.pytest_runtest_logstart(nodeid=item.nodeid, location=event.location)
-            for passed in _expand(event):
-                hook.pytest_runtest_logreport(report=rebuild_passed(item, passed, dict(keywords)))
-            hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=event.location)
+            times = event.times
+            hook.pytest_runtest_logstart(nodeid=item.nodeid, location=location)
+            for phase, when in enumerate(_PHASE_ORDER):
+                report = rebuild_passed(
+                    item, location, when, times[3 * phase : 3 * phase + 3], dict(keywords)
+                )
+                hook.pytest_runtest_logreport(report=report)
+            hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=location)
         else:
-            hook.pytest_runtest_logreport(report=rebuild_passed(item, event, dict(keywords)))
+            times = (event.duration, event.start, event.stop)
+            report = rebuild_passed(item, location, event.when, times, dict(keywords))
+            hook.pytest_runtest_logreport(report=report)
 
 
 def replay(config: pytest.Config, event: HookEvent) -> None:
