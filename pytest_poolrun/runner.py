@@ -95,8 +95,9 @@ CHUNKS_IN_FLIGHT = 1
 
 
 # CPython 3.12 keeps a few hundred objects of its own frozen from startup (the tuples of its
-# static types: 375 on 3.12.1; none on the other versions).  More than this, and someone froze a
-# heap of their own.
+# static types: 375 on 3.12.1; none on the other versions), and freezes them again at its next
+# full collection after gc.unfreeze().  More than this many frozen, and someone froze a heap of
+# their own, which the run must not unfreeze.
 INTERPRETER_FROZEN_OBJECTS = 1000
 
 
@@ -111,8 +112,9 @@ def _freeze_collected_heap(config: pytest.Config) -> None:
     Given back earlier, the summary's allocations would start that full collection at the end of
     the run, with nothing running beside it; given back then, the interpreter's collections at
     exit, and a caller of ``pytest.main`` that goes on, see them as after a serial run.  If a
-    heap is frozen already (a program that froze its own, or a run inside a pool worker),
-    nothing is frozen: unfreezing would release that heap too.
+    heap is frozen already (more than ``INTERPRETER_FROZEN_OBJECTS``: a program that froze its
+    own, or a run inside a pool worker), nothing is frozen: unfreezing would release that heap
+    too.
     """
     if gc.get_freeze_count() > INTERPRETER_FROZEN_OBJECTS:
         return
