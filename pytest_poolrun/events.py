@@ -427,7 +427,7 @@ def rebuild_warning(event: WarningRecorded) -> warnings.WarningMessage:
 
 
 # Phase names as constants, as in the reports pytest makes, rather than a string per report.
-_PHASES = {when: when for when in ("setup", "call", "teardown")}
+_PHASES = {when: when for when in _PHASE_ORDER}
 
 
 def rebuild_passed(
