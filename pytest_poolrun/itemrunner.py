@@ -104,8 +104,6 @@ class _Shared:
     board: Board | None = None
     basetemp: Path | None = None
     held: int | None = None
-    current: int | None = None
-    recorded: list[events.HookEvent] = []
     forwarder: recording.Forwarder | None = None
     outbox: list[bytes] = []  # records (events.encode)
     batch_started: float = 0.0
@@ -243,20 +241,10 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
         sys.stderr = _forwarded(sys.__stderr__)
     for error in adapters.worker_started(config, _Shared.forked):
         print(f"poolrun: worker {info.name} could not prepare a plugin: {error}")
-    forwarder = recording.Forwarder(
-        config, _session().items, _running_item, _record_event, _send_loose
-    )
+    forwarder = recording.Forwarder(config, _session().items, _send_loose)
     config.pluginmanager.register(forwarder, "poolrun-forwarder")
     _Shared.forwarder = forwarder
     config.pluginmanager.register(_ForkedChildGuard(), "poolrun-forked-child-guard")
-
-
-def _running_item() -> int | None:
-    return _Shared.current
-
-
-def _record_event(event: events.HookEvent) -> None:
-    _Shared.recorded.append(event)
 
 
 def _send_loose(event: events.HookEvent) -> None:
@@ -295,7 +283,7 @@ def _forwarded(original: IO[str] | None) -> forwarding.ForwardedText:
 def _send_output(text: str) -> None:
     if current_worker() is None or os.getpid() != _Shared.pid:
         return  # not in a worker (a test's forked child), where nothing may be sent
-    index = _Shared.current
+    index = None if _Shared.forwarder is None else _Shared.forwarder.running
     nodeid = None if index is None else _session().items[index].nodeid
     _send(events.TerminalOutput(nodeid, text))
     _flush()
@@ -356,11 +344,13 @@ def _run(index: int, nextitem: pytest.Item | None) -> None:
         # previous item's results travel in the same message.
         _send(events.ItemStarted(index, os.getpid()))
         _flush()
-    _Shared.current, _Shared.recorded = index, []
+    forwarder = _Shared.forwarder
+    assert forwarder is not None, "start_worker() registers the forwarder first"
+    forwarder.begin(index)
     try:
         _protocol(item, nextitem)
     except pytest.exit.Exception as exc:
-        _send(events.SessionExit(index, exc.msg, exc.returncode, _settled(index)))
+        _send(events.SessionExit(index, exc.msg, exc.returncode, forwarder.end()))
         _flush()
         raise
     except BaseException as exc:
@@ -375,19 +365,12 @@ def _run(index: int, nextitem: pytest.Item | None) -> None:
         _flush()
         raise
     finally:
-        recorded = _settled(index)
-        _Shared.current, _Shared.recorded = None, []
+        recorded = forwarder.end()
     _send(events.ItemFinished(index, recorded), durable=board is not None)
     _Shared.tests_run += 1
     if board is not None:
         board.clear(info.slot)
         _flush_if_due()
-
-
-def _settled(index: int) -> tuple[events.HookEvent, ...]:
-    """What was recorded while item ``index`` ran, as it is sent (see recording.settled)."""
-    assert _Shared.forwarder is not None, "start_worker() registers the forwarder first"
-    return _Shared.forwarder.settled(index, _Shared.recorded)
 
 
 def _protocol(item: pytest.Item, nextitem: pytest.Item | None) -> None:

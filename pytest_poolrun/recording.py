@@ -2,16 +2,17 @@
 
 Data flow, in a worker (``Forwarder`` is registered as a plugin after collection)::
 
+    itemrunner: begin(index) ─▶ the item runs; its hook calls are recorded
     pytest_runtest_logstart / logreport / logfinish, warning_recorded (every plugin's, as usual)
         ─▶ Forwarder: trylast, so the report is as the other plugins left it
            ├─ a plainly passing report of the running item ─▶ PassedReport (compact; the
            │  controller rebuilds it from its own copy of the item)
            └─ anything else ─▶ events.capture_report / capture_warning (pickled, or through
               pytest's serializable-report hooks)
-        ─▶ record(event): kept with the running item's events; a hook call outside any item
-           goes out at once (send_loose)
-    item ends ─▶ settled(index, its events): compact reports kept only if the item's keywords
-        are as collected; a plainly passing item as one PassedItem ─▶ itemrunner sends them
+        ─▶ kept with the running item's hook calls; a hook call outside any item goes out at
+           once (send_loose)
+    itemrunner: end() ─▶ the item's hook calls: compact reports kept only if the item's
+        keywords are as collected; a plainly passing item as one PassedItem ─▶ sent
 """
 
 from __future__ import annotations
@@ -47,29 +48,58 @@ class Forwarder:
         self,
         config: pytest.Config,
         items: Sequence[pytest.Item],
-        running: Callable[[], int | None],
-        record: Callable[[events.HookEvent], None],
         send_loose: Callable[[events.HookEvent], None],
     ) -> None:
         self.config = config
-        self._running = running  # the index of the item that runs now, if any
-        self._keep = record  # add to that item's recorded hook calls
         self._send_loose = send_loose  # send a hook call made outside any item at once
         self.shortcut = events.only_builtin_serializers(config)
         self.items = items
         self.keywords = _KeywordCounts(items)
-        # The running item's compact reports, with the reports they stand for (see settled).
+        # The item being recorded (begin, end): its index and node id, its hook calls so far,
+        # and its compact reports with the reports they stand for (see end).
+        self.running: int | None = None
+        self._nodeid: str | None = None
+        self._recorded: list[events.HookEvent] = []
         self._compacted: list[tuple[events.PassedReport, pytest.TestReport]] = []
         names = {impl.plugin_name for impl in config.hook.pytest_report_teststatus.get_hookimpls()}
         self.status_reads_only = names <= READ_ONLY_TESTSTATUS and (
             "subtests" not in names or _FAILED_SUBTESTS is not None
         )
 
+    def begin(self, index: int) -> None:
+        """Item ``index`` starts: the hook calls from now on are its own, until ``end``."""
+        self.running, self._nodeid = index, self.items[index].nodeid
+        self._recorded, self._compacted = [], []
+
+    def end(self) -> tuple[events.HookEvent, ...]:
+        """The running item's hook calls, as they are sent; hook calls after this go out at
+        once, as made outside any item.  With no item begun, an empty tuple.
+
+        A ``PassedReport`` stands for a report only while the controller's copy of the item can
+        stand in for the rest (see ``events.plain_pass``), so only if the item (and its parents)
+        still has the keywords it was collected with; else each goes the full way.  Keywords
+        only grow, so one check when the item ends covers all its reports.  A plainly passing
+        item then travels as one ``PassedItem`` (``events.compact_item``).
+        """
+        index, nodeid = self.running, self._nodeid
+        recorded, compacted = self._recorded, self._compacted
+        self.running = self._nodeid = None
+        self._recorded, self._compacted = [], []
+        if index is None or nodeid is None:
+            return ()
+        if compacted and not self.keywords.as_collected(index):
+            full = {
+                id(passed): events.capture_report(self.config, report, self.shortcut)
+                for passed, report in compacted
+            }
+            return tuple(full.get(id(event), event) for event in recorded)
+        return events.compact_item(nodeid, recorded)
+
     def _record(self, event: events.HookEvent) -> None:
-        if self._running() is None:
+        if self.running is None:
             self._send_loose(event)
         else:
-            self._keep(event)
+            self._recorded.append(event)
 
     @pytest.hookimpl(trylast=True)
     def pytest_runtest_logstart(self, nodeid: str, location: events.Location) -> None:
@@ -82,14 +112,14 @@ class Forwarder:
         # subtests failed, from counts only this process has), so ask as it would have.
         if not self._status_settled(report):
             self.config.hook.pytest_report_teststatus(report=report, config=self.config)
-        index = self._running()
-        passed = None if index is None else events.plain_pass(report)
-        if passed is not None and index is not None and report.nodeid == self.items[index].nodeid:
-            # Provisional until the item ends: see settled().
-            self._compacted.append((passed, report))
-            self._keep(passed)
-        else:
-            self._record(events.capture_report(self.config, report, self.shortcut))
+        if report.nodeid == self._nodeid:  # of the item being recorded (None: no item)
+            passed = events.plain_pass(report)
+            if passed is not None:
+                # Provisional until the item ends: see end().
+                self._compacted.append((passed, report))
+                self._recorded.append(passed)
+                return
+        self._record(events.capture_report(self.config, report, self.shortcut))
 
     def _status_settled(self, report: pytest.TestReport) -> bool:
         """Whether asking pytest_report_teststatus would change nothing: its implementations
@@ -100,26 +130,6 @@ class Forwarder:
             return True  # subtests settles the "call" report only
         failed = self.config.stash.get(_FAILED_SUBTESTS, None)
         return not failed or not failed.get(getattr(report, "_id", None), 0)
-
-    def settled(
-        self, index: int, recorded: Sequence[events.HookEvent]
-    ) -> tuple[events.HookEvent, ...]:
-        """``recorded``, the hook events of item ``index``, as they are sent when it ends.
-
-        A ``PassedReport`` stands for a report only while the controller's copy of the item can
-        stand in for the rest (see ``events.plain_pass``), so only if the item (and its parents)
-        still has the keywords it was collected with; else each goes the full way.  Keywords
-        only grow, so one check when the item ends covers all its reports.  A plainly passing
-        item then travels as one ``PassedItem`` (``events.compact_item``).
-        """
-        compacted, self._compacted = self._compacted, []
-        if compacted and not self.keywords.as_collected(index):
-            full = {
-                id(passed): events.capture_report(self.config, report, self.shortcut)
-                for passed, report in compacted
-            }
-            return tuple(full.get(id(event), event) for event in recorded)
-        return events.compact_item(self.items[index].nodeid, recorded)
 
     @pytest.hookimpl(trylast=True)
     def pytest_runtest_logfinish(self, nodeid: str, location: events.Location) -> None:
@@ -141,38 +151,41 @@ class Forwarder:
 
 
 class _KeywordCounts:
-    """How many keywords each node (the items, their parents) holds itself, as collected.
+    """How many keywords each item and its parents hold themselves, together, as collected.
 
-    A node's keywords only grow (``NodeKeywords`` refuses deletion), so an item whose own count
-    and every parent's are unchanged has the keywords that the controller's copy, which runs
-    nothing, still has: a marker added while tests run (``request.node.add_marker``, on the item
-    or on its module) shows as a larger count.
+    A node's keywords only grow (``NodeKeywords`` refuses deletion), so an item whose total is
+    unchanged has the keywords that the controller's copy, which runs nothing, still has: a
+    marker added while tests run (``request.node.add_marker``, on the item or on its module)
+    makes the total larger.
     """
 
     def __init__(self, items: Sequence[pytest.Item]) -> None:
         self._items = items
         self._known = all(hasattr(item.keywords, "_markers") for item in items[:1])
-        self._own = [_own_keywords(item) for item in items] if self._known else []
-        self._parents: dict[int, int] = {}
-        for item in items if self._known else ():
-            node = item.parent
-            while node is not None and id(node) not in self._parents:
-                self._parents[id(node)] = _own_keywords(node)
-                node = node.parent
+        self._parents: dict[int, int] = {}  # a parent's total, by id (items share parents)
+        self._totals = (
+            [_own_keywords(item) + self._total_above(item) for item in items] if self._known else []
+        )
+
+    def _total_above(self, node: Node) -> int:
+        parent = node.parent
+        if parent is None:
+            return 0
+        if id(parent) not in self._parents:
+            self._parents[id(parent)] = _own_keywords(parent) + self._total_above(parent)
+        return self._parents[id(parent)]
 
     def as_collected(self, index: int) -> bool:
         """Whether item ``index`` has the keywords it was collected with."""
-        if not self._known:
-            return False
-        item = self._items[index]
-        if _own_keywords(item) != self._own[index]:
-            return False
-        node = item.parent
-        while node is not None:
-            if _own_keywords(node) != self._parents.get(id(node)):
-                return False
-            node = node.parent
-        return True
+        return self._known and _total_keywords(self._items[index]) == self._totals[index]
+
+
+def _total_keywords(node: Node | None) -> int:
+    total = 0
+    while node is not None:
+        total += _own_keywords(node)
+        node = node.parent
+    return total
 
 
 def _own_keywords(node: Node) -> int:
