@@ -289,31 +289,35 @@ def _send_output(text: str) -> None:
     _flush()
 
 
-def _send(event: events.WorkerEvent, durable: bool = False) -> None:
-    """Queue ``event`` for the controller; ``_flush`` sends what is queued as one message.
+def _send(event: events.WorkerEvent) -> None:
+    """Queue ``event`` for the controller; ``_flush`` sends what is queued as one message."""
+    # A test may have dropped this plugin's modules from sys.modules; pickle finds the events'
+    # classes through it, and a re-imported module's classes are other objects.  (A finished
+    # item's record holds no class of ours, see events.encode: _send_finished skips this.)
+    sys.modules.update(_Shared.own_modules)  # type: ignore[arg-type]
+    _queue(events.encode(event))
 
-    A ``durable`` event (an item's outcome) is also in the controller's reach when this returns:
-    in the journal, or else flushed.
-    """
-    if type(event) is not events.ItemFinished:
-        # A test may have dropped this plugin's modules from sys.modules; pickle finds the
-        # events' classes through it, and a re-imported module's classes are other objects.  (A
-        # finished item's record holds no class of ours, see events.encode.)
-        sys.modules.update(_Shared.own_modules)  # type: ignore[arg-type]
-    record = events.encode(event)
-    if not _Shared.outbox:
-        _Shared.batch_started = time.monotonic()
-    _Shared.outbox.append(record)
-    if durable and not _journaled(record):
+
+def _send_finished(finished: events.ItemFinished, slot: int | None) -> None:
+    """Queue an item's outcome, and have it in the controller's reach when this returns: in
+    the journal of ``slot`` (a forked worker's), or else flushed."""
+    record = events.encode(finished)
+    _queue(record)
+    if slot is None or not _journaled(slot, record):
         _flush()
 
 
-def _journaled(record: bytes) -> bool:
-    info = current_worker()
-    if _Shared.journal is None or not _Shared.forked or info is None:
+def _queue(record: bytes) -> None:
+    if not _Shared.outbox:
+        _Shared.batch_started = time.monotonic()
+    _Shared.outbox.append(record)
+
+
+def _journaled(slot: int, record: bytes) -> bool:
+    if _Shared.journal is None:
         return False
     try:
-        _Shared.journal.append(info.slot, record)
+        _Shared.journal.append(slot, record)
     except (OSError, IndexError):
         _Shared.journal = None  # a full disk: flush every item from now on
         return False
@@ -338,7 +342,7 @@ def _run(index: int, nextitem: pytest.Item | None) -> None:
     assert info is not None
     board = _Shared.board if _Shared.forked else None
     if board is not None:
-        board.set_running(info.slot, index, time.monotonic(), os.getpid())
+        board.set_running(info.slot, index, time.monotonic(), _Shared.pid)
     else:
         # No shared board: announce the item, so that a crash can be pinned on it.  The
         # previous item's results travel in the same message.
@@ -366,7 +370,7 @@ def _run(index: int, nextitem: pytest.Item | None) -> None:
         raise
     finally:
         recorded = forwarder.end()
-    _send(events.ItemFinished(index, recorded), durable=board is not None)
+    _send_finished(events.ItemFinished(index, recorded), None if board is None else info.slot)
     _Shared.tests_run += 1
     if board is not None:
         board.clear(info.slot)
