@@ -70,9 +70,8 @@ class ItemInfo(NamedTuple):
 
 def scope_key(nodeid: str) -> str:
     """The module or class part of a node id: what a chunk boundary should not split."""
-    path, _, rest = nodeid.partition("::")
-    parts = rest.split("::")
-    return "::".join([path, *parts[:-1]])
+    scope, separator, _ = nodeid.rpartition("::")
+    return scope if separator else nodeid
 
 
 def estimates(items: Sequence[ItemInfo]) -> list[float]:
@@ -104,11 +103,12 @@ def units(items: Sequence[ItemInfo], dist: str) -> list[list[int]]:
     result: list[list[int]] = []
     previous: str | None = None
     for index, item in enumerate(items):
-        if result and item.module == previous:
+        module = item.module
+        if result and module == previous:
             result[-1].append(index)
         else:
             result.append([index])
-        previous = item.module
+        previous = module
     return result
 
 
