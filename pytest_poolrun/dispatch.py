@@ -188,11 +188,7 @@ class Dispatcher:
         if not idle:
             return []
         limit = self.in_flight_limit()
-        room = sum(
-            max(0, limit - len(worker.jobs))
-            for worker in workers
-            if not (worker.retiring or worker.stopping)
-        )
+        room = sum(max(0, limit - len(worker.jobs)) for worker in workers if worker.takes_tasks)
         room -= len(self.queue)
         cap = slots * READ_AHEAD_PER_WORKER
         for feeder in idle:
@@ -228,9 +224,7 @@ class Dispatcher:
         """Hand queued jobs to the least loaded workers with room; returns those to flush."""
         limit = self.in_flight_limit()
         open_workers = [
-            worker
-            for worker in workers
-            if not (worker.retiring or worker.stopping) and len(worker.jobs) < limit
+            worker for worker in workers if worker.takes_tasks and len(worker.jobs) < limit
         ]
         touched: set[WorkerProcess] = set()
         while self.queue and open_workers:

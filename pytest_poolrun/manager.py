@@ -16,6 +16,7 @@ iterating ``imap``, ``join``, ``ready``), by the one caller thread that holds th
       ├─▶ account_for_exit(worker) ─▶ WorkerSet.reap ─▶ WorkerExit
       │        unstarted jobs back to the queue, the running one fails with WorkerLostError,
       │        a replacement starts if the restart policy allows, hooks.on_worker_exit(exit)
+      │        queued (the replacement takes no task until that hook has returned)
       ├─▶ expire_overdue ─▶ kill the worker of a job past its deadline ─▶ TaskTimeoutError
       ├─▶ IoToken.run_callbacks: the queued callbacks (unlocked), in order
       └─▶ dispatch ─▶ Dispatcher.assign, each touched socket flushed once; idle workers told
@@ -61,8 +62,11 @@ class PoolHooks:
 
     ``on_event(worker name, payload)`` receives what tasks ``emit``; ``on_worker_exit(exit)``
     hears of every worker that ended; both run in the caller thread driving the pool's loop,
-    under the rules of callbacks.  ``finalizer`` runs in each worker when it is shut down in an
-    orderly way (``close``, ``shutdown_idle``), not when it crashes or is killed.
+    under the rules of callbacks.  The worker that takes an ended worker's slot gets no task
+    until ``on_worker_exit`` has returned for its predecessor, so what a program keeps per slot
+    (the runner's results journal) is the ended worker's alone while the hook reads it.
+    ``finalizer`` runs in each worker when it is shut down in an orderly way (``close``,
+    ``shutdown_idle``), not when it crashes or is killed.
     """
 
     on_event: Callable[[str, Any], None] | None = None
@@ -82,6 +86,8 @@ class Manager:
         # multiprocessing.pool's RUN, CLOSE or TERMINATE: what the caller asked for.
         self.state = RUN
         self.retire_idle = False
+        # Slots whose ended workers on_worker_exit has not heard of yet (how many, by slot).
+        self._unannounced: dict[int, int] = {}
         # The loop is closed and no worker is left (terminate, or join after close).
         self.stopped = False
         self.token = IoToken(self.loop, self.callbacks, self.pump, lambda: self.stopped)
@@ -106,7 +112,9 @@ class Manager:
         return self.stopped
 
     def start_worker(self, slot: int) -> None:
-        self.loop.watch(self.workers.start(slot))
+        worker = self.workers.start(slot)
+        worker.awaiting_predecessor = slot in self._unannounced
+        self.loop.watch(worker)
 
     def warn_fallback(self) -> None:
         """Give the start method's fallback warning (when the pool is created)."""
@@ -209,16 +217,35 @@ class Manager:
         self.loop.forget(worker)
         ended = self.workers.reap(worker)
         running = self.dispatcher.take_back(worker, crashed=not ended.expected)
+        if self._hooks.on_worker_exit is not None:
+            slot = worker.info.slot
+            self._unannounced[slot] = self._unannounced.get(slot, 0) + 1
+            self.callbacks.add(self._announce_exit, ended)
         if (
             not self.terminated
             and (self.work_waiting or not self.closing)
             and self.workers.may_replace(worker, ended)
         ):
             self.start_worker(worker.info.slot)
-        if self._hooks.on_worker_exit is not None:
-            self.callbacks.add(self._hooks.on_worker_exit, ended)
         if running is not None:
             self.deliver(running, False, WorkerLostError.died(ended))
+
+    def _announce_exit(self, ended: WorkerExit) -> None:
+        """Tell ``on_worker_exit`` (a callback); then the slot's next worker may take tasks."""
+        assert self._hooks.on_worker_exit is not None
+        try:
+            self._hooks.on_worker_exit(ended)
+        finally:
+            with self.lock:
+                left = self._unannounced.pop(ended.slot, 1) - 1
+                if left:
+                    self._unannounced[ended.slot] = left
+                else:
+                    for worker in self.workers:
+                        if worker.info.slot == ended.slot:
+                            worker.awaiting_predecessor = False
+                    if not self.stopped:
+                        self.dispatch()
 
     def expire_overdue(self) -> None:
         for worker, job in self.dispatcher.overdue(self.workers):

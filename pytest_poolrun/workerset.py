@@ -160,9 +160,16 @@ class WorkerProcess:
     retiring: bool = False
     # Told to shut down: not replaced.
     stopping: bool = False
+    # Started in a slot whose previous worker's exit ``on_worker_exit`` has not heard of yet:
+    # no task until it has (see ``PoolHooks``).
+    awaiting_predecessor: bool = False
     setup_error: BaseException | None = None
     # Kills and closes what is left if the WorkerSet is collected unreaped (see the docstring).
     finalizers: tuple[weakref.finalize[Any, Any], ...] = ()
+
+    @property
+    def takes_tasks(self) -> bool:
+        return not (self.retiring or self.stopping or self.awaiting_predecessor)
 
     @property
     def pid(self) -> int:

@@ -25,8 +25,7 @@ from pytest_poolrun.dispatch import (
 @dataclass
 class FakeWorker:
     jobs: deque[Any] = field(default_factory=deque)
-    retiring: bool = False
-    stopping: bool = False
+    takes_tasks: bool = True
 
 
 @dataclass
@@ -59,7 +58,7 @@ def test_reads_one_chunk_when_nothing_is_outstanding_even_without_room() -> None
     dispatcher.feeders.append(feeder(itertools.count()))
     full = [FakeWorker(deque([object()] * MIN_IN_FLIGHT)) for _ in range(2)]
     assert plan(dispatcher, full) == [1]
-    stopping = [FakeWorker(stopping=True)]
+    stopping = [FakeWorker(takes_tasks=False)]  # shutting down, retiring, or held back
     assert plan(dispatcher, stopping) == [1]
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,3 +71,45 @@ def test_a_failed_initializer_reaches_the_hook_as_the_records_setup_error() -> N
             pool.apply(abs, (-1,))
     [ended] = exits
     assert isinstance(ended.setup_error, ValueError) and "no database" in str(ended.setup_error)
+
+
+def _when_started(_: object) -> float:
+    return time.monotonic()  # CLOCK_MONOTONIC: the same clock in every process
+
+
+def _wait_until_ended(pid: int) -> None:
+    """Until ``pid`` (a child the pool has not reaped yet) has exited: a zombie."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state == "Z":
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"worker {pid} did not exit")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_a_replacement_takes_no_task_before_the_hook_heard_its_predecessor_ended() -> None:
+    """What a program keeps per slot (the runner's results journal) is the ended worker's alone
+    while on_worker_exit reads it: the slot's next worker waits for the hook to return."""
+    heard: list[float] = []
+
+    def on_worker_exit(ended: WorkerExit) -> None:
+        time.sleep(0.3)  # a hook that takes its time, as the runner's replay of a journal may
+        heard.append(time.monotonic())
+
+    later: list[Any] = []
+    with Pool(1, maxtasksperchild=1, hooks=PoolHooks(on_worker_exit=on_worker_exit)) as pool:
+        [first_worker] = pool.worker_pids()
+        # The result's callback hands out the next task while the pool is still busy with the
+        # exit: the pool reads both at once, since nothing waits on it until the worker ended.
+        first = pool.apply_async(
+            _when_started,
+            (None,),
+            callback=lambda _: later.append(pool.apply_async(_when_started, (None,))),
+        )
+        _wait_until_ended(first_worker)
+        first.get(timeout=10)
+        started = later[0].get(timeout=10)
+
+    assert heard and started >= heard[0]
