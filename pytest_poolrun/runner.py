@@ -338,6 +338,8 @@ class Controller:
         if isinstance(event, events.ItemStarted):
             self.ledger.started(worker, event.item)
         elif isinstance(event, events.ItemFinished):
+            if self.ledger.is_done(event.item):
+                return  # reported already (its record came twice): a test is reported once
             self.ledger.finished(worker, event.item)
             self.replayer.finished(event)
         elif isinstance(event, events.CaptureFiles):

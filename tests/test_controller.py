@@ -261,3 +261,14 @@ def test_a_replacement_workers_item_is_not_blamed_on_its_predecessor() -> None:
     board.set_running(0, 1, time.monotonic(), FAKE_PID + 1)  # the replacement's mark
     assert ledger.ended("gw0", 0, FAKE_PID).running is None
     assert board.running(0) is not None  # and it stays
+
+
+def test_a_result_that_arrives_twice_is_reported_once(drive: Any) -> None:
+    def script(pool: FakePool, items: list[pytest.Item]) -> None:
+        controller = _controller(pool)
+        controller.journal.append(0, events.encode(finished(items[0], 0)))
+        pool.exit("gw0", 0, expected=True)  # its journal is read: item 0 is reported
+        pool.event("gw0", finished(items[0], 0))  # and the same record comes over the socket
+
+    _, recorder, items = drive(script)
+    assert [report.nodeid for report in recorder.reports] == [items[0].nodeid]
