@@ -339,19 +339,24 @@ _PLAIN_ATTRIBUTES = frozenset(
 )
 
 
-def plain_pass(report: pytest.TestReport) -> PassedReport | None:
-    """``report`` as a ``PassedReport`` if it is plainly passing: everything in it but the
-    location and times is what the controller's item and ``rebuild_passed`` give, provided the
-    caller checked that it is the report of the item being run and that the item's keywords are
-    still those it was collected with."""
-    if (
+def is_plain_pass(report: pytest.TestReport) -> bool:
+    """Whether ``report`` is plainly passing: everything in it but the location and times is
+    what the controller's item and ``rebuild_passed`` give, provided the caller checked that it
+    is the report of the item being run and that the item's keywords are still those it was
+    collected with."""
+    return (
         type(report) is pytest.TestReport
         and report.outcome == "passed"
         and report.longrepr is None
         and not report.sections
         and not report.user_properties
         and report.__dict__.keys() == _PLAIN_ATTRIBUTES
-    ):
+    )
+
+
+def plain_pass(report: pytest.TestReport) -> PassedReport | None:
+    """``report`` as a ``PassedReport`` if it is plainly passing (``is_plain_pass``)."""
+    if is_plain_pass(report):
         return PassedReport(
             report.location, report.when, report.duration, report.start, report.stop
         )
@@ -361,29 +366,32 @@ def plain_pass(report: pytest.TestReport) -> PassedReport | None:
 _PHASE_ORDER = ("setup", "call", "teardown")
 
 
-def compact_item(nodeid: str, hook_events: Sequence[HookEvent]) -> tuple[HookEvent, ...]:
-    """``hook_events``, recorded while the item ``nodeid`` ran, as one ``PassedItem`` when they
-    are exactly a plainly passing item's: its logstart, three ``PassedReport`` (setup, call,
-    teardown) and logfinish, all for that item and its location.  Anything else as it is."""
-    if len(hook_events) != 5:
-        return tuple(hook_events)
-    start, setup, call, teardown, finish = hook_events
+def passed_item(
+    nodeid: str, recorded: Sequence[HookEvent | pytest.TestReport]
+) -> PassedItem | None:
+    """The hook calls recorded while the item ``nodeid`` ran as one ``PassedItem``, when they
+    are exactly a plainly passing item's: its logstart, three reports (setup, call, teardown),
+    and logfinish, all for that item and its location.  The reports are the ``TestReport``
+    objects themselves, each found plainly passing (``is_plain_pass``) when it was recorded."""
+    if len(recorded) != 5:
+        return None
+    start, setup, call, teardown, finish = recorded
     if (
         type(start) is LogStart
         and type(finish) is LogFinish
-        and type(setup) is PassedReport
-        and type(call) is PassedReport
-        and type(teardown) is PassedReport
+        and type(setup) is pytest.TestReport
+        and type(call) is pytest.TestReport
+        and type(teardown) is pytest.TestReport
         and start.nodeid == nodeid == finish.nodeid
         and start.location == setup.location == call.location == teardown.location
         and finish.location == start.location
         and (setup.when, call.when, teardown.when) == _PHASE_ORDER
     ):
         times = (setup.duration, setup.start, setup.stop, call.duration, call.start, call.stop)
-        return (
-            PassedItem(start.location, (*times, teardown.duration, teardown.start, teardown.stop)),
+        return PassedItem(
+            start.location, (*times, teardown.duration, teardown.start, teardown.stop)
         )
-    return tuple(hook_events)
+    return None
 
 
 def capture_warning(

@@ -5,14 +5,15 @@ Data flow, in a worker (``Forwarder`` is registered as a plugin after collection
     itemrunner: begin(index) ─▶ the item runs; its hook calls are recorded
     pytest_runtest_logstart / logreport / logfinish, warning_recorded (every plugin's, as usual)
         ─▶ Forwarder: trylast, so the report is as the other plugins left it
-           ├─ a plainly passing report of the running item ─▶ PassedReport (compact; the
-           │  controller rebuilds it from its own copy of the item)
+           ├─ a plainly passing report of the running item ─▶ kept as it is, to travel
+           │  compact (the controller rebuilds it from its own copy of the item)
            └─ anything else ─▶ events.capture_report / capture_warning (pickled, or through
               pytest's serializable-report hooks)
         ─▶ kept with the running item's hook calls; a hook call outside any item goes out at
            once (send_loose)
-    itemrunner: end() ─▶ the item's hook calls: compact reports kept only if the item's
-        keywords are as collected; a plainly passing item as one PassedItem ─▶ sent
+    itemrunner: end() ─▶ the item's hook calls: a plainly passing item as one PassedItem; else
+        each kept report as a PassedReport if the item's keywords are as collected, or
+        captured in full ─▶ sent
 """
 
 from __future__ import annotations
@@ -55,12 +56,15 @@ class Forwarder:
         self.shortcut = events.only_builtin_serializers(config)
         self.items = items
         self.keywords = _KeywordCounts(items)
-        # The item being recorded (begin, end): its index and node id, its hook calls so far,
-        # and its compact reports with the reports they stand for (see end).
+        # The item being recorded (begin, end): its index and node id, and its hook calls so
+        # far, where a plainly passing report of it is the report itself (see end).
         self.running: int | None = None
         self._nodeid: str | None = None
-        self._recorded: list[events.HookEvent] = []
-        self._compacted: list[tuple[events.PassedReport, pytest.TestReport]] = []
+        self._recorded: list[events.HookEvent | pytest.TestReport] = []
+        # pytest's subtests' count of failed subtests by test, a dict as old as the config.
+        self._failed_subtests: dict[Any, int] | None = (
+            None if _FAILED_SUBTESTS is None else config.stash.get(_FAILED_SUBTESTS, None)
+        )
         names = {impl.plugin_name for impl in config.hook.pytest_report_teststatus.get_hookimpls()}
         self.status_reads_only = names <= READ_ONLY_TESTSTATUS and (
             "subtests" not in names or _FAILED_SUBTESTS is not None
@@ -69,31 +73,37 @@ class Forwarder:
     def begin(self, index: int) -> None:
         """Item ``index`` starts: the hook calls from now on are its own, until ``end``."""
         self.running, self._nodeid = index, self.items[index].nodeid
-        self._recorded, self._compacted = [], []
+        self._recorded = []
 
     def end(self) -> tuple[events.HookEvent, ...]:
         """The running item's hook calls, as they are sent; hook calls after this go out at
         once, as made outside any item.  With no item begun, an empty tuple.
 
-        A ``PassedReport`` stands for a report only while the controller's copy of the item can
-        stand in for the rest (see ``events.plain_pass``), so only if the item (and its parents)
-        still has the keywords it was collected with; else each goes the full way.  Keywords
-        only grow, so one check when the item ends covers all its reports.  A plainly passing
-        item then travels as one ``PassedItem`` (``events.compact_item``).
+        A plainly passing report travels compact (its times, see ``events.plain_pass``) only
+        while the controller's copy of the item can stand in for the rest, so only if the item
+        (and its parents) still has the keywords it was collected with; else it goes the full
+        way.  Keywords only grow, so one check when the item ends covers all its reports.  A
+        plainly passing item then travels as one ``PassedItem`` (``events.passed_item``).
         """
-        index, nodeid = self.running, self._nodeid
-        recorded, compacted = self._recorded, self._compacted
+        index, nodeid, recorded = self.running, self._nodeid, self._recorded
         self.running = self._nodeid = None
-        self._recorded, self._compacted = [], []
+        self._recorded = []
         if index is None or nodeid is None:
             return ()
-        if compacted and not self.keywords.as_collected(index):
-            full = {
-                id(passed): events.capture_report(self.config, report, self.shortcut)
-                for passed, report in compacted
-            }
-            return tuple(full.get(id(event), event) for event in recorded)
-        return events.compact_item(nodeid, recorded)
+        as_collected = self.keywords.as_collected(index)
+        if as_collected:
+            passed = events.passed_item(nodeid, recorded)
+            if passed is not None:
+                return (passed,)
+        return tuple(self._settled(event, as_collected) for event in recorded)
+
+    def _settled(
+        self, event: events.HookEvent | pytest.TestReport, compact: bool
+    ) -> events.HookEvent:
+        if not isinstance(event, pytest.TestReport):
+            return event
+        passed = events.plain_pass(event) if compact else None
+        return passed or events.capture_report(self.config, event, self.shortcut)
 
     def _record(self, event: events.HookEvent) -> None:
         if self.running is None:
@@ -112,24 +122,22 @@ class Forwarder:
         # subtests failed, from counts only this process has), so ask as it would have.
         if not self._status_settled(report):
             self.config.hook.pytest_report_teststatus(report=report, config=self.config)
-        if report.nodeid == self._nodeid:  # of the item being recorded (None: no item)
-            passed = events.plain_pass(report)
-            if passed is not None:
-                # Provisional until the item ends: see end().
-                self._compacted.append((passed, report))
-                self._recorded.append(passed)
-                return
-        self._record(events.capture_report(self.config, report, self.shortcut))
+        if report.nodeid == self._nodeid and events.is_plain_pass(report):
+            # Of the item being recorded (None: none is): which form it travels in is settled
+            # when the item ends, see end().
+            self._recorded.append(report)
+        else:
+            self._record(events.capture_report(self.config, report, self.shortcut))
 
     def _status_settled(self, report: pytest.TestReport) -> bool:
         """Whether asking pytest_report_teststatus would change nothing: its implementations
         only read the report, and pytest's subtests counted no failed subtest for it."""
         if not self.status_reads_only:
             return False
-        if _FAILED_SUBTESTS is None or report.when != "call":
-            return True  # subtests settles the "call" report only
-        failed = self.config.stash.get(_FAILED_SUBTESTS, None)
-        return not failed or not failed.get(getattr(report, "_id", None), 0)
+        failed = self._failed_subtests
+        if not failed or report.when != "call":
+            return True  # subtests settles the "call" report only, of a test with failures
+        return not failed.get(getattr(report, "_id", None), 0)
 
     @pytest.hookimpl(trylast=True)
     def pytest_runtest_logfinish(self, nodeid: str, location: events.Location) -> None:

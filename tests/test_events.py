@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from _pytest.runner import runtestprotocol
 
-from pytest_poolrun import events
+from pytest_poolrun import events, recording
 
 # What plugins read of a report.
 READ = (
@@ -50,7 +50,10 @@ def _replayed(
 
 
 def _read(report: pytest.TestReport) -> dict[str, Any]:
-    return {name: getattr(report, name) for name in READ}
+    read = {name: getattr(report, name) for name in READ}
+    if report.longrepr is not None:  # a failure's representation: as the terminal shows it
+        read["longrepr"] = str(report.longrepr)
+    return read
 
 
 def test_a_compact_passing_report_replays_as_the_full_one(pytester: pytest.Pytester) -> None:
@@ -133,31 +136,31 @@ def _hook_calls(item: pytest.Item, hook_events: tuple[events.HookEvent, ...]) ->
     return log.calls
 
 
-def _as_recorded(item: pytest.Item, reports: list[pytest.TestReport]) -> list[events.HookEvent]:
-    """What a worker records of ``item``: its logstart, compact reports where they are plainly
-    passing (full ones elsewhere), and its logfinish."""
-    middle = [
-        events.plain_pass(report) or events.capture_report(item.config, report, shortcut=True)
-        for report in reports
-    ]
-    return [
-        events.LogStart(item.nodeid, item.location),
-        *middle,
-        events.LogFinish(item.nodeid, item.location),
-    ]
+def _run_as_in_a_worker(item: pytest.Item) -> tuple[tuple[events.HookEvent, ...], list[Any]]:
+    """Run ``item`` with a worker's recorder: what it sends of the item, and the hook calls the
+    worker's own plugins saw."""
+    forwarder = recording.Forwarder(item.config, [item], send_loose=lambda event: None)
+    log = _HookLog()
+    item.config.pluginmanager.register(forwarder, "test-forwarder")
+    item.config.pluginmanager.register(log, "test-hook-log")
+    try:
+        forwarder.begin(0)
+        item.ihook.pytest_runtest_protocol(item=item, nextitem=None)
+        return forwarder.end(), log.calls
+    finally:
+        item.config.pluginmanager.unregister(log)
+        item.config.pluginmanager.unregister(forwarder)
 
 
 def test_a_plainly_passing_item_travels_as_one_event_with_the_same_hook_calls(
     pytester: pytest.Pytester,
 ) -> None:
     item = pytester.getitem("def test_func(): pass")
-    recorded = _as_recorded(item, runtestprotocol(item, log=False))
+    sent, in_the_worker = _run_as_in_a_worker(item)
 
-    compact = events.compact_item(item.nodeid, recorded)
-
-    assert [type(event) for event in compact] == [events.PassedItem]
-    calls = _hook_calls(item, compact)
-    assert calls == _hook_calls(item, tuple(recorded))
+    assert [type(event) for event in sent] == [events.PassedItem]
+    calls = _hook_calls(item, sent)
+    assert calls == in_the_worker
     assert [name for name, _ in calls] == ["logstart"] + ["logreport"] * 3 + ["logfinish"]
     assert [fields["when"] for name, fields in calls if name == "logreport"] == [
         "setup",
@@ -171,7 +174,22 @@ def test_an_item_that_is_not_a_plain_pass_keeps_its_hook_calls(
     pytester: pytest.Pytester, body: str
 ) -> None:
     item = pytester.getitem(f"import pytest\ndef test_func():\n    {body}\n")
-    recorded = _as_recorded(item, runtestprotocol(item, log=False))
+    sent, in_the_worker = _run_as_in_a_worker(item)
 
-    assert events.compact_item(item.nodeid, recorded) == tuple(recorded)
-    assert events.compact_item("other.py::test_func", recorded[:1]) == tuple(recorded[:1])
+    assert [type(event) for event in sent] != [events.PassedItem]
+    assert len(sent) == 5  # logstart, three reports, logfinish
+    assert _hook_calls(item, sent) == in_the_worker
+
+
+def test_a_plain_pass_of_an_item_marked_while_it_ran_travels_in_full(
+    pytester: pytest.Pytester,
+) -> None:
+    item = pytester.getitem(
+        "def test_func(request):\n    request.node.add_marker('added_while_running')\n"
+    )
+    sent, in_the_worker = _run_as_in_a_worker(item)
+
+    assert not any(isinstance(event, (events.PassedItem, events.PassedReport)) for event in sent)
+    calls = _hook_calls(item, sent)
+    assert calls == in_the_worker
+    assert "added_while_running" in calls[2][1]["keywords"]  # the call's report
