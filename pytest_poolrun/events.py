@@ -13,7 +13,8 @@ by pytest's own ``pytest_report_to_serializable`` hook and are rebuilt with
 take part.  Two shortcuts keep fast suites fast and failures exact.  A plainly passing phase of
 an item (``plain_pass``: a ``TestReport`` with nothing but its standard attributes, no output,
 no user properties, the item's own keywords) travels as ``PassedReport``, its location and
-three floats, and the controller builds the report again from its own copy of the item with
+three floats (an item whose three phases all pass plainly as one ``PassedItem``, see
+``passed_item``), and the controller builds the report again from its own copy of the item with
 ``TestReport(...)``, as pytest's ``from_item_and_call`` does serially: the report shares the
 item's node id, location and keyword names, and costs the controller what it costs a serial
 run.  Any other plain ``TestReport``, in a run where only pytest itself implements those hooks,
@@ -107,7 +108,7 @@ class LogFinish(NamedTuple):
 
 
 class PassedItem(NamedTuple):
-    """A plainly passing item's five hook calls in one (``compact_item``): its location and
+    """A plainly passing item's five hook calls in one (``passed_item``): its location and
     each phase's duration, start and stop (setup, call, teardown: nine floats)."""
 
     location: Location

@@ -95,9 +95,9 @@ class Forwarder:
             passed = events.passed_item(nodeid, recorded)
             if passed is not None:
                 return (passed,)
-        return tuple(self._settled(event, as_collected) for event in recorded)
+        return tuple(self._as_sent(event, as_collected) for event in recorded)
 
-    def _settled(
+    def _as_sent(
         self, event: events.HookEvent | pytest.TestReport, compact: bool
     ) -> events.HookEvent:
         if not isinstance(event, pytest.TestReport):
