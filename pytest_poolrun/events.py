@@ -25,7 +25,8 @@ Warnings travel as text with their category named by module and qualified name.
 
 **Records.**  A worker encodes each event once, when it is made, into a *record*: a header (the
 body's length, the item's index, the body's format) and the event, pickled (a finished item's
-hook events as plain tuples, see ``FINISHED``).  The same bytes go into the worker's
+hook events as plain tuples, see ``FINISHED``; a plainly passing item's one ``PassedItem``
+packed without pickle, see ``PASSED``).  The same bytes go into the worker's
 results journal and, in batches (a tuple of records), over the socket; the header lets the
 controller split a journal and skip items it already has without unpickling them, and spot a
 record torn by a kill.  ``encode`` never fails on a report: a value in ``user_properties`` that
@@ -185,7 +186,11 @@ NO_ITEM = -1
 # index in HOOK_KINDS, then its fields).  One item per record means one pickle per item, which
 # would repeat (and look up) every event class each time; plain tuples of builtins make the
 # common record cheaper to write and to read than a batch of NamedTuples was.
-PICKLED, FINISHED = 0, 1
+# And the commonest record, a finished item that passed plainly (one PassedItem), packed: its
+# nine times, its line number and the lengths of its location's two strings, then the strings.
+PICKLED, FINISHED, PASSED = 0, 1, 2
+_PASSED_HEAD = struct.Struct("<9dqII")
+NO_LINE = -(2**63)  # a location's line number of None, in a PASSED record
 HOOK_KINDS: tuple[type[HookEvent], ...] = (
     LogStart,
     LogReport,
@@ -201,6 +206,9 @@ _HOOK_TAGS = {kind: tag for tag, kind in enumerate(HOOK_KINDS)}
 def encode(event: WorkerEvent) -> bytes:
     """``event`` as one record; an event that does not pickle is made sendable (see above)."""
     if type(event) is ItemFinished:
+        packed = _packed_pass(event.events)
+        if packed is not None:
+            return RECORD.pack(len(packed), event.item, PASSED) + packed
         form = FINISHED
         try:
             body = _dumps(_plain(event.events))
@@ -218,12 +226,47 @@ def encode(event: WorkerEvent) -> bytes:
 
 def decode(record: bytes) -> WorkerEvent:
     _, item, form = RECORD.unpack_from(record)
+    if form == PASSED:
+        return ItemFinished(item, (_unpacked_pass(record),))
     body = memoryview(record)[RECORD.size :]
     if form == FINISHED:
         plain = pickle.loads(body)
         return ItemFinished(item, tuple(HOOK_KINDS[fields[0]](*fields[1:]) for fields in plain))
     event: WorkerEvent = pickle.loads(body)
     return event
+
+
+def _packed_pass(hook_events: tuple[HookEvent, ...]) -> bytes | None:
+    """The body of a PASSED record, if ``hook_events`` is one ``PassedItem`` whose location
+    holds what a location is made of (two strings and a line number); else None."""
+    if len(hook_events) != 1 or type(hook_events[0]) is not PassedItem:
+        return None
+    location, times = hook_events[0]
+    path, lineno, domain = location
+    if type(path) is not str or type(domain) is not str:
+        return None
+    if lineno is None:
+        lineno = NO_LINE
+    elif type(lineno) is not int:
+        return None
+    # surrogatepass: a file name that is not UTF-8 comes back as the same str.
+    path_bytes = path.encode("utf-8", "surrogatepass")
+    domain_bytes = domain.encode("utf-8", "surrogatepass")
+    try:
+        head = _PASSED_HEAD.pack(*times, lineno, len(path_bytes), len(domain_bytes))
+    except struct.error:  # a time that is no number: pickle keeps it as it is
+        return None
+    return head + path_bytes + domain_bytes
+
+
+def _unpacked_pass(record: bytes) -> PassedItem:
+    fields = _PASSED_HEAD.unpack_from(record, RECORD.size)
+    lineno, path_length, domain_length = fields[9:]
+    start = RECORD.size + _PASSED_HEAD.size
+    middle = start + path_length
+    path = str(record[start:middle], "utf-8", "surrogatepass")
+    domain = str(record[middle : middle + domain_length], "utf-8", "surrogatepass")
+    return PassedItem((path, None if lineno == NO_LINE else lineno, domain), fields[:9])
 
 
 def _dumps(value: object) -> bytes:

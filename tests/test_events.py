@@ -193,3 +193,22 @@ def test_a_plain_pass_of_an_item_marked_while_it_ran_travels_in_full(
     calls = _hook_calls(item, sent)
     assert calls == in_the_worker
     assert "added_while_running" in calls[2][1]["keywords"]  # the call's report
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        ("tests/test_a.py", 3, "test_func"),
+        # No line number; a file name that is not UTF-8 (a surrogate escape) and a non-ASCII id.
+        ("tests/t\udcff.py", None, "TestΠ::test_func[ü-1]"),
+        # A plugin's location whose line number is text: it arrives as it was, by the long way.
+        ("tests/test_a.py", "7", "test_func"),
+    ],
+)
+def test_a_passed_items_location_and_times_arrive_as_they_were_sent(
+    location: events.Location,
+) -> None:
+    times = (0.25, 1e9, 1e9 + 0.25, 1.5e-6, 2.0, 2.000002, 0.0, 3.0, 3.0)
+    sent = events.ItemFinished(7, (events.PassedItem(location, times),))
+
+    assert events.decode(events.encode(sent)) == sent
