@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,10 @@ class Durations:
 
     def get(self, nodeid: str) -> float | None:
         return self.stored.get(nodeid)
+
+    def seconds_of(self, nodeids: Iterable[str]) -> list[float | None]:
+        """``get`` for each node id, in order."""
+        return list(map(self.stored.get, nodeids))
 
     def save(self, config: pytest.Config) -> None:
         if not self.measured:

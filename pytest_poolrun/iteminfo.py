@@ -19,21 +19,23 @@ from pytest_poolrun.durations import Durations
 
 
 def describe(
-    config: pytest.Config, items: Sequence[pytest.Item], durations: Durations, dist: str
+    config: pytest.Config,
+    items: Sequence[pytest.Item],
+    nodeids: Sequence[str],
+    durations: Durations,
+    dist: str,
 ) -> list[scheduling.ItemInfo]:
+    """One record per item; ``nodeids`` are the items' node ids, read once by the caller (a
+    node id is made anew at each read in pytest 9).  At 50,000 tests this runs while the
+    workers start, so it is built column by column, without a call per item where none is
+    needed."""
+    count = len(items)
     first = asked_first(config)
     # Only --pool-dist group reads an item's group; looking its marks up costs per test.
-    group_of = group if dist == "group" else _no_group
-    # A node id is made anew at each read (pytest 9): read once per item.
-    nodeids = [item.nodeid for item in items]
-    return [
-        scheduling.ItemInfo(nodeid, durations.get(nodeid), group_of(item), first(nodeid))
-        for nodeid, item in zip(nodeids, items)
-    ]
-
-
-def _no_group(item: pytest.Item) -> None:
-    return None
+    groups = [group(item) for item in items] if dist == "group" else [None] * count
+    asked = [first(nodeid) for nodeid in nodeids] if first is not None else [False] * count
+    columns = zip(nodeids, durations.seconds_of(nodeids), groups, asked)
+    return list(map(scheduling.ItemInfo._make, columns))
 
 
 def group(item: pytest.Item) -> str | None:
@@ -45,14 +47,19 @@ def group(item: pytest.Item) -> str | None:
     return None if name is None else str(name)
 
 
-def asked_first(config: pytest.Config) -> Callable[[str], bool]:
+def asked_first(config: pytest.Config) -> Callable[[str], bool] | None:
     """Which node ids the user asked to run before the others: ``--ff``'s previous failures,
-    ``--nf``'s new tests (pytest's cache plugins already put them first in ``items``)."""
+    ``--nf``'s new tests (pytest's cache plugins already put them first in ``items``); None
+    when neither option is given."""
+    failed_first = config.getoption("failedfirst", False)
+    new_first = config.getoption("newfirst", False) and config.cache is not None
+    if not failed_first and not new_first:
+        return None
     failed: set[str] = set()
-    if config.getoption("failedfirst", False):
+    if failed_first:
         failed = set(config.cache.get("cache/lastfailed", {})) if config.cache else set()
     known: set[str] | None = None
-    if config.getoption("newfirst", False) and config.cache is not None:
+    if new_first:
         known = set(config.cache.get("cache/nodeids", []))
 
     def first(nodeid: str) -> bool:

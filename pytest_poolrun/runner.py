@@ -236,13 +236,14 @@ class Controller:
         self.shared.add_to(workerinputs, options.forked < options.workers)
         # Spawned local workers are execnet popen gateways: they collect for themselves.
         specs = options.worker_specs()[options.forked :]
+        # Read once, for the invocation and the plan (pytest 9 makes a node id at each read).
+        nodeids = tuple(item.nodeid for item in self.items)
         invocation = itemrunner.Invocation(
             tuple(self.config.invocation_params.args),
             str(self.config.invocation_params.dir),
             # A worker that collects for itself checks its tests against these: a spawned one,
-            # and a replacement started through a forkserver while a foreign thread runs.  The
-            # strings are the items' own, so the tuple costs a pointer per test.
-            tuple(item.nodeid for item in self.items),
+            # and a replacement started through a forkserver while a foreign thread runs.
+            nodeids,
             workerinputs,
         )
         pool = self.pool = self._pool_factory(
@@ -260,7 +261,9 @@ class Controller:
         try:
             # Planned while the workers start up (a tenth of a second at 50,000 tests): they
             # need nothing of the plan but its chunks.
-            infos = iteminfo.describe(self.config, self.items, self.durations, options.dist)
+            infos = iteminfo.describe(
+                self.config, self.items, nodeids, self.durations, options.dist
+            )
             chunks = scheduling.plan_chunks(infos, options.workers, options.chunksize, options.dist)
             del infos  # nothing of it is needed while the run lasts
             for chunk in chunks:

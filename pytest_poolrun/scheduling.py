@@ -103,7 +103,7 @@ def units(items: Sequence[ItemInfo], dist: str) -> list[list[int]]:
     result: list[list[int]] = []
     previous: str | None = None
     for index, item in enumerate(items):
-        module = item.module
+        module = item.nodeid.partition("::")[0]  # item.module, without a call per item
         if result and module == previous:
             result[-1].append(index)
         else:
@@ -141,10 +141,10 @@ def plan_chunks(
         # (cut into chunks as needed), longest first; sorted() is stable, so ties keep
         # collection order.
         grouped = sorted(long_items, key=lambda unit: -seconds[unit[0]]) + sorted(
-            rest, key=lambda unit: -sum(seconds[i] for i in unit)
+            rest, key=lambda unit: -sum(map(seconds.__getitem__, unit))
         )
     elif timed:
-        grouped = sorted(grouped, key=lambda unit: -sum(seconds[i] for i in unit))
+        grouped = sorted(grouped, key=lambda unit: -sum(map(seconds.__getitem__, unit)))
     if dist != "load" and first:
         # Units holding an item asked for first keep their place ahead of the rest.
         grouped = sorted(grouped, key=lambda unit: not any(items[i].first for i in unit))
@@ -153,7 +153,7 @@ def plan_chunks(
     if chunksize is not None:
         order = [index for unit in grouped for index in unit]
         return [order[start : start + chunksize] for start in range(0, len(order), chunksize)]
-    scopes = [item.scope for item in items]
+    scopes = [scope_key(item.nodeid) for item in items]
     return _guided(grouped, seconds, scopes, max(workers, 1), MIN_CHUNK_SECONDS if timed else 0.0)
 
 
@@ -214,7 +214,7 @@ def _guided(
         taken = 0.0
         while position < len(pending):
             unit = pending[position]
-            unit_seconds = sum(seconds[i] for i in unit)
+            unit_seconds = sum(map(seconds.__getitem__, unit))
             if taken + unit_seconds <= target * (1 + UNIT_SLACK):
                 chunk.extend(unit)
                 taken += unit_seconds
@@ -224,7 +224,7 @@ def _guided(
                 continue
             if not chunk:
                 head, tail = _cut(unit, seconds, scopes, target)
-                chunk, taken = head, sum(seconds[i] for i in head)
+                chunk, taken = head, sum(map(seconds.__getitem__, head))
                 if tail:
                     pending[position] = tail
                 else:
