@@ -40,7 +40,8 @@ Data flow, all in the controller's single thread::
     between waits: Timeouts.expire ─▶ stacks and output into the message, Pool.kill(worker)
 
 Before the first fork the controller moves everything alive then (the collected session above
-all) out of the garbage collector's reach until pytest ends (``_freeze_collected_heap``).
+all) out of the garbage collector's reach until pytest ends (``_freeze_collected_heap``), and
+after each batch of events what their replay left alive (``_on_event``).
 
 The parts: ``ledger`` (item states), ``replayer`` (reports, ordering, synthetic reports),
 ``postmortem`` (fault files, stack dumps, capture files), ``timeouts``.  ``Controller`` wires
@@ -101,7 +102,7 @@ CHUNKS_IN_FLIGHT = 1
 INTERPRETER_FROZEN_OBJECTS = 1000
 
 
-def _freeze_collected_heap(config: pytest.Config) -> None:
+def _freeze_collected_heap(config: pytest.Config) -> bool:
     """Keep every object alive now (the collected session, the imported modules) out of the
     controller's garbage collections until pytest ends.
 
@@ -114,12 +115,13 @@ def _freeze_collected_heap(config: pytest.Config) -> None:
     exit, and a caller of ``pytest.main`` that goes on, see them as after a serial run.  If a
     heap is frozen already (more than ``INTERPRETER_FROZEN_OBJECTS``: a program that froze its
     own, or a run inside a pool worker), nothing is frozen: unfreezing would release that heap
-    too.
+    too.  Returns whether it froze (``Controller._on_event`` then freezes after each batch).
     """
     if gc.get_freeze_count() > INTERPRETER_FROZEN_OBJECTS:
-        return
+        return False
     gc.freeze()
     config.add_cleanup(gc.unfreeze)
+    return True
 
 
 @dataclass(frozen=True)
@@ -216,13 +218,14 @@ class Controller:
         self.internal_error: BaseException | None = None
         self.interrupted: events.ItemAborted | None = None  # a test raised KeyboardInterrupt
         self.pool: RunnerPool | None = None  # started by run(), after the board and prepare()
+        self._freezes_batches = False  # set by run(): see _on_event
 
     # ------------------------------------------------------------------------------- running
 
     def run(self) -> None:
         options = self.options
         self.shared.setup()  # before any fork: forked workers inherit the values
-        _freeze_collected_heap(self.config)
+        self._freezes_batches = _freeze_collected_heap(self.config)
         itemrunner.prepare(
             self.session, self.board, self._basetemp(), self.journal, self.postmortem.fault_files
         )
@@ -336,6 +339,14 @@ class Controller:
     def _on_event(self, worker: str, batch: tuple[bytes, ...]) -> None:
         for record in batch:
             self._on_worker_event(worker, events.decode(record))
+        if self._freezes_batches:
+            # What the replay left alive (the reports the terminal keeps to the end, three per
+            # test) joins the frozen heap: the full collections a growing heap of them starts
+            # would walk them all again, and again (at 50,000 tests seven, 660 ms in all,
+            # while the workers wait for their next chunks).  Freezing costs the same for any
+            # heap, and refcounting still frees what dies; only garbage in reference cycles
+            # waits for the cleanup that gives the heap back.
+            gc.freeze()
 
     def _on_worker_event(self, worker: str, event: events.WorkerEvent) -> None:
         if isinstance(event, events.ItemStarted):

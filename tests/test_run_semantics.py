@@ -304,6 +304,34 @@ def test_a_run_gives_back_the_heap_it_kept_from_garbage_collection(
     assert len(while_running) == 4 and min(while_running) > before + INTERPRETER_FROZEN_OBJECTS
 
 
+def test_what_the_replay_keeps_is_kept_from_garbage_collection(pytester: pytest.Pytester) -> None:
+    # The reports the terminal keeps pile up as the run goes on; each batch's survivors join
+    # the frozen heap, so the controller's full collections do not walk them again and again.
+    pytester.makeconftest(
+        """
+        import gc, os
+
+        def pytest_runtest_logreport(report):
+            if report.when == "call" and os.getpid() == int(os.environ["CONTROLLER_PID"]):
+                with open("frozen.txt", "a") as out:
+                    out.write(f"{gc.get_freeze_count()}\\n")
+
+        def pytest_configure(config):
+            os.environ.setdefault("CONTROLLER_PID", str(os.getpid()))
+        """
+    )
+    pytester.makepyfile(
+        "import time, pytest\n"
+        "@pytest.mark.parametrize('n', range(30))\n"
+        "def test_slowish(n): time.sleep(0.02)\n"
+    )
+    run(pytester, "--pool", "2", "--pool-chunksize", "5").assert_outcomes(passed=30)
+    frozen = [int(n) for n in (pytester.path / "frozen.txt").read_text().split()]
+    assert len(frozen) == 30
+    assert frozen == sorted(frozen)  # frozen objects only join while the run lasts
+    assert frozen[-1] > frozen[0]
+
+
 def test_a_run_leaves_objects_its_caller_froze_frozen(pytester: pytest.Pytester) -> None:
     before, results = caller_results(pytester, "caller-froze")
     assert before > INTERPRETER_FROZEN_OBJECTS  # the caller froze its heap, pytest's among it
