@@ -4,14 +4,9 @@ Data flow::
 
     controller's pytest_runtest_logreport (serial or pooled run) ─▶ Durations.record
         (setup + call + teardown seconds per node id)
-    pytest_sessionfinish ─▶ Durations.save ─▶ .pytest_cache/d/poolrun/durations.json
+    pytest_sessionfinish ─▶ Durations.save ─▶ config.cache["poolrun/durations"]
         (merged with what was stored before, so a run of a few tests keeps the others' times)
     next run ─▶ Durations.load ─▶ scheduling (longest first, estimates for new tests)
-
-The cache file is compact JSON written by ``json``'s C encoder, in a folder pytest's cache gives
-plugins (``cache.mkdir``): ``cache.set`` indents and sorts, which takes Python's own encoder, 60
-ms at 50,000 tests in every run.  Durations that an older version kept under the cache key
-``poolrun/durations`` are read when the file is not there yet.
 
 With ``--pool-durations FILE`` the durations are read from, and written back to, a JSON file
 (``{"node id": seconds}``) that can be committed; CI shards each write their own copy, and
@@ -24,16 +19,13 @@ from __future__ import annotations
 
 import json
 import sys
-import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-CACHE_FOLDER = "poolrun"
-CACHE_FILE = "durations.json"
-LEGACY_CACHE_KEY = "poolrun/durations"
+CACHE_KEY = "poolrun/durations"
 
 
 class Durations:
@@ -51,12 +43,7 @@ class Durations:
         cache: Any = getattr(config, "cache", None)
         if cache is None:
             return cls()
-        try:
-            raw = json.loads(_cache_file(cache).read_text())
-        except FileNotFoundError:
-            raw = cache.get(LEGACY_CACHE_KEY, {})
-        except (OSError, ValueError):
-            return cls()  # an unreadable cache is an empty one, as pytest treats its own
+        raw = cache.get(CACHE_KEY, {})
         if not isinstance(raw, dict):
             return cls()
         return cls({str(k): float(v) for k, v in raw.items() if isinstance(v, (int, float))})
@@ -81,19 +68,7 @@ class Durations:
             write_file(path, merged)
         cache: Any = getattr(config, "cache", None)
         if cache is not None:
-            try:
-                _cache_file(cache).write_text(json.dumps(merged, separators=(",", ":")))
-            except OSError as exc:
-                # As pytest's cache.set does when the cache cannot be written.
-                warnings.warn(
-                    pytest.PytestCacheWarning(f"could not store test durations: {exc}"),
-                    stacklevel=2,
-                )
-
-
-def _cache_file(cache: Any) -> Path:
-    folder: Path = cache.mkdir(CACHE_FOLDER)
-    return folder / CACHE_FILE
+            cache.set(CACHE_KEY, merged)
 
 
 def durations_file(config: pytest.Config) -> Path | None:

@@ -8,8 +8,6 @@ from collections import defaultdict
 import pytest
 from helpers import POOL
 
-DURATIONS_FILE = ".pytest_cache/d/poolrun/durations.json"
-
 LEDGER = """
 import os, time, pytest
 
@@ -50,7 +48,7 @@ def test_durations_are_stored_and_the_longest_test_goes_first(
     )
     first = pytester.runpytest_subprocess(*POOL, "--pool", "2")
     assert first.ret == 0
-    stored = json.loads((pytester.path / DURATIONS_FILE).read_text())
+    stored = json.loads((pytester.path / ".pytest_cache/v/poolrun/durations").read_text())
     assert stored["test_z.py::test_slow"] >= 0.4
     assert len(stored) == 31
     ledger()
@@ -62,22 +60,10 @@ def test_durations_are_stored_and_the_longest_test_goes_first(
     assert order.index("test_z.py::test_slow") < len(order) // 4
 
 
-def test_durations_an_older_version_stored_are_kept(pytester: pytest.Pytester) -> None:
-    # Where versions before this one kept them: pytest's cache key poolrun/durations.
-    legacy = pytester.path / ".pytest_cache/v/poolrun/durations"
-    legacy.parent.mkdir(parents=True)
-    legacy.write_text(json.dumps({"test_b.py::test_not_run_now": 5.0}))
-    pytester.makepyfile(test_a="def test_one(): pass\n")
-    pytester.runpytest_subprocess(*POOL, "--pool", "2").assert_outcomes(passed=1)
-    stored = json.loads((pytester.path / DURATIONS_FILE).read_text())
-    assert stored["test_b.py::test_not_run_now"] == 5.0
-    assert "test_a.py::test_one" in stored
-
-
 def test_serial_runs_store_durations_too(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_one(): pass")
     pytester.runpytest_subprocess(*POOL).assert_outcomes(passed=1)
-    assert (pytester.path / DURATIONS_FILE).exists()
+    assert (pytester.path / ".pytest_cache/v/poolrun/durations").exists()
 
 
 MODULES = {
