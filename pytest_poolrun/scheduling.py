@@ -103,7 +103,7 @@ def units(items: Sequence[ItemInfo], dist: str) -> list[list[int]]:
     result: list[list[int]] = []
     previous: str | None = None
     for index, item in enumerate(items):
-        module = item.nodeid.partition("::")[0]  # item.module, without a call per item
+        module = item.module
         if result and module == previous:
             result[-1].append(index)
         else:
