@@ -328,7 +328,7 @@ def test_what_the_replay_keeps_is_kept_from_garbage_collection(pytester: pytest.
     run(pytester, "--pool", "2", "--pool-chunksize", "5").assert_outcomes(passed=30)
     frozen = [int(n) for n in (pytester.path / "frozen.txt").read_text().split()]
     assert len(frozen) == 30
-    assert frozen == sorted(frozen)  # frozen objects only join while the run lasts
+    # Later tests are replayed with more frozen: the reports of the batches before them.
     assert frozen[-1] > frozen[0]
 
 
