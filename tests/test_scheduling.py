@@ -6,8 +6,10 @@ import pytest
 
 from pytest_poolrun.scheduling import (
     DEFAULT_SECONDS,
+    FREE_UNIT_FLOOR_DIVISOR,
     MIN_CHUNK_SECONDS,
     TAIL_CHUNKS_PER_WORKER,
+    UNIT_SLACK,
     ItemInfo,
     estimates,
     plan_chunks,
@@ -50,10 +52,18 @@ def test_automatic_chunks_shrink_toward_the_end() -> None:
     assert len(sizes) < 40, "few messages for 5,000 items"
 
 
+def with_setups(modules: int, tests: int, seconds: float, setup: float) -> list[ItemInfo]:
+    """``suite``, where each module's first test also sets up a module fixture."""
+    items = suite(modules, tests, seconds)
+    for start in range(0, len(items), tests):
+        items[start] = items[start]._replace(seconds=seconds + setup)
+    return items
+
+
 def test_automatic_chunks_take_whole_modules_when_they_fit() -> None:
-    # 30 modules of 20 tests: every chunk starts and ends on a module boundary, so each module
-    # fixture is set up once, as in a serial run.
-    chunks = plan_chunks(suite(30, 20, 0.01), 2)
+    # 30 modules of 20 tests, each with a module fixture: every chunk starts and ends on a module
+    # boundary, so each module fixture is set up once, as in a serial run.
+    chunks = plan_chunks(with_setups(30, 20, 0.01, 0.05), 2)
     assert all(chunk[0] % 20 == 0 and (chunk[-1] + 1) % 20 == 0 for chunk in chunks)
 
 
@@ -90,17 +100,42 @@ def test_new_tests_are_estimated_from_the_known_ones() -> None:
 
 
 def test_durations_known_floor_the_chunk_time() -> None:
-    # 20 s of 1 ms tests: no chunk is planned below MIN_CHUNK_SECONDS (the last takes the rest).
-    chunks = plan_chunks(suite(1, 20000, 0.001), 2)
+    # 20 s of 1 ms tests after a module setup of 1 s: no chunk is planned below
+    # MIN_CHUNK_SECONDS (the last takes the rest); without the setup, the floor is lower.
+    chunks = plan_chunks(with_setups(1, 20000, 0.001, 1.0), 2)
     assert all(len(chunk) * 0.001 >= MIN_CHUNK_SECONDS * 0.99 for chunk in chunks[:-1])
+    chunks = plan_chunks(suite(1, 20000, 0.001), 2)
+    assert min(len(chunk) for chunk in chunks[:-1]) * 0.001 < MIN_CHUNK_SECONDS / 2
+    floor = MIN_CHUNK_SECONDS / FREE_UNIT_FLOOR_DIVISOR
+    assert all(len(chunk) * 0.001 >= floor * 0.99 for chunk in chunks[:-1])
 
 
 def test_a_short_run_still_gets_several_chunks_per_worker() -> None:
     # 1 s of work: a floor of MIN_CHUNK_SECONDS would leave 5 chunks for 2 workers, and the
     # run would wait up to 0.2 s for the last; the floor shrinks to keep the tail short.
-    chunks = plan_chunks(suite(1, 1000, 0.001), 2)
+    items = with_setups(1, 1000, 0.001, 0.1)
+    chunks = plan_chunks(items, 2)
     tail = max(len(chunk) for chunk in chunks[-3:]) * 0.001
-    assert tail <= 1.0 / (2 * TAIL_CHUNKS_PER_WORKER) + 0.001
+    assert tail <= sum(estimates(items)) / (2 * TAIL_CHUNKS_PER_WORKER) + 0.001
+
+
+def test_units_without_a_setup_end_in_finer_chunks() -> None:
+    # 1 s of equal tests in modules of 0.05 s: a cut costs no setup, so the last chunks are cut
+    # FREE_UNIT_FLOOR_DIVISOR times finer than where each module's first test carries one.
+    chunks = plan_chunks(suite(20, 50, 0.001), 2)
+    assert covers_each_once(chunks, 1000)
+    coarse = 1.0 / (2 * TAIL_CHUNKS_PER_WORKER)
+    tail = max(len(chunk) for chunk in chunks[-3:]) * 0.001
+    assert tail <= coarse / FREE_UNIT_FLOOR_DIVISOR * (1 + UNIT_SLACK) + 0.001
+    assert tail < coarse / 2
+
+    items = with_setups(20, 50, 0.001, 0.01)
+    chunks = plan_chunks(items, 2)
+    assert covers_each_once(chunks, 1000)
+    # Each piece of a module holds its whole rest, or at least the coarse floor's worth.
+    for chunk in chunks:
+        rest = sum(1 for item in items[chunk[0] :] if item.module == items[chunk[0]].module)
+        assert sum(estimates([items[i] for i in chunk])) >= min(coarse * 0.99, rest * 0.001)
 
 
 @pytest.mark.parametrize(("dist", "expected"), [("module", 3), ("class", 4)])
