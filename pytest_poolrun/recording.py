@@ -74,6 +74,7 @@ class Forwarder:
         """Item ``index`` starts: the hook calls from now on are its own, until ``end``."""
         self.running, self._nodeid = index, self.items[index].nodeid
         self._recorded = []
+        self.keywords.note(index)
 
     def end(self) -> tuple[events.HookEvent, ...]:
         """The running item's hook calls, as they are sent; hook calls after this go out at
@@ -159,36 +160,41 @@ class Forwarder:
 
 
 class _KeywordCounts:
-    """How many keywords each item and its parents hold themselves, together, as collected.
+    """Whether an item and its parents still hold the keywords they were collected with.
 
-    A node's keywords only grow (``NodeKeywords`` refuses deletion), so an item whose total is
-    unchanged has the keywords that the controller's copy, which runs nothing, still has: a
-    marker added while tests run (``request.node.add_marker``, on the item or on its module)
-    makes the total larger.
+    A node's keywords only grow (``NodeKeywords`` refuses deletion), so unchanged totals mean
+    the keywords that the controller's copy, which runs nothing, still has: a marker added while
+    tests run (``request.node.add_marker``, on the item or on its module) makes a total larger.
+    The parents are counted when the worker starts, before any test runs; an item itself when it
+    begins (``note``), since only its own run adds to it.
     """
 
     def __init__(self, items: Sequence[pytest.Item]) -> None:
         self._items = items
         self._known = all(hasattr(item.keywords, "_markers") for item in items[:1])
-        self._totals = self._count(items) if self._known else []
+        # Items share their parents: each is counted once (a few per module), not once per item.
+        parents = {id(parent): parent for parent in map(_parent, items)} if self._known else {}
+        self._above = {key: _total_keywords(parent) for key, parent in parents.items()}
+        self._own: int | None = None  # the running item's count, when it began
 
-    @staticmethod
-    def _count(items: Sequence[pytest.Item]) -> list[int]:
-        # Every worker counts at its start, 50,000 items in a few tens of milliseconds: each
-        # parent's total is walked once (items share parents), and no call is made per item.
-        above: dict[int, int] = {}  # a parent's total, by id
-        totals: list[int] = []
-        for item in items:
-            parent = item.parent
-            parent_total = above.get(id(parent))
-            if parent_total is None:
-                parent_total = above[id(parent)] = _total_keywords(parent)
-            totals.append(len(item.keywords._markers) + parent_total)  # type: ignore[attr-defined]
-        return totals
+    def note(self, index: int) -> None:
+        """Item ``index`` begins."""
+        if self._known:
+            self._own = _own_keywords(self._items[index])
 
     def as_collected(self, index: int) -> bool:
-        """Whether item ``index`` has the keywords it was collected with."""
-        return self._known and _total_keywords(self._items[index]) == self._totals[index]
+        """Whether item ``index``, which began last (``note``), has the keywords it was
+        collected with."""
+        own, self._own = self._own, None
+        if own is None:
+            return False
+        item = self._items[index]
+        collected = own + self._above[id(item.parent)]
+        return _total_keywords(item) == collected
+
+
+def _parent(node: Node) -> Node | None:
+    return node.parent
 
 
 def _total_keywords(node: Node | None) -> int:
