@@ -493,8 +493,9 @@ def rebuild_passed(
     ``TestReport.from_item_and_call`` makes it: with the item's node id object (pytest 9) and
     ``keywords``, its keyword names; ``times`` are its duration, start and stop."""
     duration, start, stop = times
+    node_id = getattr(item, "id", None)  # pytest 9's node id object; not given, None
     return pytest.TestReport(
-        getattr(item, "id", item.nodeid),
+        item.nodeid if node_id is None else node_id,
         location,
         keywords,
         "passed",
