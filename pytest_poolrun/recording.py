@@ -19,6 +19,7 @@ Data flow, in a worker (``Forwarder`` is registered as a plugin after collection
 from __future__ import annotations
 
 import importlib
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,6 +35,8 @@ try:  # pytest's subtests count a test's failed subtests here, by the test's nod
 except ImportError:  # pytest < 9: no subtests of its own
     _FAILED_SUBTESTS = None
 
+
+_PARENT = operator.attrgetter("parent")
 
 # Plugins whose pytest_report_teststatus only reads the report (pytest-rerunfailures' names its
 # "rerun" outcome), except pytest's subtests for a test with failed subtests (_status_settled):
@@ -173,7 +176,7 @@ class _KeywordCounts:
         self._items = items
         self._known = all(hasattr(item.keywords, "_markers") for item in items[:1])
         # Items share their parents: each is counted once (a few per module), not once per item.
-        parents = {id(parent): parent for parent in map(_parent, items)} if self._known else {}
+        parents = {id(parent): parent for parent in map(_PARENT, items)} if self._known else {}
         self._above = {key: _total_keywords(parent) for key, parent in parents.items()}
         self._own: int | None = None  # the running item's count, when it began
 
@@ -191,10 +194,6 @@ class _KeywordCounts:
         item = self._items[index]
         collected = own + self._above[id(item.parent)]
         return _total_keywords(item) == collected
-
-
-def _parent(node: Node) -> Node | None:
-    return node.parent
 
 
 def _total_keywords(node: Node | None) -> int:
