@@ -18,13 +18,13 @@ small, so no worker is left with a long tail while the others are idle.  A chunk
 (modules) when they fit, so module fixtures are set up few times; a unit longer than a chunk is
 cut, at a class boundary where one is near.
 
-How small the last chunks get depends on what a cut costs.  A unit whose first test takes
-longer than its others carries a setup there (a module fixture, ``setup_module``): each piece
-cut off and run on another worker pays it again, so such a unit is cut no finer than the floor
-(``MIN_CHUNK_SECONDS``, or ``1 / (TAIL_CHUNKS_PER_WORKER * workers)`` of a short run).  A unit
-whose first test costs no more than the others (by at most the finer floor) costs only a message
-to cut, so its floor is ``FREE_UNIT_FLOOR_DIVISOR`` times lower, and the workers end closer
-together.
+How small the last chunks get depends on what a cut costs.  A unit whose first test, or the
+first test of one of its classes, takes longer than its tests on average carries a setup there
+(a module or class fixture, ``setup_module``): each piece cut off and run on another worker pays
+it again, so such a unit is cut no finer than the floor (``MIN_CHUNK_SECONDS``, or
+``1 / (TAIL_CHUNKS_PER_WORKER * workers)`` of a short run).  A unit without one (none longer by
+more than the finer floor) costs only a message to cut, so its floor is
+``FREE_UNIT_FLOOR_DIVISOR`` times lower, and the workers end closer together.
 """
 
 from __future__ import annotations
@@ -220,7 +220,8 @@ def _guided(
     floor = min(floor, remaining / (workers * TAIL_CHUNKS_PER_WORKER))
     fine_floor = floor / FREE_UNIT_FLOOR_DIVISOR
     floors = [
-        fine_floor if _setup_seconds(unit, seconds) <= fine_floor else floor for unit in grouped
+        fine_floor if _setup_seconds(unit, seconds, scopes) <= fine_floor else floor
+        for unit in grouped
     ]
     pending = [list(unit) for unit in grouped]
     chunks: list[list[int]] = []
@@ -252,13 +253,17 @@ def _guided(
     return chunks
 
 
-def _setup_seconds(unit: list[int], seconds: list[float]) -> float:
-    """How much longer the unit's first test takes than its others on average: the setup a
-    piece cut off the unit pays again on another worker."""
+def _setup_seconds(unit: list[int], seconds: list[float], scopes: list[str]) -> float:
+    """How much longer the unit's first test, or the first of one of its classes, takes than
+    the unit's tests on average: the setup (of a module or class fixture) that a piece cut off
+    the unit pays again on another worker."""
     if len(unit) < 2:
         return 0.0
-    rest = sum(map(seconds.__getitem__, unit)) - seconds[unit[0]]
-    return seconds[unit[0]] - rest / (len(unit) - 1)
+    mean = sum(map(seconds.__getitem__, unit)) / len(unit)
+    firsts = [unit[0]] + [
+        index for previous, index in zip(unit, unit[1:]) if scopes[index] != scopes[previous]
+    ]
+    return max(map(seconds.__getitem__, firsts)) - mean
 
 
 def _cut(

@@ -138,6 +138,23 @@ def test_units_without_a_setup_end_in_finer_chunks() -> None:
         assert sum(estimates([items[i] for i in chunk])) >= min(coarse * 0.99, rest * 0.001)
 
 
+def test_a_class_setup_keeps_its_module_from_fine_chunks() -> None:
+    # Modules of two classes of 25 equal tests; the second class's first test also sets up a
+    # class fixture: cutting the module costs that setup again, so no fine chunks.
+    items = [
+        ItemInfo(f"test_m{m}.py::Test{k}::test_t[{t}]", 0.011 if (k, t) == (1, 0) else 0.001)
+        for m in range(20)
+        for k in range(2)
+        for t in range(25)
+    ]
+    chunks = plan_chunks(items, 2)
+    assert covers_each_once(chunks, len(items))
+    coarse = sum(estimates(items)) / (2 * TAIL_CHUNKS_PER_WORKER)
+    for chunk in chunks:
+        rest = sum(1 for item in items[chunk[0] :] if item.module == items[chunk[0]].module)
+        assert sum(estimates([items[i] for i in chunk])) >= min(coarse * 0.99, rest * 0.001)
+
+
 @pytest.mark.parametrize(("dist", "expected"), [("module", 3), ("class", 4)])
 def test_module_and_class_modes_keep_units_whole(dist: str, expected: int) -> None:
     items = [
