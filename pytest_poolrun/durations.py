@@ -47,7 +47,7 @@ class Durations:
         if not isinstance(raw, dict):
             return cls()
         if all(type(value) is float for value in raw.values()):
-            return cls(raw)  # as saved (JSON keys are strings): no copy of 50,000 entries to make
+            return cls(raw)  # as saved (JSON keys are strings): no conversion entry by entry
         return cls({str(k): float(v) for k, v in raw.items() if isinstance(v, (int, float))})
 
     def record(self, report: pytest.TestReport) -> None:
