@@ -60,6 +60,17 @@ def with_setups(modules: int, tests: int, seconds: float, setup: float) -> list[
     return items
 
 
+def assert_cut_no_finer_than_the_floor(items: list[ItemInfo], chunks: list[list[int]]) -> None:
+    """Each chunk holds the whole rest of its module, or at least the floor of a short run
+    (``TAIL_CHUNKS_PER_WORKER`` chunks per worker, two workers) of estimated time."""
+    floor = sum(estimates(items)) / (2 * TAIL_CHUNKS_PER_WORKER)
+    for chunk in chunks:
+        module = items[chunk[0]].module
+        rest = [item for item in items[chunk[0] :] if item.module == module]
+        taken = sum(estimates([items[index] for index in chunk]))
+        assert taken >= min(floor * 0.99, sum(estimates(rest)) * 0.99)
+
+
 def test_automatic_chunks_take_whole_modules_when_they_fit() -> None:
     # 30 modules of 20 tests, each with a module fixture: every chunk starts and ends on a module
     # boundary, so each module fixture is set up once, as in a serial run.
@@ -132,10 +143,7 @@ def test_units_without_a_setup_end_in_finer_chunks() -> None:
     items = with_setups(20, 50, 0.001, 0.01)
     chunks = plan_chunks(items, 2)
     assert covers_each_once(chunks, 1000)
-    # Each piece of a module holds its whole rest, or at least the coarse floor's worth.
-    for chunk in chunks:
-        rest = sum(1 for item in items[chunk[0] :] if item.module == items[chunk[0]].module)
-        assert sum(estimates([items[i] for i in chunk])) >= min(coarse * 0.99, rest * 0.001)
+    assert_cut_no_finer_than_the_floor(items, chunks)
 
 
 def test_a_class_setup_keeps_its_module_from_fine_chunks() -> None:
@@ -149,10 +157,7 @@ def test_a_class_setup_keeps_its_module_from_fine_chunks() -> None:
     ]
     chunks = plan_chunks(items, 2)
     assert covers_each_once(chunks, len(items))
-    coarse = sum(estimates(items)) / (2 * TAIL_CHUNKS_PER_WORKER)
-    for chunk in chunks:
-        rest = sum(1 for item in items[chunk[0] :] if item.module == items[chunk[0]].module)
-        assert sum(estimates([items[i] for i in chunk])) >= min(coarse * 0.99, rest * 0.001)
+    assert_cut_no_finer_than_the_floor(items, chunks)
 
 
 @pytest.mark.parametrize(("dist", "expected"), [("module", 3), ("class", 4)])
