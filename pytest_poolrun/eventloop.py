@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import selectors
 import socket
+import weakref
 from collections import deque
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from pytest_poolrun.wire import ToController
 from pytest_poolrun.workerset import WorkerProcess
@@ -50,6 +51,15 @@ class EventLoop:
         self._wake_in.setblocking(False)
         self._wake_out.setblocking(False)
         self._selector.register(self._wake_in, selectors.EVENT_READ, (None, WAKEUP))
+        # Closed by close(), or when a dropped pool's loop is collected: the pool has warned
+        # then, and its sockets must not warn again whenever the collector gets to them.  As
+        # workerset's finalizers, these run no Python code of the pool, and not at exit (the
+        # pools still running are terminated then, through this loop).
+        self._closers = tuple(
+            weakref.finalize(self, sock.close) for sock in (self._wake_in, self._wake_out)
+        )
+        for closer in self._closers:
+            cast(Any, closer).atexit = False  # typeshed omits it on older Pythons
 
     def watch(self, worker: WorkerProcess) -> None:
         self._selector.register(worker.end.sock, selectors.EVENT_READ, (worker, SOCKET))
@@ -65,8 +75,8 @@ class EventLoop:
 
     def close(self) -> None:
         self._selector.close()
-        self._wake_in.close()
-        self._wake_out.close()
+        for closer in self._closers:
+            closer()
 
     def wake(self) -> None:
         """Make a ``select`` in progress (or the next one) return at once; from any thread."""

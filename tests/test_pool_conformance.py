@@ -432,6 +432,23 @@ def test_a_running_pool_garbage_collected_warns() -> None:
         gc.collect()
 
 
+def test_a_dropped_running_pool_warns_once_and_leaves_no_socket_open() -> None:
+    # Ours only: the pool's warning is the one a dropped pool gives; its own sockets are closed
+    # with it, not left to warn "unclosed socket" whenever the garbage collector gets to them.
+    pool = Pool(1)
+    assert pool.apply(square, (2,)) == 4
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del pool
+        gc.collect()
+        assert len(caught) == 1
+        assert str(caught[0].message).startswith("unclosed running multiprocessing pool")
+        # That warning holds the pool (as its source) until it is dropped.
+        caught.clear()
+        gc.collect()
+        assert [str(w.message) for w in caught] == []
+
+
 def test_a_closed_pool_garbage_collected_does_not_warn(pool_class: MakePool) -> None:
     pool = pool_class(1)
     pool.close()
