@@ -45,6 +45,8 @@ from typing import Any, Literal, NamedTuple, Union
 
 import pytest
 
+from pytest_poolrun import directhooks
+
 Location = tuple[str, Union[int, None], str]
 
 
@@ -510,15 +512,20 @@ def rebuild_passed(
 
 
 def replay_item(
-    config: pytest.Config, item: pytest.Item | None, hook_events: Sequence[HookEvent]
+    config: pytest.Config,
+    item: pytest.Item | None,
+    hook_events: Sequence[HookEvent],
+    hooks: directhooks.ReportHooks | None = None,
 ) -> None:
     """Call the controller's hooks that ``hook_events``, recorded while ``item`` ran (or
-    outside any item: None), stand for, in order."""
+    outside any item: None), stand for, in order; the report hooks through ``hooks`` (by
+    default ``config.hook``'s)."""
     keywords: dict[str, Literal[1]] | None = None
-    hook = config.hook
+    if hooks is None:
+        hooks = _config_report_hooks(config)
     for event in hook_events:
         if not isinstance(event, (PassedReport, PassedItem)):
-            replay(config, event)
+            replay(config, event, hooks)
             continue
         if item is None:
             raise TypeError(f"a passed report outside any item: {event!r}")
@@ -529,34 +536,46 @@ def replay_item(
         location = event.location
         if isinstance(event, PassedItem):
             times = event.times
-            hook.pytest_runtest_logstart(nodeid=item.nodeid, location=location)
+            hooks.logstart(nodeid=item.nodeid, location=location)
             for phase, when in enumerate(_PHASE_ORDER):
                 report = rebuild_passed(
                     item, location, when, times[3 * phase : 3 * phase + 3], dict(keywords)
                 )
-                hook.pytest_runtest_logreport(report=report)
-            hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=location)
+                hooks.logreport(report=report)
+            hooks.logfinish(nodeid=item.nodeid, location=location)
         else:
             times = (event.duration, event.start, event.stop)
             report = rebuild_passed(item, location, event.when, times, dict(keywords))
-            hook.pytest_runtest_logreport(report=report)
+            hooks.logreport(report=report)
 
 
-def replay(config: pytest.Config, event: HookEvent) -> None:
-    """Call the controller's hook that ``event`` stands for (``replay_item`` for a
-    ``PassedReport``, which needs its item)."""
+def _config_report_hooks(config: pytest.Config) -> directhooks.ReportHooks:
     hook = config.hook
+    return directhooks.ReportHooks(
+        hook.pytest_runtest_logstart, hook.pytest_runtest_logreport, hook.pytest_runtest_logfinish
+    )
+
+
+def replay(
+    config: pytest.Config, event: HookEvent, hooks: directhooks.ReportHooks | None = None
+) -> None:
+    """Call the controller's hook that ``event`` stands for (``replay_item`` for a
+    ``PassedReport``, which needs its item); the report hooks through ``hooks`` (by default
+    ``config.hook``'s)."""
+    hook = config.hook
+    if hooks is None:
+        hooks = _config_report_hooks(config)
     if isinstance(event, PlainReport):
         report = pytest.TestReport.__new__(pytest.TestReport)
         report.__dict__.update(pickle.loads(event.state))
-        hook.pytest_runtest_logreport(report=report)
+        hooks.logreport(report=report)
     elif isinstance(event, LogReport):
         report = hook.pytest_report_from_serializable(config=config, data=event.data)
-        hook.pytest_runtest_logreport(report=report)
+        hooks.logreport(report=report)
     elif isinstance(event, LogStart):
-        hook.pytest_runtest_logstart(nodeid=event.nodeid, location=event.location)
+        hooks.logstart(nodeid=event.nodeid, location=event.location)
     elif isinstance(event, LogFinish):
-        hook.pytest_runtest_logfinish(nodeid=event.nodeid, location=event.location)
+        hooks.logfinish(nodeid=event.nodeid, location=event.location)
     elif isinstance(event, WarningRecorded):
         hook.pytest_warning_recorded.call_historic(
             kwargs=dict(

@@ -4,7 +4,8 @@ Data flow, in a worker forked from the controller after collection::
 
     Pool task run_chunk([i, j, k]) ─▶ empty the slot's journal; for each index:
         Board.set_running (forked) or ItemStarted (fresh) ─▶ pytest_runtest_protocol
-                                        │ every pytest_runtest_* hook of every plugin fires here;
+                                        │ every pytest_runtest_* hook of every plugin fires here
+                                        │ (the report hooks through directhooks' callers);
                                         │ recording.Forwarder records logstart, logreport,
                                         │ logfinish, warnings
         ItemFinished(index, recorded events) ─▶ events.encode, once ─▶ the record:
@@ -73,6 +74,7 @@ import pytest
 
 from pytest_poolrun import (
     adapters,
+    directhooks,
     events,
     forwarding,
     recording,
@@ -245,6 +247,8 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
     config.pluginmanager.register(forwarder, "poolrun-forwarder")
     _Shared.forwarder = forwarder
     config.pluginmanager.register(_ForkedChildGuard(), "poolrun-forked-child-guard")
+    # Last: the runner's report hook calls in this worker skip pluggy's general path.
+    directhooks.install_in_worker(config)
 
 
 def _send_loose(event: events.HookEvent) -> None:

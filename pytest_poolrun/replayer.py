@@ -3,7 +3,8 @@
 Data flow, in the controller's thread::
 
     ItemFinished(item, hook events) ─▶ in_order(item, replay) ─▶ events.replay_item, in order:
-                                        pytest_runtest_logstart / logreport / logfinish,
+                                        pytest_runtest_logstart / logreport / logfinish
+                                        (through directhooks' callers, made once),
                                         warning_recorded (terminal, junitxml, cache…)
     a crash, a timeout   ─▶ crash_report(item, why, sections): one failed "call" report,
                             which pytest_handlecrashitem may turn into a rerun ─▶ report_crash
@@ -26,7 +27,7 @@ import pytest
 from _pytest._code.code import ReprFileLocation, TerminalRepr
 from _pytest._io import TerminalWriter
 
-from pytest_poolrun import events
+from pytest_poolrun import directhooks, events
 
 
 class SyntheticFailure(TerminalRepr):
@@ -60,6 +61,7 @@ class Replayer:
         # replayed later must not change the reason a serial run would print.
         self._stop_reason: str | bool = False
         self._pending: dict[int, Callable[[], None]] = {}
+        self._hooks = directhooks.report_hooks(self._config)
         self._next = 0
 
     def stop(self) -> bool:
@@ -88,7 +90,7 @@ class Replayer:
         if self._drops_after_stop():
             return
         node = None if item is None else self._session.items[item]
-        events.replay_item(self._config, node, hook_events)
+        events.replay_item(self._config, node, hook_events, self._hooks)
         self._check_stop()
 
     def crash_report(

@@ -1,0 +1,152 @@
+"""A test's report hooks, called without pluggy's general-purpose call path where that changes
+nothing a plugin can see.
+
+Data flow, in the process that calls the hook (a worker's runner, the controller's replay)::
+
+    DirectHook(plugin manager, hook caller, skip): built once
+      each call ─▶ the caller's implementations are still those it was built with,
+                   every one a plain function (no wrapper, no keyword with a default),
+                   and no one watches hook calls (pytest --debug, pytester's recorder)?
+                   ├─ yes ─▶ each implementation but the skipped ones, in pluggy's order
+                   │         (the list reversed: tryfirst first, trylast last); the results
+                   │         that are not None, as a list
+                   └─ no  ─▶ the hook caller itself, as if this were not here
+
+Why: every test makes five report hook calls (logstart, three logreports, logfinish), in its
+worker and again in the controller's replay, where a serial run makes them once.  pluggy's
+call checks the arguments against the specification, copies the implementation list and runs
+the wrapper machinery each time: in a worker that is about 40,000 instructions per test, more
+than the implementations themselves.  With no wrapper among the implementations, calling them
+in order is all that machinery amounts to.
+
+In a worker (``install_in_worker``) the runner's calls reach ``config.hook``, so the direct
+callers take the hook callers' places there; anything else asked of them (registering a plugin,
+``get_hookimpls``) goes to the hook caller they stand for.  They also skip what has no effect in
+a worker (``worker_noops``): pytest's last-failed bookkeeping, which only the controller saves,
+and the live-logging phase names while live logging is off (no-op methods of a null handler).
+The controller's replay holds its own direct callers (``ReportHooks``); its ``config.hook`` is
+left as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import pluggy
+import pytest
+
+try:  # Skipped in workers when they are pytest's own (see worker_noops).
+    from _pytest.cacheprovider import LFPlugin
+    from _pytest.logging import LoggingPlugin, _LiveLoggingNullHandler
+except ImportError:  # pragma: no cover - a pytest without them: nothing is skipped
+    LFPlugin = LoggingPlugin = _LiveLoggingNullHandler = None  # type: ignore[assignment,misc]
+
+REPORT_HOOKS = ("pytest_runtest_logstart", "pytest_runtest_logreport", "pytest_runtest_logfinish")
+
+# What a plugin manager runs its hook calls through while no one monitors them; monitoring
+# (pluggy's add_hookcall_monitoring) puts a wrapper there.
+_PLAIN_HOOKEXEC = getattr(pluggy.PluginManager("poolrun"), "_inner_hookexec", None)
+
+Skip = Callable[[str, pluggy.HookImpl], bool]
+
+
+def _skip_nothing(hook_name: str, impl: pluggy.HookImpl) -> bool:
+    return False
+
+
+class DirectHook:
+    """Calls the implementations of the hook of ``caller`` directly (see the module docstring)."""
+
+    def __init__(
+        self,
+        pluginmanager: pluggy.PluginManager,
+        caller: pluggy.HookCaller,
+        skip: Skip = _skip_nothing,
+    ) -> None:
+        self._pluginmanager = pluginmanager
+        self._caller = caller
+        self._skip = skip
+        self._impls: list[pluggy.HookImpl] = []
+        # (function, argument names) in call order; None: call through the hook caller.
+        self._calls: list[tuple[Callable[..., Any], Sequence[str]]] | None = None
+        self._prepare(caller.get_hookimpls())
+
+    def _prepare(self, impls: list[pluggy.HookImpl]) -> None:
+        self._impls = impls
+        spec = self._caller.spec
+        plain = (
+            _PLAIN_HOOKEXEC is not None  # else no way to tell whether someone watches calls
+            and spec is not None
+            and not spec.opts.get("firstresult")
+            and not self._caller.is_historic()
+            and not getattr(spec, "kwargdefaults", None)
+            and all(
+                not impl.hookwrapper and not getattr(impl, "wrapper", False) and not impl.kwargnames
+                for impl in impls
+            )
+        )
+        self._calls = (
+            [
+                (impl.function, tuple(impl.argnames))
+                for impl in reversed(impls)
+                if not self._skip(self._caller.name, impl)
+            ]
+            if plain
+            else None
+        )
+
+    def __call__(self, **kwargs: Any) -> Any:
+        impls = self._caller.get_hookimpls()
+        if impls != self._impls:  # a plugin came or went since the last call
+            self._prepare(impls)
+        calls = self._calls
+        if calls is None or self._pluginmanager._inner_hookexec is not _PLAIN_HOOKEXEC:
+            return self._caller(**kwargs)
+        results = []
+        for function, argnames in calls:
+            result = function(*[kwargs[name] for name in argnames])
+            if result is not None:
+                results.append(result)
+        return results
+
+    def __getattr__(self, name: str) -> Any:
+        # Registering, unregistering, get_hookimpls, spec...: the hook caller's own.
+        return getattr(self._caller, name)
+
+
+class ReportHooks(NamedTuple):
+    """The controller's callers of a test's report hooks."""
+
+    logstart: Callable[..., Any]
+    logreport: Callable[..., Any]
+    logfinish: Callable[..., Any]
+
+
+def report_hooks(config: pytest.Config) -> ReportHooks:
+    """Direct callers of ``config``'s report hooks, for the controller's replay."""
+    pluginmanager = config.pluginmanager
+    return ReportHooks(
+        *(DirectHook(pluginmanager, getattr(config.hook, name)) for name in REPORT_HOOKS)
+    )
+
+
+def worker_noops(hook_name: str, impl: pluggy.HookImpl) -> bool:
+    """Whether ``impl`` of a report hook has no effect in a worker (see the module docstring)."""
+    plugin = impl.plugin
+    if LFPlugin is not None and type(plugin) is LFPlugin:
+        return hook_name == "pytest_runtest_logreport"
+    return (
+        LoggingPlugin is not None
+        and type(plugin) is LoggingPlugin
+        and type(getattr(plugin, "log_cli_handler", None)) is _LiveLoggingNullHandler
+    )
+
+
+def install_in_worker(config: pytest.Config) -> None:
+    """Make the runner's report hook calls in this worker direct (see the module docstring)."""
+    pluginmanager = config.pluginmanager
+    for name in REPORT_HOOKS:
+        caller = getattr(config.hook, name)
+        if isinstance(caller, pluggy.HookCaller):
+            setattr(config.hook, name, DirectHook(pluginmanager, caller, worker_noops))
