@@ -4,8 +4,9 @@ Data flow::
 
     worker: pytest hook fires ─▶ capture_*() ─▶ event ─┐  (buffered per item, sent as ItemFinished)
                                                        ▼
-    controller: replay(config, event) ─▶ the same hook, called on the controller's plugins
-                                          (terminal, junitxml, cacheprovider, warnings summary…)
+    controller: replay_item / replay ─▶ the same hook, called on the controller's plugins
+                                        (terminal, junitxml, cacheprovider, warnings summary…),
+                                        the report hooks through directhooks' callers
 
 This module is where a test report crosses the process boundary: reports travel as the dicts made
 by pytest's own ``pytest_report_to_serializable`` hook and are rebuilt with
@@ -556,15 +557,10 @@ def _config_report_hooks(config: pytest.Config) -> directhooks.ReportHooks:
     )
 
 
-def replay(
-    config: pytest.Config, event: HookEvent, hooks: directhooks.ReportHooks | None = None
-) -> None:
+def replay(config: pytest.Config, event: HookEvent, hooks: directhooks.ReportHooks) -> None:
     """Call the controller's hook that ``event`` stands for (``replay_item`` for a
-    ``PassedReport``, which needs its item); the report hooks through ``hooks`` (by default
-    ``config.hook``'s)."""
+    ``PassedReport``, which needs its item); the report hooks through ``hooks``."""
     hook = config.hook
-    if hooks is None:
-        hooks = _config_report_hooks(config)
     if isinstance(event, PlainReport):
         report = pytest.TestReport.__new__(pytest.TestReport)
         report.__dict__.update(pickle.loads(event.state))
