@@ -30,7 +30,8 @@ left as it is.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import operator
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import pluggy
@@ -55,6 +56,26 @@ def _skip_nothing(hook_name: str, impl: pluggy.HookImpl) -> bool:
     return False
 
 
+class _DirectCall(NamedTuple):
+    """One implementation, called as ``function(*arguments(kwargs))`` if ``spread``, else as
+    ``function(arguments(kwargs))`` (one argument: no tuple to build and unpack)."""
+
+    function: Callable[..., Any]
+    arguments: Callable[[dict[str, Any]], Any]
+    spread: bool
+
+
+def _no_arguments(kwargs: dict[str, Any]) -> tuple[()]:
+    return ()
+
+
+def _direct_call(impl: pluggy.HookImpl) -> _DirectCall:
+    names = tuple(impl.argnames)
+    if not names:
+        return _DirectCall(impl.function, _no_arguments, True)
+    return _DirectCall(impl.function, operator.itemgetter(*names), len(names) > 1)
+
+
 class DirectHook:
     """Calls the implementations of the hook of ``caller`` directly (see the module docstring)."""
 
@@ -68,8 +89,8 @@ class DirectHook:
         self._caller = caller
         self._skip = skip
         self._impls: list[pluggy.HookImpl] = []
-        # (function, argument names) in call order; None: call through the hook caller.
-        self._calls: list[tuple[Callable[..., Any], Sequence[str]]] | None = None
+        # What to call, in call order (see _direct_call); None: call through the hook caller.
+        self._calls: list[_DirectCall] | None = None
         self._prepare(caller.get_hookimpls())
 
     def _prepare(self, impls: list[pluggy.HookImpl]) -> None:
@@ -88,7 +109,7 @@ class DirectHook:
         )
         self._calls = (
             [
-                (impl.function, tuple(impl.argnames))
+                _direct_call(impl)
                 for impl in reversed(impls)
                 if not self._skip(self._caller.name, impl)
             ]
@@ -96,16 +117,24 @@ class DirectHook:
             else None
         )
 
+    def _current_impls(self) -> list[pluggy.HookImpl]:
+        # pluggy's own list where it has one (a copy per call is measurable here), else a copy.
+        impls = getattr(self._caller, "_hookimpls", None)
+        return impls if type(impls) is list else self._caller.get_hookimpls()
+
     def __call__(self, **kwargs: Any) -> Any:
-        impls = self._caller.get_hookimpls()
-        if impls != self._impls:  # a plugin came or went since the last call
-            self._prepare(impls)
+        if self._current_impls() != self._impls:  # a plugin came or went since the last call
+            self._prepare(self._caller.get_hookimpls())
         calls = self._calls
         if calls is None or self._pluginmanager._inner_hookexec is not _PLAIN_HOOKEXEC:
             return self._caller(**kwargs)
         results = []
-        for function, argnames in calls:
-            result = function(*[kwargs[name] for name in argnames])
+        for function, arguments, spread in calls:
+            # pluggy passes an implementation the arguments it names, positionally.
+            if spread:
+                result = function(*arguments(kwargs))
+            else:
+                result = function(arguments(kwargs))
             if result is not None:
                 results.append(result)
         return results
