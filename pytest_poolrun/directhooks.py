@@ -1,7 +1,8 @@
-"""A test's report hooks, called without pluggy's general-purpose call path where that changes
-nothing a plugin can see.
+"""A test's report hooks (and the status question about each report), called without pluggy's
+general-purpose call path where that changes nothing a plugin can see.
 
-Data flow, in the process that calls the hook (a worker's runner, the controller's replay)::
+Data flow, in the process that calls the hook (a worker's runner, the controller's replay and
+its terminal reporter)::
 
     DirectHook(plugin manager, hook caller, skip): built once
       each call ─▶ the caller's implementations are still those it was built with,
@@ -9,7 +10,7 @@ Data flow, in the process that calls the hook (a worker's runner, the controller
                    and no one watches hook calls (pytest --debug, pytester's recorder)?
                    ├─ yes ─▶ each implementation but the skipped ones, in pluggy's order
                    │         (the list reversed: tryfirst first, trylast last); the results
-                   │         that are not None, as a list
+                   │         that are not None, as a list (a first-result hook: the first one)
                    └─ no  ─▶ the hook caller itself, as if this were not here
 
 Why: every test makes five report hook calls (logstart, three logreports, logfinish), in its
@@ -24,8 +25,10 @@ callers take the hook callers' places there; anything else asked of them (regist
 ``get_hookimpls``) goes to the hook caller they stand for.  They also skip what has no effect in
 a worker (``worker_noops``): pytest's last-failed bookkeeping, which only the controller saves,
 and the live-logging phase names while live logging is off (no-op methods of a null handler).
-The controller's replay holds its own direct callers (``ReportHooks``); its ``config.hook`` is
-left as it is.
+The controller's replay holds its own direct callers (``ReportHooks``).  On the controller's
+``config.hook`` only ``pytest_report_teststatus`` (a first-result hook: the first answer that
+is not None) gets a direct caller, while the pool runs (``install_in_controller``): the
+terminal reporter asks it three times per test.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ except ImportError:  # pragma: no cover - a pytest without them: nothing is skip
     LFPlugin = LoggingPlugin = _LiveLoggingNullHandler = None  # type: ignore[assignment,misc]
 
 REPORT_HOOKS = ("pytest_runtest_logstart", "pytest_runtest_logreport", "pytest_runtest_logfinish")
+# The terminal reporter asks it of every report it gets, through config.hook.
+STATUS_HOOK = "pytest_report_teststatus"
 
 # What a plugin manager runs its hook calls through while no one monitors them; monitoring
 # (pluggy's add_hookcall_monitoring) puts a wrapper there.
@@ -89,6 +94,7 @@ class DirectHook:
         self._caller = caller
         self._skip = skip
         self._impls: list[pluggy.HookImpl] = []
+        self._firstresult = False  # the first result that is not None is the answer
         # What to call, in call order (see _direct_call); None: call through the hook caller.
         self._calls: list[_DirectCall] | None = None
         self._prepare(caller.get_hookimpls())
@@ -96,10 +102,10 @@ class DirectHook:
     def _prepare(self, impls: list[pluggy.HookImpl]) -> None:
         self._impls = impls
         spec = self._caller.spec
+        self._firstresult = spec is not None and bool(spec.opts.get("firstresult"))
         plain = (
             _PLAIN_HOOKEXEC is not None  # else no way to tell whether someone watches calls
             and spec is not None
-            and not spec.opts.get("firstresult")
             and not self._caller.is_historic()
             and not getattr(spec, "kwargdefaults", None)
             and all(
@@ -136,8 +142,10 @@ class DirectHook:
             else:
                 result = function(arguments(kwargs))
             if result is not None:
+                if self._firstresult:
+                    return result
                 results.append(result)
-        return results
+        return None if self._firstresult else results
 
     def __getattr__(self, name: str) -> Any:
         # Registering, unregistering, get_hookimpls, spec...: the hook caller's own.
@@ -170,6 +178,26 @@ def worker_noops(hook_name: str, impl: pluggy.HookImpl) -> bool:
         and type(plugin) is LoggingPlugin
         and type(getattr(plugin, "log_cli_handler", None)) is _LiveLoggingNullHandler
     )
+
+
+def install_in_controller(config: pytest.Config) -> Callable[[], None]:
+    """Make the controller's ``pytest_report_teststatus`` calls direct while the run lasts
+    (see the module docstring); returns what puts the hook caller back."""
+    caller = getattr(config.hook, STATUS_HOOK, None)
+    if not isinstance(caller, pluggy.HookCaller):
+        return _nothing_to_restore
+    direct = DirectHook(config.pluginmanager, caller)
+    setattr(config.hook, STATUS_HOOK, direct)
+
+    def restore() -> None:
+        if getattr(config.hook, STATUS_HOOK, None) is direct:
+            setattr(config.hook, STATUS_HOOK, caller)
+
+    return restore
+
+
+def _nothing_to_restore() -> None:
+    pass
 
 
 def install_in_worker(config: pytest.Config) -> None:

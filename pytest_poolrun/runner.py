@@ -41,7 +41,9 @@ Data flow, all in the controller's single thread::
 
 Before the first fork the controller moves everything alive then (the collected session above
 all) out of the garbage collector's reach until pytest ends (``_freeze_collected_heap``), and
-after each batch of events what their replay left alive (``_on_event``).
+after each batch of events what their replay left alive (``_on_event``).  While the pool runs,
+the status question the terminal reporter asks of every replayed report,
+``pytest_report_teststatus``, is a direct caller on ``config.hook`` (``directhooks``).
 
 The parts: ``ledger`` (item states), ``replayer`` (reports, ordering, synthetic reports),
 ``postmortem`` (fault files, stack dumps, capture files), ``timeouts``.  ``Controller`` wires
@@ -69,7 +71,7 @@ from typing import Any, Protocol
 
 import pytest
 
-from pytest_poolrun import adapters, events, iteminfo, itemrunner, scheduling
+from pytest_poolrun import adapters, directhooks, events, iteminfo, itemrunner, scheduling
 from pytest_poolrun.board import Board
 from pytest_poolrun.console import Console
 from pytest_poolrun.durations import Durations
@@ -261,6 +263,7 @@ class Controller:
             max_restarts=options.max_restarts,
         )
         previous_sigterm = _sigterm_interrupts()
+        restore_status_hook = directhooks.install_in_controller(self.config)
         try:
             # Planned while the workers start up (a tenth of a second at 50,000 tests): they
             # need nothing of the plan but its chunks.
@@ -281,6 +284,7 @@ class Controller:
             self.slow.interrupted(pool.live_workers(), self.config.pluginmanager)
             raise
         finally:
+            restore_status_hook()
             pool.terminate()
             self.shared.restore()  # no worker forks any more: the controller may tear down
             self.postmortem.cleanup()

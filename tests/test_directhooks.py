@@ -21,6 +21,23 @@ class Spec:
     def on_report(self, report: str) -> Any: ...
 
 
+class StatusSpec:
+    @hookspec(firstresult=True)
+    def on_status(self, report: str) -> Any: ...
+
+
+class Answers:
+    """Answers the status question with ``answer`` (None: leaves it to the others)."""
+
+    def __init__(self, name: str, answer: str | None, calls: list[str]) -> None:
+        self.name, self.answer, self.calls = name, answer, calls
+
+    @hookimpl
+    def on_status(self, report: str) -> str | None:
+        self.calls.append(self.name)
+        return self.answer
+
+
 class Named:
     def __init__(self, name: str, calls: list[str]) -> None:
         self.name, self.calls = name, calls
@@ -90,6 +107,24 @@ def test_direct_calls_give_pluggys_results_in_pluggys_order() -> None:
     by_pluggy, by_direct = both_ways(manager, direct, calls)
     assert by_direct == by_pluggy
     assert by_direct[1] == ["first", "b", "a", "last"]
+
+
+def test_a_first_result_hook_answers_with_the_first_answer_and_asks_no_further() -> None:
+    calls: list[str] = []
+    manager = pluggy.PluginManager("demo")
+    manager.add_hookspecs(StatusSpec)
+    for plugin in (
+        Answers("asked last", "late answer", calls),
+        Answers("answers", "answer", calls),
+        Answers("has no answer", None, calls),
+    ):
+        manager.register(plugin)
+    direct = directhooks.DirectHook(manager, manager.hook.on_status)
+    assert direct(report="r") == "answer"
+    assert calls == ["has no answer", "answers"]
+    calls.clear()
+    assert manager.hook.on_status(report="r") == "answer"
+    assert calls == ["has no answer", "answers"]
 
 
 def test_a_plugin_registered_later_is_called_and_one_unregistered_is_not() -> None:
@@ -249,3 +284,40 @@ def test_live_logging_from_a_worker_shows_as_serially(pytester: pytest.Pytester)
     for result in (serial, pooled):
         result.assert_outcomes(passed=1)
         result.stdout.fnmatch_lines(["*live log call*", "*WARNING*from the test*"])
+
+
+def test_test_statuses_a_conftest_gives_show_as_serially(pytester: pytest.Pytester) -> None:
+    """The controller asks pytest_report_teststatus through a direct caller while the pool
+    runs: a conftest's answer and a conftest's wrapper count as they do serially."""
+    pytester.makeconftest(
+        """
+        import pytest
+
+        @pytest.hookimpl(tryfirst=True)
+        def pytest_report_teststatus(report):
+            if report.when == "call" and report.passed and "fast" in report.nodeid:
+                return "passed", "F", "FAST"
+
+        @pytest.hookimpl(wrapper=True, specname="pytest_report_teststatus")
+        def pytest_report_teststatus_wrapper(report):
+            answer = yield
+            if report.when == "call" and "plain" in report.nodeid:
+                return "passed", "W", "WRAPPED"
+            return answer
+        """
+    )
+    pytester.makepyfile(
+        test_a="""
+        def test_fast(): pass
+        def test_plain(): pass
+        def test_broken(): assert False
+        """
+    )
+    outputs = []
+    for args in ((), (*POOL, "--pool", "2")):
+        result = pytester.runpytest_subprocess(*args, "-p", "no:randomly", "-v")
+        result.assert_outcomes(passed=2, failed=1)
+        outputs.append(
+            sorted(line.split()[1] for line in result.outlines if line.startswith("test_a.py::"))
+        )
+    assert outputs[0] == outputs[1] == ["FAILED", "FAST", "WRAPPED"]
