@@ -43,9 +43,10 @@ see what they would see serially.  Stack dumps come on ``DUMP_SIGNAL``, a real-t
 there is one, which tests leave alone (a test's own SIGUSR1 handler once swallowed them).
 
 **A test's forked child** that returns instead of calling ``os._exit`` leaves at once,
-silently, as soon as its test phase returns into pytest's code (``_ForkedChildGuard``; the
-protocol's end is a second check): it would otherwise report the test again, tear fixtures down,
-run the rest of the chunk and answer on the worker's socket.
+silently, as soon as the phase implementation it forked in (the test's call, a fixture's setup
+or teardown) returns or raises into pluggy (``_ForkedChildGuard``; the protocol's end is a
+second check): it would otherwise report the test again, tear fixtures down, run the rest of the
+chunk and answer on the worker's socket.
 
 **Stopping early.**  The controller sets the board's stop flag (``-x``, ``--maxfail``); a worker
 checks it between items, runs nothing more, and on shutdown tears its fixtures down without
@@ -61,15 +62,17 @@ controller before the pool forks: nothing is pickled, imported or collected agai
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import signal
 import sys
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+import pluggy
 import pytest
 
 from pytest_poolrun import (
@@ -164,36 +167,57 @@ def _leave_if_forked_child() -> None:
         os._exit(0)
 
 
-class _ForkedChildGuard:
-    """Ends a test's forked child as soon as its test phase returns into pytest's code.
+# The test phases whose implementations run a test's fixtures and the test itself.
+_PHASE_HOOKS = ("pytest_runtest_setup", "pytest_runtest_call", "pytest_runtest_teardown")
+# pytest's own plugins whose phase implementations run no code of the test's: they only read
+# marks or collect what the phase left behind, so nothing can fork in them.
+_RUN_NO_TEST_CODE = frozenset({"skipping", "threadexception", "unraisableexception"})
 
-    The innermost wrapper of each phase, so that neither the rest of the protocol (reports,
-    other plugins' hooks, fixture teardowns) nor this worker's code runs in the child.  Every
-    test pays for these three wrappers, so none delegates to a shared generator.
+
+class _ForkedChildGuard:
+    """Ends a test's forked child as soon as the implementation it forked in returns to pluggy.
+
+    Each plain implementation of the three test phases that may run the test's code (pytest's
+    runner: it sets the fixtures up, calls the test and tears the fixtures down; conftests and
+    other plugins) is wrapped, so that it ends a process other than this worker when it
+    returns or raises there.  None of the phase's wrappers goes on in the child (the capture
+    wrapper would read and empty the capture files it shares with the worker), nor the rest of
+    the protocol (reports, other plugins' hooks, fixture teardowns), nor this worker's code.
+    A wrapper of each phase would do the same at a higher cost per test (pluggy's generator
+    machinery, three times); a plugin registered later has its implementations wrapped as it
+    registers.
     """
 
-    @pytest.hookimpl(wrapper=True, trylast=True)
-    def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, object, object]:
-        try:
-            return (yield)
-        finally:
-            _leave_if_forked_child()
+    def __init__(self, config: pytest.Config) -> None:
+        self._hook = config.hook
+        self._guarded: dict[int, pluggy.HookImpl] = {}  # by id; held, so the ids stay theirs
+        self._guard_new_implementations()
 
-    @pytest.hookimpl(wrapper=True, trylast=True)
-    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, object, object]:
-        try:
-            return (yield)
-        finally:
-            _leave_if_forked_child()
+    def _guard_new_implementations(self) -> None:
+        for name in _PHASE_HOOKS:
+            for impl in getattr(self._hook, name).get_hookimpls():
+                if impl.hookwrapper or impl.wrapper or id(impl) in self._guarded:
+                    continue
+                if impl.plugin_name in _RUN_NO_TEST_CODE:
+                    continue
+                impl.function = _leaving_if_forked(impl.function)
+                self._guarded[id(impl)] = impl
 
-    @pytest.hookimpl(wrapper=True, trylast=True)
-    def pytest_runtest_teardown(
-        self, item: pytest.Item, nextitem: pytest.Item | None
-    ) -> Generator[None, object, object]:
+    def pytest_plugin_registered(self) -> None:
+        self._guard_new_implementations()
+
+
+def _leaving_if_forked(function: Callable[..., object]) -> Callable[..., object]:
+    @functools.wraps(function)
+    def leaving_if_forked(*args: object) -> object:
+        # pluggy passes an implementation its arguments positionally.
         try:
-            return (yield)
+            return function(*args)
         finally:
-            _leave_if_forked_child()
+            if os.getpid() != _Shared.pid:  # _leave_if_forked_child, inlined: every test pays
+                os._exit(0)
+
+    return leaving_if_forked
 
 
 def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) -> None:
@@ -246,7 +270,7 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
     forwarder = recording.Forwarder(config, _session().items, _send_loose)
     config.pluginmanager.register(forwarder, "poolrun-forwarder")
     _Shared.forwarder = forwarder
-    config.pluginmanager.register(_ForkedChildGuard(), "poolrun-forked-child-guard")
+    config.pluginmanager.register(_ForkedChildGuard(config), "poolrun-forked-child-guard")
     # Last: the runner's report hook calls in this worker skip pluggy's general path.
     directhooks.install_in_worker(config)
 

@@ -585,3 +585,54 @@ def test_a_forked_child_that_returns_runs_nothing_more_of_the_protocol(
     # Each phase's report once in the worker and once replayed in the controller, no more.
     assert len({pid for pid, _ in lines}) == 2
     assert collections.Counter(when for _, when in lines) == {"setup": 2, "call": 2, "teardown": 2}
+
+
+FORKS_ELSEWHERE = {
+    "the child raises": """
+import os
+def test_forks():
+    pid = os.fork()
+    if pid == 0:
+        raise AssertionError("in the child")
+    os.waitpid(pid, 0)
+""",
+    "a fixture's child returns": """
+import os, pytest
+@pytest.fixture
+def forking():
+    pid = os.fork()
+    if pid:
+        os.waitpid(pid, 0)
+def test_forks(forking): pass
+""",
+    "a plugin registered during the run forks": """
+import os, pytest
+class Forking:
+    @pytest.hookimpl(trylast=True)  # after the test: the runner's guard is behind it
+    def pytest_runtest_call(self, item):
+        if item.name == "test_forks" and os.fork() == 0:
+            return
+@pytest.fixture
+def registers(request):
+    request.config.pluginmanager.register(Forking(), "forking")
+def test_registers(registers): pass
+def test_forks(): pass
+""",
+}
+
+
+@pytest.mark.parametrize("module", FORKS_ELSEWHERE.values(), ids=FORKS_ELSEWHERE)
+def test_a_forked_child_leaves_wherever_it_returns_to_pytest(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, module: str
+) -> None:
+    """The child of a test that raises, of a fixture, of a plugin that came during the run:
+    each leaves when its code returns to pytest, and the test is reported once, as serially."""
+    ledger = file_a_conftest_writes(
+        pytester, monkeypatch, "ledger.txt", "TEST_LEDGER", REPORTS_BY_PROCESS
+    )
+    pytester.makepyfile(test_fork=module)
+    pooled, _ = run(pytester, "--pool", "1")
+    assert pooled.ret == pytest.ExitCode.OK
+    lines = [line.split("-") for line in ledger.read_text().split()]
+    assert len({pid for pid, _ in lines}) == 2  # the worker's reports and the replay's
+    assert collections.Counter(when for _, when in lines) == {"setup": 2, "call": 2, "teardown": 2}
