@@ -23,8 +23,9 @@ in order is all that machinery amounts to.
 In a worker (``install_in_worker``) the runner's calls reach ``config.hook``, so the direct
 callers take the hook callers' places there; anything else asked of them (registering a plugin,
 ``get_hookimpls``) goes to the hook caller they stand for.  They also skip what has no effect in
-a worker (``worker_noops``): pytest's last-failed bookkeeping, which only the controller saves,
-and the live-logging phase names while live logging is off (no-op methods of a null handler).
+a worker (``worker_noops``): pytest's last-failed bookkeeping and this plugin's durations,
+which only the controller saves, and the live-logging phase names while live logging is off
+(no-op methods of a null handler).
 The controller's replay holds its own direct callers (``ReportHooks``).  On the controller's
 ``config.hook`` only ``pytest_report_teststatus`` (a first-result hook: the first answer that
 is not None) gets a direct caller, while the pool runs (``install_in_controller``): the
@@ -39,6 +40,8 @@ from typing import Any, NamedTuple
 
 import pluggy
 import pytest
+
+from pytest_poolrun.durations import DurationRecorder
 
 try:  # Skipped in workers when they are pytest's own (see worker_noops).
     from _pytest.cacheprovider import LFPlugin
@@ -171,7 +174,7 @@ def report_hooks(config: pytest.Config) -> ReportHooks:
 def worker_noops(hook_name: str, impl: pluggy.HookImpl) -> bool:
     """Whether ``impl`` of a report hook has no effect in a worker (see the module docstring)."""
     plugin = impl.plugin
-    if LFPlugin is not None and type(plugin) is LFPlugin:
+    if type(plugin) is DurationRecorder or (LFPlugin is not None and type(plugin) is LFPlugin):
         return hook_name == "pytest_runtest_logreport"
     return (
         LoggingPlugin is not None

@@ -124,7 +124,8 @@ class Forwarder:
         # The terminal reporter, unregistered here, would have asked for the test status; some
         # plugins settle a report's outcome in that hook (pytest's subtests fails a test whose
         # subtests failed, from counts only this process has), so ask as it would have.
-        if not self._status_settled(report):
+        settled_at_once = self.status_reads_only and not self._failed_subtests  # the usual case
+        if not settled_at_once and not self._status_settled(report):
             self.config.hook.pytest_report_teststatus(report=report, config=self.config)
         if report.nodeid == self._nodeid and events.is_plain_pass(report):
             # Of the item being recorded (None: none is): which form it travels in is settled
