@@ -496,9 +496,25 @@ def rebuild_passed(
     ``TestReport.from_item_and_call`` makes it: with the item's node id object (pytest 9) and
     ``keywords``, its keyword names; ``times`` are its duration, start and stop."""
     duration, start, stop = times
+    return _passed_report(_report_node_id(item), location, keywords, when, duration, start, stop)
+
+
+def _report_node_id(item: pytest.Item) -> Any:
     node_id = getattr(item, "id", None)  # pytest 9's node id object; not given, None
+    return item.nodeid if node_id is None else node_id
+
+
+def _passed_report(
+    node_id: Any,
+    location: Location,
+    keywords: dict[str, Literal[1]],
+    when: str,
+    duration: float,
+    start: float,
+    stop: float,
+) -> pytest.TestReport:
     return pytest.TestReport(
-        item.nodeid if node_id is None else node_id,
+        node_id,
         location,
         keywords,
         "passed",
@@ -521,33 +537,46 @@ def replay_item(
     """Call the controller's hooks that ``hook_events``, recorded while ``item`` ran (or
     outside any item: None), stand for, in order; the report hooks through ``hooks`` (by
     default ``config.hook``'s)."""
-    keywords: dict[str, Literal[1]] | None = None
     if hooks is None:
         hooks = _config_report_hooks(config)
+    if len(hook_events) == 1 and type(hook_events[0]) is PassedItem and item is not None:
+        _replay_passed_item(item, hook_events[0], hooks)  # most items of most runs
+        return
+    keywords: dict[str, Literal[1]] | None = None
     for event in hook_events:
         if not isinstance(event, (PassedReport, PassedItem)):
             replay(config, event, hooks)
             continue
         if item is None:
             raise TypeError(f"a passed report outside any item: {event!r}")
+        if isinstance(event, PassedItem):
+            _replay_passed_item(item, event, hooks)
+            continue
         if keywords is None:
             # Walking the keywords is a report's largest cost: once per item, not per report.
             keywords = dict.fromkeys(item.keywords, 1)
         # Each report its own keywords dict, as serially: a plugin may change one.
-        location = event.location
-        if isinstance(event, PassedItem):
-            times = event.times
-            hooks.logstart(nodeid=item.nodeid, location=location)
-            for phase, when in enumerate(_PHASE_ORDER):
-                report = rebuild_passed(
-                    item, location, when, times[3 * phase : 3 * phase + 3], dict(keywords)
-                )
-                hooks.logreport(report=report)
-            hooks.logfinish(nodeid=item.nodeid, location=location)
-        else:
-            times = (event.duration, event.start, event.stop)
-            report = rebuild_passed(item, location, event.when, times, dict(keywords))
-            hooks.logreport(report=report)
+        times = (event.duration, event.start, event.stop)
+        report = rebuild_passed(item, event.location, event.when, times, dict(keywords))
+        hooks.logreport(report=report)
+
+
+def _replay_passed_item(
+    item: pytest.Item, event: PassedItem, hooks: directhooks.ReportHooks
+) -> None:
+    """A plainly passing item's five hook calls, its three reports rebuilt (``rebuild_passed``)."""
+    location, times = event
+    nodeid = item.nodeid
+    node_id = _report_node_id(item)
+    # Walking the keywords is a report's largest cost: once per item, not per report.  Each
+    # report gets its own dict, as serially: a plugin may change one.
+    keywords: dict[str, Literal[1]] = dict.fromkeys(item.keywords, 1)
+    logreport = hooks.logreport
+    hooks.logstart(nodeid=nodeid, location=location)
+    logreport(report=_passed_report(node_id, location, keywords, "setup", *times[0:3]))
+    logreport(report=_passed_report(node_id, location, dict(keywords), "call", *times[3:6]))
+    logreport(report=_passed_report(node_id, location, dict(keywords), "teardown", *times[6:9]))
+    hooks.logfinish(nodeid=nodeid, location=location)
 
 
 def _config_report_hooks(config: pytest.Config) -> directhooks.ReportHooks:
