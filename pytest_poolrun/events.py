@@ -564,7 +564,8 @@ def replay_item(
 def _replay_passed_item(
     item: pytest.Item, event: PassedItem, hooks: directhooks.ReportHooks
 ) -> None:
-    """A plainly passing item's five hook calls, its three reports rebuilt (``rebuild_passed``)."""
+    """A plainly passing item's five hook calls, its three reports made as ``rebuild_passed``
+    makes one, with the item's node id and keyword names read once for all three."""
     location, times = event
     nodeid = item.nodeid
     node_id = _report_node_id(item)
