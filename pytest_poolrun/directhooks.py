@@ -97,6 +97,10 @@ class DirectHook:
         self._caller = caller
         self._skip = skip
         self._impls: list[pluggy.HookImpl] = []
+        # pluggy's own list, changed in place as plugins come and go (None: it has none, and
+        # each call compares a copy).  Read directly: a copy per call is measurable here.
+        live = getattr(caller, "_hookimpls", None)
+        self._live: list[pluggy.HookImpl] | None = live if type(live) is list else None
         self._firstresult = False  # the first result that is not None is the answer
         # What to call, in call order (see _direct_call); None: call through the hook caller.
         self._calls: list[_DirectCall] | None = None
@@ -126,14 +130,10 @@ class DirectHook:
             else None
         )
 
-    def _current_impls(self) -> list[pluggy.HookImpl]:
-        # pluggy's own list where it has one (a copy per call is measurable here), else a copy.
-        impls = getattr(self._caller, "_hookimpls", None)
-        return impls if type(impls) is list else self._caller.get_hookimpls()
-
     def __call__(self, **kwargs: Any) -> Any:
-        if self._current_impls() != self._impls:  # a plugin came or went since the last call
-            self._prepare(self._caller.get_hookimpls())
+        live = self._live
+        if (self._caller.get_hookimpls() if live is None else live) != self._impls:
+            self._prepare(self._caller.get_hookimpls())  # a plugin came or went
         calls = self._calls
         if calls is None or self._pluginmanager._inner_hookexec is not _PLAIN_HOOKEXEC:
             return self._caller(**kwargs)

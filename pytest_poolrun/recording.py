@@ -117,7 +117,10 @@ class Forwarder:
 
     @pytest.hookimpl(trylast=True)
     def pytest_runtest_logstart(self, nodeid: str, location: events.Location) -> None:
-        self._record(events.LogStart(nodeid, location))
+        if self.running is None:
+            self._send_loose(events.LogStart(nodeid, location))
+        else:  # _record, inlined: every test makes this call
+            self._recorded.append(events.LogStart(nodeid, location))
 
     @pytest.hookimpl(trylast=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -146,7 +149,10 @@ class Forwarder:
 
     @pytest.hookimpl(trylast=True)
     def pytest_runtest_logfinish(self, nodeid: str, location: events.Location) -> None:
-        self._record(events.LogFinish(nodeid, location))
+        if self.running is None:
+            self._send_loose(events.LogFinish(nodeid, location))
+        else:  # _record, inlined: every test makes this call
+            self._recorded.append(events.LogFinish(nodeid, location))
 
     @pytest.hookimpl(trylast=True)
     def pytest_warning_recorded(
@@ -184,7 +190,7 @@ class _KeywordCounts:
     def note(self, index: int) -> None:
         """Item ``index`` begins."""
         if self._known:
-            self._own = _own_keywords(self._items[index])
+            self._own = len(self._items[index].keywords._markers)  # type: ignore[attr-defined]
 
     def as_collected(self, index: int) -> bool:
         """Whether item ``index``, which began last (``note``), has the keywords it was
@@ -200,11 +206,6 @@ class _KeywordCounts:
 def _total_keywords(node: Node | None) -> int:
     total = 0
     while node is not None:
-        total += _own_keywords(node)
+        total += len(node.keywords._markers)  # type: ignore[attr-defined]
         node = node.parent
     return total
-
-
-def _own_keywords(node: Node) -> int:
-    markers: dict[str, Any] = node.keywords._markers  # type: ignore[attr-defined]
-    return len(markers)
