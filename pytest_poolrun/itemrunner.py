@@ -358,11 +358,6 @@ def _flush() -> None:
         emit(batch)
 
 
-def _flush_if_due() -> None:
-    if time.monotonic() - _Shared.batch_started >= BATCH_SECONDS:
-        _flush()
-
-
 def _run(index: int, nextitem: pytest.Item | None) -> None:
     session = _session()
     item = session.items[index]
@@ -402,7 +397,8 @@ def _run(index: int, nextitem: pytest.Item | None) -> None:
     _Shared.tests_run += 1
     if board is not None:
         board.clear(info.slot)
-        _flush_if_due()
+        if time.monotonic() - _Shared.batch_started >= BATCH_SECONDS:  # the batch is due
+            _flush()
 
 
 def _protocol(item: pytest.Item, nextitem: pytest.Item | None) -> None:
