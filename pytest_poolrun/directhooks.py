@@ -34,6 +34,7 @@ terminal reporter asks it three times per test.
 
 from __future__ import annotations
 
+import inspect
 import operator
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -97,10 +98,14 @@ class DirectHook:
         self._caller = caller
         self._skip = skip
         self._impls: list[pluggy.HookImpl] = []
-        # pluggy's own list, changed in place as plugins come and go (None: it has none, and
-        # each call compares a copy).  Read directly: a copy per call is measurable here.
+        # pluggy's own list, changed in place as plugins come and go.  Read directly: a copy
+        # per call is measurable here.  None where there is no such list (a subset caller
+        # computes a new one at each read): each call then compares a copy.
         live = getattr(caller, "_hookimpls", None)
-        self._live: list[pluggy.HookImpl] | None = live if type(live) is list else None
+        computed = isinstance(inspect.getattr_static(caller, "_hookimpls", None), property)
+        self._live: list[pluggy.HookImpl] | None = (
+            live if type(live) is list and not computed else None
+        )
         self._firstresult = False  # the first result that is not None is the answer
         # What to call, in call order (see _direct_call); None: call through the hook caller.
         self._calls: list[_DirectCall] | None = None

@@ -149,6 +149,19 @@ def test_a_wrapper_among_the_implementations_still_wraps() -> None:
     assert by_direct == (["a:r", "wrapped"], ["wrapper before", "a", "wrapper after"])
 
 
+def test_a_direct_caller_of_a_subset_caller_sees_plugins_that_come_later() -> None:
+    """pluggy's subset callers (pytest's per-directory hook proxies) make their list anew at
+    each read: the direct caller must not hold on to one."""
+    calls: list[str] = []
+    excluded = Named("excluded", calls)
+    manager = manager_with(Named("a", calls), excluded)
+    subset = manager.subset_hook_caller("on_report", remove_plugins=[excluded])
+    direct = directhooks.DirectHook(manager, subset)
+    manager.register(First("newcomer", calls))
+    assert direct(report="r") == ["newcomer:r", "a:r"]
+    assert calls == ["newcomer", "a"]
+
+
 def test_hook_call_monitoring_sees_direct_calls() -> None:
     calls: list[str] = []
     manager = manager_with(Named("a", calls))
