@@ -424,16 +424,14 @@ def run_chunk(indices: list[int], hold_last: bool = True) -> tuple[str, int | No
         # Every record in it went out over the socket by the end of the last chunk.
         _Shared.journal.truncate(info.slot)
     recycler = _Shared.recycler
-    limited = recycler.limited  # asked once per chunk: most runs set no limit
-    board = _Shared.board
     for position, index in enumerate(indices):
-        if board is not None and board.stop_requested():  # stop_requested(), inlined
+        if stop_requested():
             break
         if _Shared.held is not None:
-            if limited and recycler.next_is_last(_Shared.tests_run):
+            if recycler.next_is_last(_Shared.tests_run):
                 return _retire(indices[position:])
             _run(_Shared.held, nextitem=items[index])
-            if limited and recycler.memory_exceeded():
+            if recycler.memory_exceeded():
                 _Shared.held = None
                 return _retire(indices[position:])
         _Shared.held = index

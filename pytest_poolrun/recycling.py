@@ -51,7 +51,6 @@ class Recycler:
     def __init__(self, max_tests: int | None, max_rss_mb: float | None) -> None:
         self.max_tests = max_tests
         self.max_rss_mb = max_rss_mb
-        self.limited = max_tests is not None or max_rss_mb is not None  # else it never retires
 
     def next_is_last(self, tests_run: int) -> bool:
         """Whether the next test this worker runs must be its last."""
