@@ -117,18 +117,14 @@ class Forwarder:
 
     @pytest.hookimpl(trylast=True)
     def pytest_runtest_logstart(self, nodeid: str, location: events.Location) -> None:
-        if self.running is None:
-            self._send_loose(events.LogStart(nodeid, location))
-        else:  # _record, inlined: every test makes this call
-            self._recorded.append(events.LogStart(nodeid, location))
+        self._record(events.LogStart(nodeid, location))
 
     @pytest.hookimpl(trylast=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         # The terminal reporter, unregistered here, would have asked for the test status; some
         # plugins settle a report's outcome in that hook (pytest's subtests fails a test whose
         # subtests failed, from counts only this process has), so ask as it would have.
-        settled_at_once = self.status_reads_only and not self._failed_subtests  # the usual case
-        if not settled_at_once and not self._status_settled(report):
+        if not self._status_settled(report):
             self.config.hook.pytest_report_teststatus(report=report, config=self.config)
         if report.nodeid == self._nodeid and events.is_plain_pass(report):
             # Of the item being recorded (None: none is): which form it travels in is settled
@@ -149,10 +145,7 @@ class Forwarder:
 
     @pytest.hookimpl(trylast=True)
     def pytest_runtest_logfinish(self, nodeid: str, location: events.Location) -> None:
-        if self.running is None:
-            self._send_loose(events.LogFinish(nodeid, location))
-        else:  # _record, inlined: every test makes this call
-            self._recorded.append(events.LogFinish(nodeid, location))
+        self._record(events.LogFinish(nodeid, location))
 
     @pytest.hookimpl(trylast=True)
     def pytest_warning_recorded(
@@ -190,7 +183,7 @@ class _KeywordCounts:
     def note(self, index: int) -> None:
         """Item ``index`` begins."""
         if self._known:
-            self._own = len(self._items[index].keywords._markers)  # type: ignore[attr-defined]
+            self._own = _own_keywords(self._items[index])
 
     def as_collected(self, index: int) -> bool:
         """Whether item ``index``, which began last (``note``), has the keywords it was
@@ -206,6 +199,11 @@ class _KeywordCounts:
 def _total_keywords(node: Node | None) -> int:
     total = 0
     while node is not None:
-        total += len(node.keywords._markers)  # type: ignore[attr-defined]
+        total += _own_keywords(node)
         node = node.parent
     return total
+
+
+def _own_keywords(node: Node) -> int:
+    markers: dict[str, Any] = node.keywords._markers  # type: ignore[attr-defined]
+    return len(markers)
