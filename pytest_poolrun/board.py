@@ -42,14 +42,13 @@ class Board:
         return bool(_STOP.unpack_from(self._memory, 0)[0])
 
     def set_running(self, slot: int, item: int, started: float, pid: int = 0) -> None:
-        # A worker writes its slot twice per test: the offset is computed here, not called for.
         if 0 <= slot < self.slots:
-            _SLOT.pack_into(self._memory, _STOP.size + _SLOT.size * slot, item, started, pid)
+            _SLOT.pack_into(self._memory, self._offset(slot), item, started, pid)
 
     def clear(self, slot: int, pid: int | None = None) -> None:
         """Mark ``slot`` idle; with ``pid``, only if that process wrote what it holds."""
-        if 0 <= slot < self.slots and (pid is None or self._writer(slot) == pid):
-            _SLOT.pack_into(self._memory, _STOP.size + _SLOT.size * slot, -1, 0.0, 0)
+        if pid is None or self._writer(slot) == pid:
+            self.set_running(slot, -1, 0.0)
 
     def running(self, slot: int, pid: int | None = None) -> tuple[int, float] | None:
         """(item index, start time) of what the worker in ``slot`` runs now, if anything.

@@ -539,9 +539,6 @@ def replay_item(
     default ``config.hook``'s)."""
     if hooks is None:
         hooks = _config_report_hooks(config)
-    if len(hook_events) == 1 and type(hook_events[0]) is PassedItem and item is not None:
-        _replay_passed_item(item, hook_events[0], hooks)  # most items of most runs
-        return
     keywords: dict[str, Literal[1]] | None = None
     for event in hook_events:
         if not isinstance(event, (PassedReport, PassedItem)):

@@ -65,11 +65,9 @@ class SlotFiles:
     def append(self, slot: int, data: bytes) -> None:
         """Write ``data`` at the end of the slot's file (raises OSError, e.g. on a full disk)."""
         fd = self._fds[slot]
-        written = os.write(fd, data)  # all of it, nearly always: one call per finished test
-        if written < len(data):
-            view = memoryview(data)[written:]
-            while view:
-                view = view[os.write(fd, view) :]
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
 
     def truncate(self, slot: int) -> None:
         os.ftruncate(self._fds[slot], 0)
