@@ -168,12 +168,12 @@ class ReportHooks(NamedTuple):
     logfinish: Callable[..., Any]
 
 
-def report_hooks(config: pytest.Config) -> ReportHooks:
-    """Direct callers of ``config``'s report hooks, for the controller's replay."""
+def report_hooks(config: pytest.Config, relay: Any = None) -> ReportHooks:
+    """Direct callers of the report hooks of ``relay`` (default: ``config.hook``; or a test
+    file's hook proxy), for the controller's replay."""
     pluginmanager = config.pluginmanager
-    return ReportHooks(
-        *(DirectHook(pluginmanager, getattr(config.hook, name)) for name in REPORT_HOOKS)
-    )
+    hooks = config.hook if relay is None else relay
+    return ReportHooks(*(DirectHook(pluginmanager, getattr(hooks, name)) for name in REPORT_HOOKS))
 
 
 def worker_noops(hook_name: str, impl: pluggy.HookImpl) -> bool:

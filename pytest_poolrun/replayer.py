@@ -4,8 +4,9 @@ Data flow, in the controller's thread::
 
     ItemFinished(item, hook events) ─▶ in_order(item, replay) ─▶ events.replay_item, in order:
                                         pytest_runtest_logstart / logreport / logfinish
-                                        (through directhooks' callers, made once),
-                                        warning_recorded (terminal, junitxml, cache…)
+                                        (through directhooks' callers of the item's hook
+                                        proxy, made once per proxy), warning_recorded
+                                        (terminal, junitxml, cache…)
     a crash, a timeout   ─▶ crash_report(item, why, sections): one failed "call" report,
                             which pytest_handlecrashitem may turn into a rerun ─▶ report_crash
     a pool out of workers ─▶ report_not_run(item, why): one failed "call" report ("not run: …")
@@ -16,6 +17,11 @@ is replayed (``collection``), so that the output is a serial run's line for line
 stops (``-x``, ``--maxfail``), collection order replays nothing more (the items past the
 failing one would not have run serially); completion order goes on reporting the tests that
 were running and ran to their end, since they did run.
+
+**Whose hooks.**  A serial run calls an item's report hooks through ``item.ihook``: the
+plugins, and the conftests of the item's directory and those above it, not a conftest of
+another directory.  The replay calls them through the same proxy (``hookproxies``, one per
+test file), so a conftest in ``tests/unit`` sees the reports of ``tests/unit``'s tests only.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import pytest
 from _pytest._code.code import ReprFileLocation, TerminalRepr
 from _pytest._io import TerminalWriter
 
-from pytest_poolrun import directhooks, events
+from pytest_poolrun import directhooks, events, hookproxies
 
 
 class SyntheticFailure(TerminalRepr):
@@ -62,6 +68,9 @@ class Replayer:
         self._stop_reason: str | bool = False
         self._pending: dict[int, Callable[[], None]] = {}
         self._hooks = directhooks.report_hooks(self._config)
+        # The controller imports no conftest while the pool runs: a file's proxy stays right.
+        self._proxies = hookproxies.HookProxies(session)
+        self._scoped_hooks: dict[int, tuple[object, directhooks.ReportHooks]] = {}
         self._next = 0
 
     def stop(self) -> bool:
@@ -89,9 +98,23 @@ class Replayer:
         """Replay the hook calls recorded while item ``item`` ran (None: outside any item)."""
         if self._drops_after_stop():
             return
-        node = None if item is None else self._session.items[item]
-        events.replay_item(self._config, node, hook_events, self._hooks)
+        if item is None:
+            events.replay_item(self._config, None, hook_events, self._hooks)
+        else:
+            node = self._session.items[item]
+            events.replay_item(self._config, node, hook_events, self._hooks_of(node))
         self._check_stop()
+
+    def _hooks_of(self, item: pytest.Item) -> directhooks.ReportHooks:
+        """The report hooks a serial run calls for ``item`` (see the module docstring)."""
+        relay = self._proxies(item.path)
+        if relay is self._config.hook:  # every conftest applies: the common case
+            return self._hooks
+        kept = self._scoped_hooks.get(id(relay))  # the relay is held there: the id stays its own
+        if kept is None:
+            kept = (relay, directhooks.report_hooks(self._config, relay))
+            self._scoped_hooks[id(relay)] = kept
+        return kept[1]
 
     def crash_report(
         self, item: int, why: str, sections: Sequence[tuple[str, str]] = ()
@@ -139,10 +162,10 @@ class Replayer:
         if self._drops_after_stop() or (self.stopped and report.when == "setup"):
             return  # a not-run report: after a stop, the item was simply not run
         item = self._session.items[index]
-        hook = self._config.hook
-        hook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
-        hook.pytest_runtest_logreport(report=report)
-        hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+        hooks = self._hooks_of(item)
+        hooks.logstart(nodeid=item.nodeid, location=item.location)
+        hooks.logreport(report=report)
+        hooks.logfinish(nodeid=item.nodeid, location=item.location)
         self._check_stop()
 
     def _drops_after_stop(self) -> bool:
