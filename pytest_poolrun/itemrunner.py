@@ -5,7 +5,8 @@ Data flow, in a worker forked from the controller after collection::
     Pool task run_chunk([i, j, k]) ─▶ empty the slot's journal; for each index:
         Board.set_running (forked) or ItemStarted (fresh) ─▶ pytest_runtest_protocol
                                         │ every pytest_runtest_* hook of every plugin fires here
-                                        │ (the report hooks through directhooks' callers);
+                                        │ (the report hooks through directhooks' callers,
+                                        │ item.ihook through hookproxies: one per file);
                                         │ recording.Forwarder records logstart, logreport,
                                         │ logfinish, warnings
         ItemFinished(index, recorded events) ─▶ events.encode, once ─▶ the record:
@@ -80,6 +81,7 @@ from pytest_poolrun import (
     directhooks,
     events,
     forwarding,
+    hookproxies,
     recording,
     runid,
     workerfeatures,
@@ -270,6 +272,7 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
     config.pluginmanager.register(forwarder, "poolrun-forwarder")
     _Shared.forwarder = forwarder
     config.pluginmanager.register(_ForkedChildGuard(config), "poolrun-forked-child-guard")
+    hookproxies.install(_session())
     # Last: the runner's report hook calls in this worker skip pluggy's general path.
     directhooks.install_in_worker(config)
 
