@@ -389,6 +389,10 @@ def tiny50k_targets(r: SuiteResult, results: dict[str, SuiteResult]) -> list[Che
     return [*limit_targets(r), at_most("peak RSS ≤ 1.25x serial", rss, 1.25)]
 
 
+def tiny_conftests_targets(r: SuiteResult, results: dict[str, SuiteResult]) -> list[Check]:
+    return limit_targets(r)
+
+
 def sleep_targets(r: SuiteResult, results: dict[str, SuiteResult]) -> list[Check]:
     return [at_least("≥ 6x faster than serial", ratio(r.wall(SERIAL), r.wall(POOLRUN)), 6.0)]
 
@@ -437,6 +441,7 @@ Targets = Callable[[SuiteResult, dict[str, SuiteResult]], list[Check]]
 TARGETS: dict[str, Targets] = {
     "tiny": tiny_targets,
     "tiny50k": tiny50k_targets,
+    "tiny-conftests": tiny_conftests_targets,
     "sleep": sleep_targets,
     "cpu": cpu_targets,
     "skewed": skewed_targets,

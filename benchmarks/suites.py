@@ -94,6 +94,7 @@ def _write(folder: Path, files: dict[str, str]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "pytest.ini").write_text(INI_TEXT)
     for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text(textwrap.dedent(text).lstrip())
 
 
@@ -127,6 +128,27 @@ def build_tiny50k(folder: Path, quick: bool, cal: Calibration) -> Suite:
     """
     _write(folder, {"test_tiny50k.py": module})
     return Suite("tiny50k", folder, workers=2)
+
+
+def build_tiny_conftests(folder: Path, quick: bool, cal: Calibration) -> Suite:
+    """Per-test overhead where each test directory has its own conftest (hook proxies)."""
+    packages, modules, per_module = (5, 2, 50) if quick else (5, 10, 100)
+    conftest = """
+        import pytest
+
+
+        @pytest.fixture
+        def here():
+            return __name__
+    """
+    files = {"conftest.py": conftest}
+    for p in range(packages):
+        files[f"pkg_{p}/__init__.py"] = ""
+        files[f"pkg_{p}/conftest.py"] = conftest
+        for m in range(modules):
+            files[f"pkg_{p}/test_tiny_{m:02d}.py"] = _tests(per_module, "pass")
+    _write(folder, files)
+    return Suite("tiny-conftests", folder, workers=2)
 
 
 def build_sleep(folder: Path, quick: bool, cal: Calibration) -> Suite:
@@ -251,6 +273,7 @@ Builder = Callable[[Path, bool, Calibration], Suite]
 BUILDERS: dict[str, Builder] = {
     "tiny": build_tiny,
     "tiny50k": build_tiny50k,
+    "tiny-conftests": build_tiny_conftests,
     "sleep": build_sleep,
     "cpu": build_cpu,
     "skewed": build_skewed,
