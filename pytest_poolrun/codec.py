@@ -19,8 +19,6 @@ import sys
 import traceback
 from typing import Any
 
-import cloudpickle
-
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 # How a pickle names the main script's module when it refers to one of its functions or classes.
 # A worker cannot resolve such a reference when it was started before the object was defined, or
@@ -54,14 +52,22 @@ def _short_repr(obj: object) -> str:
     return text if len(text) <= REPR_LIMIT else text[: REPR_LIMIT - 3] + "..."
 
 
+def _cloudpickle() -> Any:
+    # Imported when first needed: most runs never pickle by value, and every pytest run with
+    # this plugin installed would pay for the import at startup.
+    import cloudpickle
+
+    return cloudpickle
+
+
 def dumps(obj: object) -> bytes:
     """Pickle with the standard pickler, falling back to cloudpickle for what it refuses."""
     try:
         blob = pickle.dumps(obj, PROTOCOL)
     except Exception:
-        return cloudpickle.dumps(obj, PROTOCOL)  # type: ignore[no-any-return]
+        return _cloudpickle().dumps(obj, PROTOCOL)  # type: ignore[no-any-return]
     if MAIN_REFERENCE in blob:
-        return cloudpickle.dumps(obj, PROTOCOL)  # type: ignore[no-any-return]
+        return _cloudpickle().dumps(obj, PROTOCOL)  # type: ignore[no-any-return]
     return blob
 
 
@@ -87,6 +93,7 @@ def dumps_by_value(func: object) -> bytes:
         or name.partition(".")[0] == __name__.partition(".")[0]
     ):
         return dumps(func)
+    cloudpickle = _cloudpickle()
     cloudpickle.register_pickle_by_value(module)
     try:
         return cloudpickle.dumps(func, PROTOCOL)  # type: ignore[no-any-return]

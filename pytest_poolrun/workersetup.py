@@ -21,7 +21,6 @@ work; one that found the same ids in another order takes the controller's order.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import faulthandler
 import io
 import itertools
@@ -128,6 +127,8 @@ MISMATCH_LINES = 12
 
 
 def mismatch_message(name: str, expected: tuple[str, ...], found: tuple[str, ...]) -> str:
+    import difflib  # only for this rare error: not at every run's startup
+
     diff = difflib.unified_diff(list(expected), list(found), "controller", name, lineterm="", n=0)
     shown = list(itertools.islice(diff, MISMATCH_LINES))
     return (
