@@ -1,13 +1,15 @@
 """Hook proxies: each test file's, built once instead of at every hook call.
 
-Data flow, in a worker once its session is collected (``install``), and in the controller's
-replay (``replayer.Replayer`` holds a ``HookProxies`` of its own for the run)::
+Data flow, in a worker once its session is collected (``install``)::
 
-    item.ihook ─▶ session.gethookproxy(item.path) ─▶ HookProxies(path)
+    item.ihook ─▶ session.gethookproxy(item.path) ─▶ PerFile(path)
         this path object seen before, and no plugin registered since?
         ├─ yes ─▶ the proxy built then
         └─ no  ─▶ pytest's own gethookproxy(path), kept for the next call
     pytest_plugin_registered (any plugin, a conftest among them) ─▶ every proxy is forgotten
+
+and in the controller's replay, where a ``PerFile`` keeps each file's report hooks, made
+from its proxy (``replayer.Replayer``).
 
 Why: pytest's runner asks for ``item.ihook`` about seven times per test, and pytest works out
 the proxy anew each time: which conftests lie above the file, and, where some conftest does
@@ -15,37 +17,40 @@ not apply to it, a new proxy whose hook callers leave that conftest out, made ag
 call.  The answer depends on the file and on the conftests the plugin manager holds, and
 conftests are only added by registering them, which forgets every kept proxy.  A worker
 collects nothing after its session is collected, so in practice it builds one proxy per file.
-The controller imports no conftest while the pool runs, so the replay's proxies need no
-forgetting.
+The controller imports no conftest while the pool runs, so the replay's need no forgetting.
 
 A kept proxy stays live: a subset hook caller reads the plugin manager's implementations at
 each call, so a plugin registered during the run is called through it as through a new one.
-Items of one file share their ``path`` object (a node takes its parent's), so proxies are kept
-by the path object's identity, with the object held so that its id stays its own.
+Items of one file share their ``path`` object (a node takes its parent's), so what is built
+is kept by the path object's identity, with the object held so that its id stays its own.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 import pytest
 
+Built = TypeVar("Built")
 
-class HookProxies:
-    """``session.gethookproxy``, answering each path object with the proxy built for it."""
 
-    def __init__(self, session: pytest.Session) -> None:
-        self._build = session.gethookproxy  # pytest's own, bound before install replaces it
-        self._kept: dict[int, tuple[os.PathLike[str], Any]] = {}
+class PerFile(Generic[Built]):
+    """What ``build`` gives for a test file's path, built once for each path object, until a
+    plugin registers (``pytest_plugin_registered``, where this is registered as a plugin)."""
 
-    def __call__(self, fspath: os.PathLike[str]) -> Any:
+    def __init__(self, build: Callable[[os.PathLike[str]], Built]) -> None:
+        self._build = build
+        self._kept: dict[int, tuple[os.PathLike[str], Built]] = {}
+
+    def __call__(self, fspath: os.PathLike[str]) -> Built:
         kept = self._kept.get(id(fspath))
         if kept is not None and kept[0] is fspath:
             return kept[1]
-        proxy = self._build(fspath)
-        self._kept[id(fspath)] = (fspath, proxy)
-        return proxy
+        built = self._build(fspath)
+        self._kept[id(fspath)] = (fspath, built)
+        return built
 
     def pytest_plugin_registered(self) -> None:
         self._kept.clear()
@@ -54,7 +59,7 @@ class HookProxies:
 def install(session: pytest.Session) -> None:
     """Answer this worker's ``item.ihook`` from kept proxies from now on (a worker's own
     session only: it lives as long as the worker)."""
-    proxies = HookProxies(session)
+    proxies = PerFile(session.gethookproxy)  # pytest's own, bound before it is replaced
     # An instance attribute: Node.ihook looks the method up on the session object.
     setattr(session, "gethookproxy", proxies)  # noqa: B010 - mypy: cannot assign to a method
     session.config.pluginmanager.register(proxies, "poolrun-hook-proxies")

@@ -5,7 +5,7 @@ Data flow, in the controller's thread::
     ItemFinished(item, hook events) ─▶ in_order(item, replay) ─▶ events.replay_item, in order:
                                         pytest_runtest_logstart / logreport / logfinish
                                         (through directhooks' callers of the item's hook
-                                        proxy, made once per proxy), warning_recorded
+                                        proxy, made once per test file), warning_recorded
                                         (terminal, junitxml, cache…)
     a crash, a timeout   ─▶ crash_report(item, why, sections): one failed "call" report,
                             which pytest_handlecrashitem may turn into a rerun ─▶ report_crash
@@ -20,12 +20,13 @@ were running and ran to their end, since they did run.
 
 **Whose hooks.**  A serial run calls an item's report hooks through ``item.ihook``: the
 plugins, and the conftests of the item's directory and those above it, not a conftest of
-another directory.  The replay calls them through the same proxy (``hookproxies``, one per
-test file), so a conftest in ``tests/unit`` sees the reports of ``tests/unit``'s tests only.
+another directory.  The replay calls them through the same proxy (kept by ``hookproxies``,
+one per test file), so a conftest in ``tests/unit`` sees the reports of ``tests/unit``'s tests only.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from functools import partial
 
@@ -68,9 +69,9 @@ class Replayer:
         self._stop_reason: str | bool = False
         self._pending: dict[int, Callable[[], None]] = {}
         self._hooks = directhooks.report_hooks(self._config)
-        # The controller imports no conftest while the pool runs: a file's proxy stays right.
-        self._proxies = hookproxies.HookProxies(session)
-        self._scoped_hooks: dict[int, tuple[object, directhooks.ReportHooks]] = {}
+        # Each file's report hooks (see "Whose hooks"); no forgetting: the controller imports
+        # no conftest while the pool runs.
+        self._hooks_by_file = hookproxies.PerFile(self._report_hooks_at)
         self._next = 0
 
     def stop(self) -> bool:
@@ -107,14 +108,13 @@ class Replayer:
 
     def _hooks_of(self, item: pytest.Item) -> directhooks.ReportHooks:
         """The report hooks a serial run calls for ``item`` (see the module docstring)."""
-        relay = self._proxies(item.path)
+        return self._hooks_by_file(item.path)
+
+    def _report_hooks_at(self, path: os.PathLike[str]) -> directhooks.ReportHooks:
+        relay = self._session.gethookproxy(path)
         if relay is self._config.hook:  # every conftest applies: the common case
             return self._hooks
-        kept = self._scoped_hooks.get(id(relay))  # the relay is held there: the id stays its own
-        if kept is None:
-            kept = (relay, directhooks.report_hooks(self._config, relay))
-            self._scoped_hooks[id(relay)] = kept
-        return kept[1]
+        return directhooks.report_hooks(self._config, relay)
 
     def crash_report(
         self, item: int, why: str, sections: Sequence[tuple[str, str]] = ()

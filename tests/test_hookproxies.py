@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from helpers import POOL
 
-from pytest_poolrun.hookproxies import HookProxies
+from pytest_poolrun.hookproxies import PerFile
 
 
 def _noting_conftest(name: str, notes: Path) -> str:
@@ -68,29 +68,29 @@ def test_each_directorys_conftest_hooks_fire_for_its_own_tests_as_serially(
         assert count == (2 if " report-" in line else 1), line
 
 
-class _CountingSession:
-    """Stands for a session: its gethookproxy counts the proxies it builds."""
+class _CountingBuilder:
+    """Stands for pytest's gethookproxy: notes each proxy it builds."""
 
     def __init__(self) -> None:
         self.built: list[Any] = []
 
-    def gethookproxy(self, fspath: Any) -> object:
+    def __call__(self, fspath: Any) -> object:
         proxy = object()
         self.built.append((fspath, proxy))
         return proxy
 
 
 def test_a_path_objects_proxy_is_built_once_until_a_plugin_registers() -> None:
-    session = _CountingSession()
-    proxies = HookProxies(session)  # type: ignore[arg-type]
+    build = _CountingBuilder()
+    proxies = PerFile(build)
     alpha, beta = Path("alpha/test_one.py"), Path("alpha/test_one.py")
     first = proxies(alpha)
     assert proxies(alpha) is first
     # An equal path, but another object (items of one file share theirs): built for itself.
     assert proxies(beta) is not first
-    assert len(session.built) == 2
+    assert len(build.built) == 2
     proxies.pytest_plugin_registered()
     again = proxies(alpha)
     assert again is not first
-    assert session.built[-1] == (alpha, again)
-    assert len(session.built) == 3
+    assert build.built[-1] == (alpha, again)
+    assert len(build.built) == 3
