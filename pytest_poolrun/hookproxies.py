@@ -3,7 +3,7 @@
 Data flow, in a worker once its session is collected (``install``)::
 
     item.ihook ─▶ session.gethookproxy(item.path) ─▶ PerFile(path)
-        this path object seen before, and no plugin registered since?
+        this path seen before, and no plugin registered since?
         ├─ yes ─▶ the proxy built then
         └─ no  ─▶ pytest's own gethookproxy(path), kept for the next call
     pytest_plugin_registered (any plugin, a conftest among them) ─▶ every proxy is forgotten
@@ -21,8 +21,8 @@ The controller imports no conftest while the pool runs, so the replay's need no 
 
 A kept proxy stays live: a subset hook caller reads the plugin manager's implementations at
 each call, so a plugin registered during the run is called through it as through a new one.
-Items of one file share their ``path`` object (a node takes its parent's), so what is built
-is kept by the path object's identity, with the object held so that its id stays its own.
+What is built is kept by path, so a caller that makes a new path object at each call gets
+the same answer, and the memo holds one entry per file, not one per call.
 """
 
 from __future__ import annotations
@@ -37,20 +37,21 @@ Built = TypeVar("Built")
 
 
 class PerFile(Generic[Built]):
-    """What ``build`` gives for a test file's path, built once for each path object, until a
-    plugin registers (``pytest_plugin_registered``, where this is registered as a plugin)."""
+    """What ``build`` gives for a test file's path, built once for each path, until a plugin
+    registers (``pytest_plugin_registered``, where this is registered as a plugin)."""
 
     def __init__(self, build: Callable[[os.PathLike[str]], Built]) -> None:
         self._build = build
-        self._kept: dict[int, tuple[os.PathLike[str], Built]] = {}
+        # By path: items of one file share their path object (a node takes its parent's), and
+        # a path caches its hash, so a lookup costs what one by the object's id would.
+        self._kept: dict[os.PathLike[str], Built] = {}
 
     def __call__(self, fspath: os.PathLike[str]) -> Built:
-        kept = self._kept.get(id(fspath))
-        if kept is not None and kept[0] is fspath:
-            return kept[1]
-        built = self._build(fspath)
-        self._kept[id(fspath)] = (fspath, built)
-        return built
+        try:
+            return self._kept[fspath]
+        except KeyError:
+            built = self._kept[fspath] = self._build(fspath)
+            return built
 
     def pytest_plugin_registered(self) -> None:
         self._kept.clear()

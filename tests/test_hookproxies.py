@@ -80,17 +80,18 @@ class _CountingBuilder:
         return proxy
 
 
-def test_a_path_objects_proxy_is_built_once_until_a_plugin_registers() -> None:
+def test_a_files_proxy_is_built_once_until_a_plugin_registers() -> None:
     build = _CountingBuilder()
     proxies = PerFile(build)
-    alpha, beta = Path("alpha/test_one.py"), Path("alpha/test_one.py")
-    first = proxies(alpha)
-    assert proxies(alpha) is first
-    # An equal path, but another object (items of one file share theirs): built for itself.
-    assert proxies(beta) is not first
+    one, same, other = Path("alpha/test_one.py"), Path("alpha/test_one.py"), Path("beta/t.py")
+    first = proxies(one)
+    assert proxies(one) is first
+    # An equal path made anew (as some callers do at each call): the same proxy, none built.
+    assert proxies(same) is first
+    assert proxies(other) is not first
     assert len(build.built) == 2
     proxies.pytest_plugin_registered()
-    again = proxies(alpha)
+    again = proxies(same)
     assert again is not first
-    assert build.built[-1] == (alpha, again)
+    assert build.built[-1] == (same, again)
     assert len(build.built) == 3
