@@ -135,6 +135,9 @@ def prepare(
     any signal disposition."""
     _Shared.session, _Shared.board, _Shared.basetemp = session, board, basetemp
     _Shared.journal, _Shared.faults = journal, faults
+    # Listed here, not in each forked worker: walking sys.modules there would touch (and copy)
+    # a page of every module object for a reference count.
+    _Shared.own_modules = _plugin_modules()
     _Shared.dispositions = {}
     for signum in signal.valid_signals():
         if signum in _FIXED_SIGNALS:
@@ -143,6 +146,14 @@ def prepare(
             _Shared.dispositions[signum] = signal.getsignal(signum)
         except (OSError, ValueError):
             continue
+
+
+def _plugin_modules() -> dict[str, object]:
+    return {
+        name: module
+        for name, module in sys.modules.items()
+        if name == __package__ or name.startswith(f"{__package__}.")
+    }
 
 
 def stop_requested() -> bool:
@@ -230,11 +241,8 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
     info = current_worker()
     assert info is not None
     _Shared.pid = os.getpid()
-    _Shared.own_modules = {
-        name: module
-        for name, module in sys.modules.items()
-        if name == __package__ or name.startswith(f"{__package__}.")
-    }
+    if not _Shared.own_modules:  # a fresh worker: a forked one inherits them (prepare)
+        _Shared.own_modules = _plugin_modules()
     os.environ["PYTEST_XDIST_WORKER"] = info.name
     os.environ["PYTEST_XDIST_WORKER_COUNT"] = str(worker_count)
     os.environ["PYTEST_XDIST_TESTRUNUID"] = testrun_uid
