@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from multiprocessing.pool import RUN
 from typing import Any, TypeVar
 
-from pytest_poolrun import codec, workerset
+from pytest_poolrun import workerset
 from pytest_poolrun.dispatch import Dispatcher, Feeder
 from pytest_poolrun.gateway import expand_specs
 from pytest_poolrun.manager import Manager
@@ -68,7 +68,7 @@ from pytest_poolrun.poolerrors import SendError as SendError
 from pytest_poolrun.poolerrors import TaskCancelledError as TaskCancelledError
 from pytest_poolrun.poolerrors import TaskTimeoutError as TaskTimeoutError
 from pytest_poolrun.poolerrors import WorkerLostError as WorkerLostError
-from pytest_poolrun.poolworker import APPLY, MAP, STARMAP
+from pytest_poolrun.poolworker import APPLY, MAP, STARMAP, WorkerSetup
 from pytest_poolrun.results import AsyncResult as AsyncResult
 from pytest_poolrun.results import IMapIterator as IMapIterator
 from pytest_poolrun.results import MapResult as MapResult
@@ -121,7 +121,9 @@ class Pool:
         slot_specs = worker_slots(processes, specs, initializer, maxtasksperchild)
         method = resolve_start_method(start_method, context)
         hooks = hooks or PoolHooks()
-        setup = codec.dumps((initializer, tuple(initargs), hooks.finalizer))
+        setup = WorkerSetup(initializer, tuple(initargs), hooks.finalizer)
+        if method != "fork" or specs:
+            setup.pickled()  # what cannot be pickled fails here, not as a worker starts
         workers = WorkerSet(
             slot_specs, method, setup, maxtasksperchild, name_prefix, max_restarts, context
         )

@@ -45,10 +45,35 @@ from pytest_poolrun.wire import (
     WorkerEnd,
 )
 
+SetupObjects = tuple[
+    "Callable[..., object] | None", "tuple[Any, ...]", "Callable[[], object] | None"
+]
 APPLY, MAP, STARMAP = 0, 1, 2
 # Functions are sent as blobs; a map sends the same blob with every chunk, so keep a few decoded.
 FUNCTION_CACHE_SIZE = 8
 PR_SET_PDEATHSIG = 1
+
+
+class WorkerSetup:
+    """What a worker runs first and last: the pool's initializer with its arguments, and its
+    finalizer.  A forked worker inherits the objects themselves; a worker started any other way
+    gets them pickled, once for all such workers (``pickled``).  Not pickling for a fork keeps
+    it off the path to a forked worker's first task: the test runner's arguments hold every
+    test's node id, which the controller would pickle and each worker unpickle."""
+
+    def __init__(
+        self,
+        initializer: Callable[..., object] | None,
+        initargs: tuple[Any, ...],
+        finalizer: Callable[[], object] | None,
+    ) -> None:
+        self.objects = (initializer, initargs, finalizer)
+        self._pickled: bytes | None = None
+
+    def pickled(self) -> bytes:
+        if self._pickled is None:
+            self._pickled = codec.dumps(self.objects)
+        return self._pickled
 
 
 class WorkerInfo(NamedTuple):
@@ -118,18 +143,19 @@ def prepare_process() -> None:
 def worker_main(
     sock: socket.socket,
     info: WorkerInfo,
-    setup: bytes,
+    setup: bytes | SetupObjects,
     maxtasks: int | None,
 ) -> None:
-    """Entry point of a local worker process (the target of its ``multiprocessing.Process``)."""
+    """Entry point of a local worker process (the target of its ``multiprocessing.Process``);
+    ``setup`` is ``WorkerSetup.objects`` in a forked worker, else pickled."""
     prepare_process()
     serve(WorkerEnd(sock), info, setup, maxtasks)
 
 
-def serve(end: End, info: WorkerInfo, setup: bytes, maxtasks: int | None) -> None:
+def serve(end: End, info: WorkerInfo, setup: bytes | SetupObjects, maxtasks: int | None) -> None:
     """Run the initializer, then tasks until told to stop; the same loop for every transport."""
     _ThisWorker.info, _ThisWorker.end = info, end
-    initializer, initargs, finalizer = pickle.loads(setup)
+    initializer, initargs, finalizer = pickle.loads(setup) if isinstance(setup, bytes) else setup
     if initializer is not None:
         try:
             initializer(*initargs)

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from pytest_poolrun.forksafety import fork_blockers, platform_forks_safely, quiet_fork
 from pytest_poolrun.gateway import REMOTE_LOST, bridge_main
-from pytest_poolrun.poolworker import WorkerInfo, worker_main
+from pytest_poolrun.poolworker import WorkerInfo, WorkerSetup, worker_main
 from pytest_poolrun.wire import ControllerEnd
 
 if TYPE_CHECKING:
@@ -221,7 +221,7 @@ class WorkerSet:
     """The workers by slot, and the policy for replacing them.
 
     ``slot_specs`` has one entry per slot: ``None`` for a local worker, an execnet spec for a
-    worker behind a gateway.  ``setup`` is the pickled (initializer, initargs, finalizer).
+    worker behind a gateway.  ``setup`` holds the initializer, its arguments and the finalizer.
     ``context`` (optional) is the ``multiprocessing`` context whose ``Process`` starts workers.
     """
 
@@ -229,7 +229,7 @@ class WorkerSet:
         self,
         slot_specs: Sequence[str | None],
         method: str,
-        setup: bytes,
+        setup: WorkerSetup,
         maxtasks: int | None,
         name_prefix: str,
         max_restarts: int | None,
@@ -312,7 +312,9 @@ class WorkerSet:
         ours, theirs = socket.socketpair()
         info = WorkerInfo(f"{self._name_prefix}{slot}", slot)
         target: Callable[..., None] = worker_main if spec is None else bridge_main
-        args: tuple[Any, ...] = (theirs, info, self._setup, self._maxtasks)
+        forked = method == "fork" and spec is None
+        setup = self._setup.objects if forked else self._setup.pickled()
+        args: tuple[Any, ...] = (theirs, info, setup, self._maxtasks)
         _controller_sockets.add(ours)
         try:
             process = context.Process(

@@ -325,6 +325,15 @@ def test_initializer_runs_in_every_worker(make_pool: MakePool) -> None:
     assert pool.map(remembered, range(8), 1) == [["ready", 2]] * 8
 
 
+def test_forked_workers_get_an_initializer_and_arguments_that_cannot_be_pickled(
+    make_pool: MakePool,
+) -> None:
+    # A forked worker inherits them, as multiprocessing's do: nothing is pickled.
+    lock = threading.Lock()
+    pool = make_pool(2, lambda held: remember(type(held).__name__, held.locked()), (lock,))
+    assert pool.map(remembered, range(4), 1) == [[type(lock).__name__, False]] * 4
+
+
 def test_maxtasksperchild_replaces_workers(make_pool: MakePool) -> None:
     pool = make_pool(1, maxtasksperchild=1)
     pids = [pool.apply(pid_of_worker) for _ in range(3)]

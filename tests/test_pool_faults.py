@@ -370,6 +370,13 @@ def test_unpicklable_argument_is_named_with_its_type(pool: Pool) -> None:
     assert pool.apply(square, (2,)) == 4
 
 
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+def test_initargs_that_cannot_be_pickled_are_refused_at_construction(start_method: str) -> None:
+    # Such a worker gets them pickled: the pickler's error comes before any worker starts.
+    with pytest.raises(TypeError):
+        Pool(1, identity, (threading.Lock(),), start_method=start_method)
+
+
 class RefusesPickling:
     def __reduce__(self) -> Any:
         raise RuntimeError("this object refuses to be pickled")
