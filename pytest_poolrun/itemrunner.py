@@ -120,6 +120,7 @@ class _Shared:
     dispositions: dict[int, Any] = {}
     pid: int = 0
     own_modules: dict[str, object] = {}
+    keyword_counts: recording.KeywordCounts | None = None  # counted before forking (prepare)
     tests_run: int = 0
     recycler: Recycler = Recycler(None, None)
 
@@ -138,6 +139,7 @@ def prepare(
     # Listed here, not in each forked worker: walking sys.modules there would touch (and copy)
     # a page of every module object for a reference count.
     _Shared.own_modules = _plugin_modules()
+    _Shared.keyword_counts = recording.KeywordCounts(session.items)
     _Shared.dispositions = {}
     for signum in signal.valid_signals():
         if signum in _FIXED_SIGNALS:
@@ -276,7 +278,7 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
         sys.stderr = _forwarded(sys.__stderr__)
     for error in adapters.worker_started(config, _Shared.forked):
         print(f"poolrun: worker {info.name} could not prepare a plugin: {error}")
-    forwarder = recording.Forwarder(config, _session().items, _send_loose)
+    forwarder = recording.Forwarder(config, _session().items, _send_loose, _Shared.keyword_counts)
     config.pluginmanager.register(forwarder, "poolrun-forwarder")
     _Shared.forwarder = forwarder
     config.pluginmanager.register(_ForkedChildGuard(config), "poolrun-forked-child-guard")

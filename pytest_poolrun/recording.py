@@ -53,12 +53,15 @@ class Forwarder:
         config: pytest.Config,
         items: Sequence[pytest.Item],
         send_loose: Callable[[events.HookEvent], None],
+        keywords: KeywordCounts | None = None,
     ) -> None:
         self.config = config
         self._send_loose = send_loose  # send a hook call made outside any item at once
         self.shortcut = events.only_builtin_serializers(config)
         self.items = items
-        self.keywords = _KeywordCounts(items)
+        # Counted before the fork when given: once for all forked workers, and without the
+        # page copies a walk over every item makes in a forked one.
+        self.keywords = KeywordCounts(items) if keywords is None else keywords
         # The item being recorded (begin, end): its index and node id, and its hook calls so
         # far, where a plainly passing report of it is the report itself (see end).
         self.running: int | None = None
@@ -162,14 +165,15 @@ class Forwarder:
         self._record(events.capture_warning(warning_message, when, nodeid, location))
 
 
-class _KeywordCounts:
+class KeywordCounts:
     """Whether an item and its parents still hold the keywords they were collected with.
 
     A node's keywords only grow (``NodeKeywords`` refuses deletion), so unchanged totals mean
     the keywords that the controller's copy, which runs nothing, still has: a marker added while
     tests run (``request.node.add_marker``, on the item or on its module) makes a total larger.
-    The parents are counted when the worker starts, before any test runs; an item itself when it
-    begins (``note``), since only its own run adds to it.
+    The parents are counted before any test runs (in the controller before it forks, or as a
+    fresh worker starts); an item itself when it begins (``note``), since only its own run adds
+    to it.
     """
 
     def __init__(self, items: Sequence[pytest.Item]) -> None:
