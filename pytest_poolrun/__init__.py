@@ -98,6 +98,12 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+# What pluggy and pytest look for in a plugin's dir(): its hooks and its fixture.
+_PLUGIN_HOMES = ("pytest_poolrun.plugin", "pytest_poolrun.fixture")
+
+
 def __dir__() -> list[str]:
-    # pluggy and pytest find hooks and fixtures through dir(); list the lazy names too.
-    return sorted(set(globals()) | set(_HOMES))
+    # The lazy names of the plugin's hooks and fixture too, but not the pool's: pytest reads
+    # every name it finds here as the plugin registers, and would import the pool's modules in
+    # every run, a serial one too (``__all__`` still lists them).
+    return sorted(set(globals()) | {name for name, home in _HOMES.items() if home in _PLUGIN_HOMES})

@@ -25,10 +25,12 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_poolrun.pool import Pool, available_cpus
+if TYPE_CHECKING:  # imported by the first test that asks for the fixture, not at start-up
+    from pytest_poolrun.pool import Pool
 
 OPTION = "pool_fixture_workers"
 TX_OPTION = "pool_fixture_tx"
@@ -98,6 +100,8 @@ def parse_size(text: str, origin: str, sharing: str | None) -> int:
     """The pool size that ``text`` (from ``origin``) asks for; a usage error if it is invalid."""
     text = text.strip()
     if text == AUTO:
+        from pytest_poolrun.workerset import available_cpus
+
         return auto_size(available_cpus(), sharing)
     try:
         size = int(text)
@@ -135,6 +139,8 @@ class SharedPool:
     def lease(self) -> Pool:
         pool = self._pool
         if pool is None or not pool.accepting:
+            from pytest_poolrun.pool import Pool
+
             pool = self._pool = Pool(self.size, name_prefix="pool-fixture-", tx=self.tx)
         return pool
 

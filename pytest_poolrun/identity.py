@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_poolrun import itemrunner
 from pytest_poolrun.runid import testrun_uid_key
 
 
@@ -19,6 +18,8 @@ def worker_id(request: pytest.FixtureRequest) -> str:
     workerinput = getattr(request.config, "workerinput", None)
     if workerinput is not None:  # a pytest-xdist worker
         return str(workerinput["workerid"])
+    from pytest_poolrun import itemrunner  # the runner's, imported by a run that asks for it
+
     return itemrunner.worker_name(request.session) or "master"
 
 

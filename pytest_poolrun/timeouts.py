@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from pytest_poolrun.ledger import ItemLedger
-from pytest_poolrun.postmortem import PostMortem
-from pytest_poolrun.workerset import LiveWorker
+if TYPE_CHECKING:  # the plugin reads this module's range at start-up, before any run
+    from pytest_poolrun.ledger import ItemLedger
+    from pytest_poolrun.postmortem import PostMortem
+    from pytest_poolrun.workerset import LiveWorker
 
 # Never wake more often than this to check for overdue tests: a busy loop would cost CPU.
 MIN_WAKEUP = 0.05

@@ -53,3 +53,34 @@ def test_without_pool_option_the_run_is_serial(
         result = pytester.runpytest_subprocess("-p", "pytest_poolrun", *args)
         assert result.ret == 0
         assert "poolrun:" not in result.stdout.str()
+
+
+def test_a_serial_run_does_not_import_the_runner(pytester: pytest.Pytester) -> None:
+    # What a run without --pool pays for the installed plugin: its options, fixtures and
+    # duration bookkeeping, not the runner's or the pool's modules.
+    pytester.makepyfile(
+        """
+        import sys
+
+        def test_modules_loaded():
+            loaded = sorted(name for name in sys.modules if name.startswith("pytest_poolrun."))
+            print("LOADED", loaded)
+            assert "pytest_poolrun.runner" not in loaded
+            assert "pytest_poolrun.pool" not in loaded
+        """
+    )
+    result = pytester.runpytest_subprocess("-s")
+    result.stdout.fnmatch_lines(["*LOADED *pytest_poolrun.plugin*"])
+    assert result.ret == 0
+
+
+def test_the_pool_fixture_and_worker_id_work_in_a_serial_run(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        def test_pool(pool, worker_id):
+            assert worker_id == "master"
+            assert pool.map(abs, [-1, -2]) == [1, 2]
+        """
+    )
+    result = pytester.runpytest_subprocess()
+    assert result.ret == 0
