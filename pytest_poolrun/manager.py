@@ -340,6 +340,9 @@ class Manager:
         try:
             with self.lock:
                 if self.terminated:
+                    # Stopped on its own (joined after shutdown_idle): now terminated as asked,
+                    # so that the pool is not taken for one left running when it is collected.
+                    self.state = TERMINATE
                     return
                 self.state, self.stopped = TERMINATE, True
                 workers = list(self.workers)

@@ -468,6 +468,20 @@ def test_a_closed_pool_garbage_collected_does_not_warn(pool_class: MakePool) -> 
         gc.collect()
 
 
+def test_a_pool_terminated_after_its_workers_retired_does_not_warn() -> None:
+    # Ours only (shutdown_idle is an extension): the test runner's way to end its pool.
+    pool = Pool(2)
+    assert pool.map(square, range(4)) == [0, 1, 4, 9]
+    pool.shutdown_idle()
+    assert pool.join(timeout=NO_HANG)
+    pool.terminate()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del pool
+        gc.collect()
+    assert [str(w.message) for w in caught] == []
+
+
 def test_invalid_chunksize_is_refused(make_pool: MakePool) -> None:
     pool = make_pool(1)
     with pytest.raises(ValueError):

@@ -194,6 +194,8 @@ def test_suites_that_turn_warnings_into_errors_still_pass(pytester: pytest.Pytes
     )
     result = pytester.runpytest_subprocess(*POOL, "--pool", "2", "-W", "error")
     result.assert_outcomes(passed=6)
+    # Nothing warns after the summary either (the controller's pool, collected at the end).
+    assert result.ret == 0, result.stderr.str()
 
 
 def test_doctest_and_unittest_failures_read_as_in_serial(pytester: pytest.Pytester) -> None:
