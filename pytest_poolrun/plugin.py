@@ -123,8 +123,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="pool_dist",
         choices=scheduling.DIST_MODES,
         default="load",
-        help="How items are shared out: 'load' (default) balances by stored durations; "
-        "'module', 'class' and 'group' keep each module, class, or xdist_group on one worker.",
+        help="How items are shared out: 'load' (default) in chunks sized by stored durations, "
+        "each worker running its tests in collection order; 'longest' hands the longest tests "
+        "out first (ends sooner when a few are long, but a worker may run a later module "
+        "first); 'module', 'class' and 'group' keep each module, class, or xdist_group on one "
+        "worker.",
     )
     group.addoption(
         "--pool-shard",

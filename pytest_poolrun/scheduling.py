@@ -4,12 +4,18 @@ Data flow::
 
     items as ItemInfo (node id, module, class, xdist_group, estimated seconds, asked first),
     worker count, distribution mode, fixed or automatic chunk size
-        ─▶ units: runs of items that share a module (load), or that must stay on one worker
-                  (module, class, group modes: wherever their items stand)
-        ─▶ order: the items asked for first (--ff, --nf) ahead of everything; then longest unit
-                  first when durations are known (longest-processing-time first), collection
-                  order otherwise
+        ─▶ units: runs of items that share a module (load, longest), or that must stay on one
+                  worker (module, class, group modes: wherever their items stand)
+        ─▶ order: the items asked for first (--ff, --nf) ahead of everything; then collection
+                  order, or in the longest mode, once durations are known, each long test and
+                  then each unit longest first (longest-processing-time first)
         ─▶ plan_chunks: [[0, 1, 2], [7, 8], …] (item indices, each exactly once)
+
+**Order.**  The workers take the chunks in the order planned, so outside the longest mode each
+worker runs its tests in collection order, as under pytest-xdist: a suite whose tests leave
+state behind for later ones (a module-level setting changed and not restored) then gives the
+verdicts it gives under xdist.  The longest mode ends sooner where a few tests are long, but a
+worker may run a later module's tests before an earlier one's.
 
 Chunk sizes are measured in estimated seconds.  With an automatic size each chunk takes about
 ``1 / (SHARE_DIVISOR * workers)`` of the time still to hand out (guided self-scheduling): the
@@ -32,7 +38,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-DIST_MODES = ("load", "module", "class", "group")
+DIST_MODES = ("load", "longest", "module", "class", "group")
 # Each chunk takes about 1/(SHARE_DIVISOR * workers) of the time still to hand out: large enough
 # to keep messages few, small enough that the last chunks of all workers end close together.
 SHARE_DIVISOR = 2
@@ -105,7 +111,10 @@ def units(items: Sequence[ItemInfo], dist: str) -> list[list[int]]:
             else:
                 groups.setdefault(item.group, []).append(index)
         rest = units([items[index] for index in loose], "load")
-        return list(groups.values()) + [[loose[i] for i in unit] for unit in rest]
+        # In collection order, by each unit's first item, as the other modes keep it.
+        return sorted(
+            [*groups.values(), *([loose[i] for i in unit] for unit in rest)], key=lambda u: u[0]
+        )
     if dist in ("module", "class"):
         # One unit per module (class) wherever its items stand: a plugin that reorders items
         # (pytest-order, pytest-randomly) may have interleaved modules.
@@ -139,16 +148,17 @@ def plan_chunks(
     if dist not in DIST_MODES:
         raise ValueError(f"unknown distribution mode {dist!r}; use one of {', '.join(DIST_MODES)}")
     first = [index for index, item in enumerate(items) if item.first]
-    if first and dist == "load":
+    divisible = dist in ("load", "longest")  # a unit may be cut across chunks
+    if first and divisible:
         # Each item the user asked to see first is a chunk of its own, ahead of everything, so
         # that the workers start on them at once; the rest is planned as usual.
         others = [index for index, item in enumerate(items) if not item.first]
         planned = plan_chunks([items[index] for index in others], workers, chunksize, dist)
         return [[index] for index in first] + [[others[i] for i in chunk] for chunk in planned]
     seconds = estimates(items)
-    grouped = units(items, dist)
+    grouped = units(items, "load" if divisible else dist)
     timed = any(item.seconds is not None for item in items)
-    if timed and dist == "load":
+    if timed and dist == "longest":
         long_items, rest = _isolate_long_items(grouped, seconds, max(workers, 1))
         # Longest work first (LPT): each long test, longest first, then the divisible units
         # (cut into chunks as needed), longest first; sorted() is stable, so ties keep
@@ -156,12 +166,10 @@ def plan_chunks(
         grouped = sorted(long_items, key=lambda unit: -seconds[unit[0]]) + sorted(
             rest, key=lambda unit: -sum(map(seconds.__getitem__, unit))
         )
-    elif timed:
-        grouped = sorted(grouped, key=lambda unit: -sum(map(seconds.__getitem__, unit)))
-    if dist != "load" and first:
+    if not divisible and first:
         # Units holding an item asked for first keep their place ahead of the rest.
         grouped = sorted(grouped, key=lambda unit: not any(items[i].first for i in unit))
-    if dist != "load":
+    if not divisible:
         return _whole_units(grouped, chunksize)
     if chunksize is not None:
         order = [index for unit in grouped for index in unit]

@@ -1,4 +1,4 @@
-"""Scheduling seen from a run: stored durations, longest first, distribution modes."""
+"""Scheduling seen from a run: stored durations, order, distribution modes."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def ledger(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch):
     return read
 
 
-def test_durations_are_stored_and_the_longest_test_goes_first(
+def test_durations_are_stored_and_the_longest_mode_starts_the_longest_test_first(
     pytester: pytest.Pytester, ledger
 ) -> None:
     pytester.makepyfile(
@@ -52,7 +52,7 @@ def test_durations_are_stored_and_the_longest_test_goes_first(
     assert stored["test_z.py::test_slow"] >= 0.4
     assert len(stored) == 31
     ledger()
-    second = pytester.runpytest_subprocess(*POOL, "--pool", "2")
+    second = pytester.runpytest_subprocess(*POOL, "--pool", "2", "--pool-dist", "longest")
     assert second.ret == 0
     order = [nodeid for _, _, nodeid in sorted(ledger())]
     # Collected last, it now starts while most fast tests still wait (a worker holds the last
@@ -129,9 +129,43 @@ def test_long_tests_go_to_whichever_worker_is_free_first(pytester: pytest.Pytest
     )
     assert pytester.runpytest_subprocess(*POOL, "--pool", "2").ret == 0
     ledger()
-    assert pytester.runpytest_subprocess(*POOL, "--pool", "2").ret == 0
+    longest = ("--pool", "2", "--pool-dist", "longest")
+    assert pytester.runpytest_subprocess(*POOL, *longest).ret == 0
     worker_of = {nodeid: worker for _, worker, nodeid in ledger()}
     # Longest first: a and b start at once on the two workers; c goes to b's worker, free
     # long before a's, instead of being promised early to a's.
     assert worker_of["test_slow.py::test_a"] != worker_of["test_slow.py::test_b"]
     assert worker_of["test_slow.py::test_c"] == worker_of["test_slow.py::test_b"]
+
+
+def test_each_worker_runs_its_tests_in_collection_order_once_durations_are_stored(
+    pytester: pytest.Pytester, ledger
+) -> None:
+    # A later, slower module leaves a setting changed; serially (and under pytest-xdist) the
+    # earlier module never sees it.  Stored durations must not move the slow module first.
+    pytester.makepyfile(
+        state="SEPARATORS = ' \\n'",
+        test_a_fast="""
+        import pytest, state
+        @pytest.mark.parametrize("n", range(8))
+        def test_default_setting(n):
+            assert state.SEPARATORS == " \\n"
+        """,
+        test_b_slow="""
+        import time, pytest, state
+        @pytest.fixture(autouse=True)
+        def reset():
+            state.SEPARATORS = " \\n"
+        @pytest.mark.parametrize("n", range(6))
+        def test_changes_the_setting(n):
+            time.sleep(0.1)
+            state.SEPARATORS = " "
+        """,
+    )
+    for _ in range(2):  # the second run has every duration stored
+        result = pytester.runpytest_subprocess(*POOL, "--pool", "2")
+        result.assert_outcomes(passed=14)
+        rows = sorted(ledger())
+        for worker in {worker for _, worker, _ in rows}:
+            ran = [nodeid for _, who, nodeid in rows if who == worker]
+            assert ran == sorted(ran), f"{worker} ran its tests out of collection order"

@@ -1,4 +1,4 @@
-"""The scheduler on plain data: chunk sizes, longest-first order, scope boundaries, estimates."""
+"""The scheduler on plain data: chunk sizes, order, scope boundaries, estimates."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def covers_each_once(chunks: list[list[int]], count: int) -> bool:
     return sorted(flat) == list(range(count))
 
 
-@pytest.mark.parametrize("dist", ["load", "module", "class", "group"])
+@pytest.mark.parametrize("dist", ["load", "longest", "module", "class", "group"])
 @pytest.mark.parametrize("chunksize", [None, 1, 7])
 def test_every_item_is_planned_exactly_once(dist: str, chunksize: int | None) -> None:
     items = [*suite(9, 13, 0.01), ItemInfo("test_z.py::TestK::test_a", 2.0, group="g")]
@@ -88,20 +88,41 @@ def test_a_cut_inside_a_module_prefers_a_class_boundary() -> None:
     assert first == list(range(6)), "the first cut falls where TestA ends"
 
 
-def test_longest_work_goes_first_once_durations_are_known() -> None:
-    items = [ItemInfo(f"test_a.py::test_fast[{n}]", 0.01) for n in range(100)] + [
+def fast_then_slow() -> list[ItemInfo]:
+    return [ItemInfo(f"test_a.py::test_fast[{n}]", 0.01) for n in range(100)] + [
         ItemInfo(f"test_b.py::test_slow[{n}]", 1.5 + n * 0.1) for n in range(3)
     ]
-    chunks = plan_chunks(items, 2)
+
+
+def test_the_longest_mode_hands_the_longest_work_out_first() -> None:
+    chunks = plan_chunks(fast_then_slow(), 2, dist="longest")
     first_of_each = [chunk[0] for chunk in chunks]
     slow_positions = [first_of_each.index(index) for index in (100, 101, 102)]
     assert max(slow_positions) < len(chunks) - 1, "no slow test is left for the end"
     assert chunks[0] == [102], "the longest test starts first"
 
 
+@pytest.mark.parametrize("dist", ["load", "module", "class", "group"])
+def test_durations_size_the_chunks_but_keep_collection_order(dist: str) -> None:
+    # The workers take the chunks in this order: each then runs its tests in collection order.
+    items = [*fast_then_slow(), ItemInfo("test_c.py::test_last", 0.01)]
+    chunks = plan_chunks(items, 2, dist=dist)
+    assert [index for chunk in chunks for index in chunk] == list(range(len(items)))
+
+
 def test_no_durations_keeps_collection_order() -> None:
     chunks = plan_chunks(suite(4, 10), 2)
     assert [index for chunk in chunks for index in chunk] == list(range(40))
+
+
+def test_group_mode_keeps_collection_order_between_groups_and_loose_tests() -> None:
+    items = [
+        ItemInfo("test_a.py::test_1"),
+        ItemInfo("test_b.py::test_2", group="db"),
+        ItemInfo("test_c.py::test_3"),
+        ItemInfo("test_d.py::test_4", group="db"),
+    ]
+    assert plan_chunks(items, 2, dist="group") == [[0], [1, 3], [2]]
 
 
 def test_new_tests_are_estimated_from_the_known_ones() -> None:
