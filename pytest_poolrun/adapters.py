@@ -31,6 +31,8 @@ import pytest
 
 # workeroutput keys of this runner's own adapters
 COVERAGE_KEY = "poolrun_coverage"
+# coverage.py's name for its "No data was collected" warning (its disable_warnings setting).
+NO_DATA_WARNING = "no-data-collected"
 BENCHMARK_KEY = "poolrun_benchmarks"
 # workerinput keys: the controller's coverage configuration, for workers that start fresh, and
 # the arguments that keep pytest-cov there from measuring a second time
@@ -79,6 +81,11 @@ class CoverageAdapter:
         if current is None:
             return
         current.stop()
+        # A worker whose tests ran none of the measured code has no data, which is no news:
+        # only the controller's combined data says whether any was collected.
+        disabled = getattr(getattr(current, "config", None), "disable_warnings", None)
+        if isinstance(disabled, list) and NO_DATA_WARNING not in disabled:
+            disabled.append(NO_DATA_WARNING)
         output[COVERAGE_KEY] = current.get_data().dumps()
 
     def worker_ended(self, config: pytest.Config, output: dict[str, Any]) -> None:

@@ -508,3 +508,24 @@ def test_header_says_how_workers_really_started(pytester: pytest.Pytester, start
         assert collections == 1, f"{header(pooled)!r}, yet {collections} processes collected"
     else:
         assert "run_server" in header(pooled), header(pooled)  # names the thread
+
+
+@pytest.mark.parametrize("mode", START_MODES)
+def test_a_worker_that_runs_no_measured_code_does_not_warn(
+    pytester: pytest.Pytester, mode: str
+) -> None:
+    # Each worker takes one test; one of them never runs the package.
+    pytester.mkpydir("pkg")
+    pytester.path.joinpath("pkg", "calc.py").write_text("def add(a, b):\n    return a + b\n")
+    pytester.makepyfile(
+        test_a="import time\nfrom pkg.calc import add\n"
+        "def test_add():\n    time.sleep(0.5)\n    assert add(1, 2) == 3\n",
+        test_b="import time\ndef test_wait():\n    time.sleep(0.5)\n",
+    )
+    cov = ("--cov=pkg", "--cov-report=term-missing")
+    serial = run(pytester, *cov)
+    pooled = run(pytester, *cov, *START_MODES[mode])
+    assert pooled.ret == serial.ret == 0
+    assert coverage_rows(pooled.stdout.str()) == coverage_rows(serial.stdout.str())
+    output = pooled.stdout.str() + pooled.stderr.str()
+    assert "CoverageWarning" not in output, output
