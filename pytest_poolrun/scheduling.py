@@ -22,7 +22,8 @@ Chunk sizes are measured in estimated seconds.  With an automatic size each chun
 first chunks are large, so few messages travel while plenty of work remains, and the last ones are
 small, so no worker is left with a long tail while the others are idle.  A chunk takes whole units
 (modules) when they fit, so module fixtures are set up few times; a unit longer than a chunk is
-cut, at a class boundary where one is near.
+cut, at a nearby class boundary where the class after it carries a setup (its first test takes
+longer than the others), or at any nearby class boundary while no durations are known.
 
 How small the last chunks get depends on what a cut costs.  A unit whose first test, or the
 first test of one of its classes, takes longer than its tests on average carries a setup there
@@ -222,6 +223,7 @@ def _guided(
     workers: int,
     floor: float,
 ) -> list[list[int]]:
+    timed = floor > 0  # durations are known (see plan_chunks)
     remaining = sum(seconds)
     # In a short run the floor shrinks: it must leave each worker several chunks, or the end of
     # the run would wait for one worker's last chunk; where a cut costs no setup, further.
@@ -249,7 +251,7 @@ def _guided(
                     break
                 continue
             if not chunk:
-                head, tail = _cut(unit, seconds, scopes, target)
+                head, tail = _cut(unit, seconds, scopes, target, fine_floor if timed else None)
                 chunk, taken = head, sum(map(seconds.__getitem__, head))
                 if tail:
                     pending[position] = tail
@@ -275,16 +277,31 @@ def _setup_seconds(unit: list[int], seconds: list[float], scopes: list[str]) -> 
 
 
 def _cut(
-    unit: list[int], seconds: list[float], scopes: list[str], target: float
+    unit: list[int],
+    seconds: list[float],
+    scopes: list[str],
+    target: float,
+    setup_floor: float | None,
 ) -> tuple[list[int], list[int]]:
-    """Split a unit longer than ``target`` after about ``target`` seconds, near a class edge."""
+    """Split a unit longer than ``target`` after about ``target`` seconds, near a class edge
+    where the class after it carries a setup: its first test takes more than ``setup_floor``
+    seconds longer than the unit's tests on average (``None``: no durations are known, so any
+    class edge may)."""
     end, taken = 0, 0.0
     while end < len(unit) and (taken < target or end == 0):
         taken += seconds[unit[end]]
         end += 1
+    mean = sum(map(seconds.__getitem__, unit)) / len(unit)
     slack = int(end * BOUNDARY_SLACK)
     for distance in range(slack + 1):
         for candidate in (end - distance, end + distance):
-            if 0 < candidate < len(unit) and scopes[unit[candidate]] != scopes[unit[candidate - 1]]:
+            if (
+                0 < candidate < len(unit)
+                and scopes[unit[candidate]] != scopes[unit[candidate - 1]]
+                and (setup_floor is None or seconds[unit[candidate]] - mean > setup_floor)
+            ):
                 return unit[:candidate], unit[candidate:]
+    # No class edge near that saves a setup: cut where the time says.  Consecutive classes
+    # without one may hand state on (an "enable" class before the class that relies on it);
+    # cutting between them buys nothing, and would part them more often than chance.
     return unit[:end], unit[end:]

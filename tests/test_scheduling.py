@@ -78,14 +78,32 @@ def test_automatic_chunks_take_whole_modules_when_they_fit() -> None:
     assert all(chunk[0] % 20 == 0 and (chunk[-1] + 1) % 20 == 0 for chunk in chunks)
 
 
-def test_a_cut_inside_a_module_prefers_a_class_boundary() -> None:
-    # 20 tests of 0.5 s on 2 workers: the first chunk wants about 2.5 s, i.e. 5 tests; TestA
-    # ends one test later, near enough to cut there instead.
-    items = [ItemInfo(f"test_m.py::TestA::test_{n}", 0.5) for n in range(6)] + [
-        ItemInfo(f"test_m.py::TestB::test_{n}", 0.5) for n in range(14)
+def two_classes(setup: float | None) -> list[ItemInfo]:
+    """TestA's 6 tests, then TestB's 14, of 0.5 s (``None``: not timed); TestB's first test
+    also takes ``setup`` seconds, for a class fixture."""
+    seconds = None if setup is None else 0.5
+    items = [ItemInfo(f"test_m.py::TestA::test_{n}", seconds) for n in range(6)] + [
+        ItemInfo(f"test_m.py::TestB::test_{n}", seconds) for n in range(14)
     ]
-    first = plan_chunks(items, 2)[0]
-    assert first == list(range(6)), "the first cut falls where TestA ends"
+    if setup:
+        items[6] = items[6]._replace(seconds=0.5 + setup)
+    return items
+
+
+def test_a_cut_inside_a_module_moves_to_a_class_boundary_that_saves_a_setup() -> None:
+    # 2 workers: the first chunk wants about a quarter of the time, i.e. 5 tests; TestA ends
+    # one test later, near enough to cut there instead, so TestB's setup runs on one worker.
+    assert plan_chunks(two_classes(setup=0.3), 2)[0] == list(range(6))
+    # Not timed yet: any class edge may hold a setup.
+    assert plan_chunks(two_classes(setup=None), 2)[0] == list(range(6))
+
+
+def test_a_cut_stays_put_where_the_next_class_has_no_setup() -> None:
+    # Timed, and TestB's first test takes no longer than the rest: moving the cut to TestA's end
+    # would save nothing, and would part two classes that may run in sequence serially.
+    first = plan_chunks(two_classes(setup=0.0), 2)[0]
+    assert first != list(range(6))
+    assert len(first) == 5
 
 
 def fast_then_slow() -> list[ItemInfo]:
