@@ -31,13 +31,13 @@ import pytest
 
 # workeroutput keys of this runner's own adapters
 COVERAGE_KEY = "poolrun_coverage"
-# coverage.py's name for its "No data was collected" warning (its disable_warnings setting).
-NO_DATA_WARNING = "no-data-collected"
 BENCHMARK_KEY = "poolrun_benchmarks"
 # workerinput keys: the controller's coverage configuration, for workers that start fresh, and
 # the arguments that keep pytest-cov there from measuring a second time
 COVERAGE_CONFIG_KEY = "poolrun_coverage_config"
 COVERAGE_ARGS_KEY = "poolrun_coverage_args"
+# coverage.py's name for its "No data was collected" warning (its disable_warnings setting).
+NO_DATA_WARNING = "no-data-collected"
 
 
 class Adapter(Protocol):

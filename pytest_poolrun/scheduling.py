@@ -176,7 +176,7 @@ def plan_chunks(
         order = [index for unit in grouped for index in unit]
         return [order[start : start + chunksize] for start in range(0, len(order), chunksize)]
     scopes = [scope_key(item.nodeid) for item in items]
-    return _guided(grouped, seconds, scopes, max(workers, 1), MIN_CHUNK_SECONDS if timed else 0.0)
+    return _guided(grouped, seconds, scopes, max(workers, 1), timed)
 
 
 def _isolate_long_items(
@@ -221,13 +221,14 @@ def _guided(
     seconds: list[float],
     scopes: list[str],
     workers: int,
-    floor: float,
+    timed: bool,
 ) -> list[list[int]]:
-    timed = floor > 0  # durations are known (see plan_chunks)
+    """Guided chunks of ``grouped``; ``timed``: the estimates come from stored durations."""
     remaining = sum(seconds)
     # In a short run the floor shrinks: it must leave each worker several chunks, or the end of
     # the run would wait for one worker's last chunk; where a cut costs no setup, further.
-    floor = min(floor, remaining / (workers * TAIL_CHUNKS_PER_WORKER))
+    # Without durations chunks are cut by count, down to a single item.
+    floor = min(MIN_CHUNK_SECONDS if timed else 0.0, remaining / (workers * TAIL_CHUNKS_PER_WORKER))
     fine_floor = floor / FREE_UNIT_FLOOR_DIVISOR
     floors = [
         fine_floor if _setup_seconds(unit, seconds, scopes) <= fine_floor else floor
@@ -251,7 +252,9 @@ def _guided(
                     break
                 continue
             if not chunk:
-                head, tail = _cut(unit, seconds, scopes, target, fine_floor if timed else None)
+                # A class whose first test takes this long carries a setup (None: any may).
+                setup_first = unit_seconds / len(unit) + fine_floor if timed else None
+                head, tail = _cut(unit, seconds, scopes, target, setup_first)
                 chunk, taken = head, sum(map(seconds.__getitem__, head))
                 if tail:
                     pending[position] = tail
@@ -281,24 +284,22 @@ def _cut(
     seconds: list[float],
     scopes: list[str],
     target: float,
-    setup_floor: float | None,
+    setup_first: float | None,
 ) -> tuple[list[int], list[int]]:
     """Split a unit longer than ``target`` after about ``target`` seconds, near a class edge
-    where the class after it carries a setup: its first test takes more than ``setup_floor``
-    seconds longer than the unit's tests on average (``None``: no durations are known, so any
-    class edge may)."""
+    where the class after it carries a setup: its first test takes longer than ``setup_first``
+    seconds (``None``: no durations are known, so any class edge may)."""
     end, taken = 0, 0.0
     while end < len(unit) and (taken < target or end == 0):
         taken += seconds[unit[end]]
         end += 1
-    mean = sum(map(seconds.__getitem__, unit)) / len(unit)
     slack = int(end * BOUNDARY_SLACK)
     for distance in range(slack + 1):
         for candidate in (end - distance, end + distance):
             if (
                 0 < candidate < len(unit)
                 and scopes[unit[candidate]] != scopes[unit[candidate - 1]]
-                and (setup_floor is None or seconds[unit[candidate]] - mean > setup_floor)
+                and (setup_first is None or seconds[unit[candidate]] > setup_first)
             ):
                 return unit[:candidate], unit[candidate:]
     # No class edge near that saves a setup: cut where the time says.  Consecutive classes
