@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from pytest_poolrun.ledger import ItemLedger
+from pytest_poolrun.ledger import ItemLedger, Running
 from pytest_poolrun.workerset import LiveWorker
 
 # Never wake more often than this for a notice: a busy loop would cost CPU (as timeouts').
@@ -66,12 +66,18 @@ class SlowNotices:
             current = self._ledger.current(worker.name, worker.slot)
             if current is None:
                 continue
-            elapsed = now - current.started
-            next_multiple = (math.floor(elapsed / self.threshold) + 1) * self.threshold
-            waits.append(next_multiple - elapsed)
+            # The first multiple not named yet: one just crossed since the last announce is
+            # due now, not a threshold later (the test may end before then).
+            due = current.started + (self._said(worker.name, current) + 1) * self.threshold
+            waits.append(due - now)
         if not waits:
             return self.threshold  # a test that starts now is slow after that long at the least
         return max(MIN_WAKEUP, min(waits))
+
+    def _said(self, worker: str, current: Running) -> int:
+        """How many multiples of the threshold were announced for the test ``worker`` runs."""
+        item, started, said = self._announced.get(worker, (current.item, current.started, 0))
+        return said if (item, started) == (current.item, current.started) else 0
 
     def announce(self, workers: Sequence[LiveWorker]) -> None:
         """Say which tests crossed a new multiple of the threshold since the last call."""
@@ -84,9 +90,7 @@ class SlowNotices:
                 self._announced.pop(worker.name, None)
                 continue
             multiples = math.floor((now - current.started) / self.threshold)
-            item, started, said = self._announced.get(worker.name, (current.item, 0.0, 0))
-            if (item, started) != (current.item, current.started):
-                said = 0  # another test on that worker
+            said = self._said(worker.name, current)
             if multiples > said:
                 self._say(
                     f"SLOW: {self._nodeid(current.item)} still running on {worker.name} "

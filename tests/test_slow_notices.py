@@ -97,3 +97,20 @@ def test_notices_name_each_multiple_once_and_wake_at_the_next() -> None:
     notices.announce(workers)
     assert said[-1] == "SLOW: t.py::test_4 still running on gw0 after 1s"
     assert SlowNotices(None, ledger, str, said.append).until_next_notice(workers) is None  # type: ignore[arg-type]
+
+
+def test_a_multiple_crossed_just_after_an_announce_is_due_at_once() -> None:
+    # The controller woke a hair before the test's first second was up and said nothing; by
+    # the time it asks when to wake next, the second is up: the notice is due now, not a
+    # second later (a test of 1.5 s would have ended by then, unnamed).
+    ledger = _Ledger({"gw0": Running(3, time.monotonic() - 0.95)})
+    said: list[str] = []
+    notices = SlowNotices(1.0, ledger, lambda item: f"t.py::test_{item}", said.append)  # type: ignore[arg-type]
+    workers = [LiveWorker("gw0", 0, 1234, False)]
+    notices.announce(workers)
+    assert said == []
+    time.sleep(0.1)  # the first second is now up
+    wait = notices.until_next_notice(workers)
+    assert wait is not None and wait <= 0.05
+    notices.announce(workers)
+    assert said == ["SLOW: t.py::test_3 still running on gw0 after 1s"]
