@@ -225,6 +225,9 @@ class _ForkedChildGuard:
 def _leaving_if_forked(function: Callable[..., object]) -> Callable[..., object]:
     @functools.wraps(function)
     def leaving_if_forked(*args: object) -> object:
+        # A test's or a fixture's error passes through here: its report shows no frame of ours,
+        # as serially (pytest's native traceback style shows every frame, this one too).
+        __tracebackhide__ = True
         # pluggy passes an implementation its arguments positionally.
         try:
             return function(*args)

@@ -183,6 +183,8 @@ class LeakWatch:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_fixture_setup(self, fixturedef: Any) -> Generator[None, Any, Any]:
+        # A fixture's error passes through here: its report shows no frame of ours, as serially.
+        __tracebackhide__ = True
         # pytest-django's class-scoped autouse fixture is set up again for every test outside a
         # class: this runs per test there, so it walks only when the mark moved.
         if fixturedef.scope == "function":

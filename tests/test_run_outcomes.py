@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -334,3 +335,34 @@ def test_reports_carry_the_keywords_of_a_serial_run(pytester: pytest.Pytester) -
     # Added during the call: the setup report has it not, the call and teardown ones have it.
     body = [line for line in lines[()] if "test_marks_in_its_body" in line]
     assert ["body_mark" in line for line in body] == [True, False, True]  # call, setup, teardown
+
+
+def test_a_fixture_error_from_a_conftest_shows_no_frame_of_the_plugin(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest(
+        """
+        import pytest
+        @pytest.fixture(scope="session")
+        def broken():
+            raise RuntimeError("session setup boom")
+        @pytest.fixture
+        def breaks_at_teardown():
+            yield
+            raise RuntimeError("teardown boom")
+        """
+    )
+    pytester.makepyfile(
+        """
+        def test_setup(broken): pass
+        def test_teardown(breaks_at_teardown): pass
+        def test_call(): assert 1 == 2
+        """
+    )
+    args = ("-rA", "--pool-report-order", "collection")
+    serial = pytester.runpytest_subprocess(*POOL, *args)
+    pooled = pytester.runpytest_subprocess(*POOL, "--pool", "2", *args)
+    pooled.assert_outcomes(passed=1, failed=1, errors=2)
+    own_frames = [line for line in pooled.stdout.lines if "pytest_poolrun" + os.sep in line]
+    assert own_frames == []
+    assert serial.stdout.str().count("boom") == pooled.stdout.str().count("boom")
