@@ -8,7 +8,7 @@ import re
 import pytest
 from helpers import POOL
 
-EVERY_OUTCOME = """
+BROKEN_FIXTURES = """
 import pytest, warnings
 
 @pytest.fixture
@@ -19,7 +19,11 @@ def broken_setup():
 def broken_teardown():
     yield
     raise RuntimeError("teardown broke")
+"""
 
+EVERY_OUTCOME = (
+    BROKEN_FIXTURES
+    + """
 def test_pass(): pass
 def test_fail():
     print("printed before failing")
@@ -38,6 +42,7 @@ def test_warns(): warnings.warn(UserWarning("mind the gap"))
 @pytest.mark.parametrize("n", range(6))
 def test_param(n): assert n != 4
 """
+)
 
 
 def test_every_outcome_matches_serial(pytester: pytest.Pytester, run_both) -> None:
@@ -340,22 +345,11 @@ def test_reports_carry_the_keywords_of_a_serial_run(pytester: pytest.Pytester) -
 def test_a_fixture_error_from_a_conftest_shows_no_frame_of_the_plugin(
     pytester: pytest.Pytester,
 ) -> None:
-    pytester.makeconftest(
-        """
-        import pytest
-        @pytest.fixture(scope="session")
-        def broken():
-            raise RuntimeError("session setup boom")
-        @pytest.fixture
-        def breaks_at_teardown():
-            yield
-            raise RuntimeError("teardown boom")
-        """
-    )
+    pytester.makeconftest(BROKEN_FIXTURES)  # in a conftest, not the test module
     pytester.makepyfile(
         """
-        def test_setup(broken): pass
-        def test_teardown(breaks_at_teardown): pass
+        def test_setup(broken_setup): pass
+        def test_teardown(broken_teardown): pass
         def test_call(): assert 1 == 2
         """
     )
@@ -365,4 +359,4 @@ def test_a_fixture_error_from_a_conftest_shows_no_frame_of_the_plugin(
     pooled.assert_outcomes(passed=1, failed=1, errors=2)
     own_frames = [line for line in pooled.stdout.lines if "pytest_poolrun" + os.sep in line]
     assert own_frames == []
-    assert serial.stdout.str().count("boom") == pooled.stdout.str().count("boom")
+    assert serial.stdout.str().count("broke") == pooled.stdout.str().count("broke")
