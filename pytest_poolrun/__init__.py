@@ -35,6 +35,7 @@ _HOMES = {
     "SendError": "pytest_poolrun.codec",
     "pool_fixture": "pytest_poolrun.fixture",
     "pytest_addoption": "pytest_poolrun.plugin",
+    "pytest_cmdline_main": "pytest_poolrun.plugin",
     "pytest_collection_modifyitems": "pytest_poolrun.plugin",
     "pytest_configure": "pytest_poolrun.plugin",
     "pytest_report_collectionfinish": "pytest_poolrun.plugin",
@@ -58,6 +59,7 @@ __all__ = [
     "WorkerLostError",
     "pool_fixture",
     "pytest_addoption",
+    "pytest_cmdline_main",
     "pytest_collection_modifyitems",
     "pytest_configure",
     "pytest_report_collectionfinish",
@@ -69,6 +71,7 @@ if TYPE_CHECKING:
     from pytest_poolrun.fixture import pool_fixture
     from pytest_poolrun.plugin import (
         pytest_addoption,
+        pytest_cmdline_main,
         pytest_collection_modifyitems,
         pytest_configure,
         pytest_report_collectionfinish,

@@ -182,6 +182,16 @@ def _pool_requested(config: pytest.Config) -> bool:
     return bool(value) or bool(config.getoption("pool_tx", None))
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    if _pool_requested(config):
+        # Before pytest_configure, where pytest's own plugins register their cleanups: the
+        # heap the run freezes is given back after all of them (see heapfreeze).
+        from pytest_poolrun import heapfreeze
+
+        heapfreeze.for_config(config)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[runid.testrun_uid_key] = runid.new_testrun_uid()

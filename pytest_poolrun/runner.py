@@ -40,7 +40,7 @@ Data flow, all in the controller's single thread::
     between waits: Timeouts.expire ─▶ stacks and output into the message, Pool.kill(worker)
 
 Before the first fork the controller moves everything alive then (the collected session above
-all) out of the garbage collector's reach until pytest ends (``_freeze_collected_heap``), and
+all) out of the garbage collector's reach until pytest ends (``heapfreeze``), and
 after each batch of events what their replay left alive (``_on_event``).  While the pool runs,
 the status question the terminal reporter asks of every replayed report,
 ``pytest_report_teststatus``, is a direct caller on ``config.hook`` (``directhooks``).
@@ -71,7 +71,15 @@ from typing import Any, Protocol
 
 import pytest
 
-from pytest_poolrun import adapters, directhooks, events, iteminfo, itemrunner, scheduling
+from pytest_poolrun import (
+    adapters,
+    directhooks,
+    events,
+    heapfreeze,
+    iteminfo,
+    itemrunner,
+    scheduling,
+)
 from pytest_poolrun.board import Board
 from pytest_poolrun.console import Console
 from pytest_poolrun.durations import Durations
@@ -95,35 +103,6 @@ WORKER_PREFIX = "gw"
 # free first (longest-processing-time first needs that); a worker waits one round trip between
 # chunks, which is little against a chunk's length.
 CHUNKS_IN_FLIGHT = 1
-
-
-# CPython 3.12 keeps a few hundred objects of its own frozen from startup (the tuples of its
-# static types: 375 on 3.12.1; none on the other versions), and freezes them again at its next
-# full collection after gc.unfreeze().  More than this many frozen, and someone froze a heap of
-# their own, which the run must not unfreeze.
-INTERPRETER_FROZEN_OBJECTS = 1000
-
-
-def _freeze_collected_heap(config: pytest.Config) -> bool:
-    """Keep every object alive now (the collected session, the imported modules) out of the
-    controller's garbage collections until pytest ends.
-
-    They live for the whole run, yet each full collection walks them all again, and once the
-    workers are forked it writes to every page that holds one, which makes the kernel copy the
-    page: on 5,000 small tests one such collection cost the controller 70-120 ms while the
-    workers ran.  They are given back at the config's cleanup, after ``pytest_unconfigure``.
-    Given back earlier, the summary's allocations would start that full collection at the end of
-    the run, with nothing running beside it; given back then, the interpreter's collections at
-    exit, and a caller of ``pytest.main`` that goes on, see them as after a serial run.  If a
-    heap is frozen already (more than ``INTERPRETER_FROZEN_OBJECTS``: a program that froze its
-    own, or a run inside a pool worker), nothing is frozen: unfreezing would release that heap
-    too.  Returns whether it froze (``Controller._on_event`` then freezes after each batch).
-    """
-    if gc.get_freeze_count() > INTERPRETER_FROZEN_OBJECTS:
-        return False
-    gc.freeze()
-    config.add_cleanup(gc.unfreeze)
-    return True
 
 
 @dataclass(frozen=True)
@@ -227,7 +206,7 @@ class Controller:
     def run(self) -> None:
         options = self.options
         self.shared.setup()  # before any fork: forked workers inherit the values
-        self._freezes_batches = _freeze_collected_heap(self.config)
+        self._freezes_batches = heapfreeze.for_config(self.config).freeze()
         itemrunner.prepare(
             self.session, self.board, self._basetemp(), self.journal, self.postmortem.fault_files
         )

@@ -84,3 +84,14 @@ def test_the_pool_fixture_and_worker_id_work_in_a_serial_run(pytester: pytest.Py
     )
     result = pytester.runpytest_subprocess()
     assert result.ret == 0
+
+
+def test_every_hook_of_the_plugin_module_is_registered() -> None:
+    # pytest finds a plugin's hooks in the package's dir(); a hook written in plugin.py but not
+    # listed there would silently never run.
+    import pytest_poolrun
+    from pytest_poolrun import plugin
+
+    hooks = {name for name in vars(plugin) if name.startswith("pytest_")}
+    assert "pytest_runtestloop" in hooks
+    assert hooks <= set(dir(pytest_poolrun))

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from helpers import POOL
 
-from pytest_poolrun.runner import INTERPRETER_FROZEN_OBJECTS
+from pytest_poolrun.heapfreeze import INTERPRETER_FROZEN_OBJECTS
 
 RUN_TIMEOUT = 60.0
 
@@ -330,6 +330,34 @@ def test_what_the_replay_keeps_is_kept_from_garbage_collection(pytester: pytest.
     assert len(frozen) == 30
     # Later tests are replayed with more frozen: the reports of the batches before them.
     assert frozen[-1] > frozen[0]
+
+
+def test_the_heap_stays_frozen_through_the_cleanups_of_pytest_and_other_plugins(
+    pytester: pytest.Pytester,
+) -> None:
+    # pytest's unraisable-exception plugin ends the session with full collections from its
+    # cleanup; the heap is given back after them, so that they do not walk it all (five times
+    # on pytest 8.4).  A conftest's cleanup, registered at configure as pytest's own are, sees
+    # it still frozen.
+    pytester.makeconftest(
+        """
+        import gc, os
+
+        def pytest_configure(config):
+            pid = os.getpid()
+
+            def record():
+                if os.getpid() == pid:
+                    with open("frozen-at-cleanup.txt", "w") as out:
+                        out.write(f"{gc.get_freeze_count()}\\n")
+
+            config.add_cleanup(record)
+        """
+    )
+    pytester.makepyfile(test_some="def test_a(): pass\ndef test_b(): pass\n")
+    run(pytester, "--pool", "2").assert_outcomes(passed=2)
+    frozen = int((pytester.path / "frozen-at-cleanup.txt").read_text())
+    assert frozen > INTERPRETER_FROZEN_OBJECTS
 
 
 def test_a_run_leaves_objects_its_caller_froze_frozen(pytester: pytest.Pytester) -> None:
