@@ -442,23 +442,34 @@ def test_tests_not_run_after_the_restart_limit_are_failed_as_the_readme_says(
 
 
 SIGINT_IN_DEL = """
-import os, signal, sys
+import gc, os, signal, sys
 from pytest_poolrun import Pool
 
 def test_ctrl_c_while_a_pool_is_collected():
     pool = Pool(1)
     assert pool.apply(abs, (-1,)) == 1
     sent = []
+    warning = []  # the frame of Pool.__del__ while it runs
 
     def ctrl_c_in_the_pools_code(frame, event, arg):
-        # Ctrl-C lands at the first line of the pool's code that runs while it is collected.
-        if event == "call" and not sent and "pytest_poolrun" in frame.f_code.co_filename:
+        # Ctrl-C lands at the first line of the pool's code that runs while it is collected,
+        # __del__'s warning aside (see the test).
+        code = frame.f_code
+        if "pytest_poolrun" not in code.co_filename:
+            return
+        if code.co_name == "__del__":
+            if event == "call":
+                warning.append(frame)
+            elif event == "return" and frame in warning:
+                warning.remove(frame)
+        elif event == "call" and not sent and not warning:
             sys.setprofile(None)
-            sent.append(frame.f_code.co_name)
+            sent.append(code.co_name)
             os.kill(os.getpid(), signal.SIGINT)
 
     sys.setprofile(ctrl_c_in_the_pools_code)
-    del pool  # the last reference: the pool is collected here
+    del pool  # the last reference
+    gc.collect()  # the pool may sit in a reference cycle: it is collected by now in any case
     sys.setprofile(None)
     if not sent:  # no Python code of the pool ran: Ctrl-C lands just after
         os.kill(os.getpid(), signal.SIGINT)
@@ -466,9 +477,18 @@ def test_ctrl_c_while_a_pool_is_collected():
 
 
 def test_ctrl_c_that_lands_in_pool_del_interrupts_the_run(pytester: pytest.Pytester) -> None:
-    """A SIGINT that arrived while Pool.__del__ ran was swallowed ('Exception ignored in'), and
-    the run ended with exit code 0.  The signal is sent from the first line of the pool's code
-    that runs while the pool is collected, so that the one-in-twenty race happens every time."""
+    """A SIGINT that arrived while Pool.__del__ shut a dropped pool down was swallowed
+    ('Exception ignored in'), and the run ended with exit code 0.  The signal is sent from the
+    first line of the pool's code that runs while the pool is collected, so that the
+    one-in-twenty race happens every time: the workers of a dropped pool are now killed by
+    finalizers that run no Python code.
+
+    The ResourceWarning that ``Pool.__del__`` gives for a pool dropped while running is left
+    out: an exception raised inside any finalizer is only printed by CPython, so a Ctrl-C that
+    lands in those few lines is lost, as in ``multiprocessing.Pool.__del__``, which gives the
+    same warning.  Whether the pool is collected by reference counting or by a collection, and
+    so whether the race could be forced at all, depended on the interpreter's allocations: the
+    test passed or failed with the plugin's bytecode cached or not."""
     pytester.makepyfile(test_del=SIGINT_IN_DEL)
     result = pytester.runpytest_subprocess(*POOL, timeout=RUN_TIMEOUT)
     assert result.ret == pytest.ExitCode.INTERRUPTED, result.stdout.str() + result.stderr.str()
