@@ -36,6 +36,7 @@ _HOMES = {
     "pool_fixture": "pytest_poolrun.fixture",
     "pytest_addoption": "pytest_poolrun.plugin",
     "pytest_cmdline_main": "pytest_poolrun.plugin",
+    "pytest_collection": "pytest_poolrun.plugin",
     "pytest_collection_modifyitems": "pytest_poolrun.plugin",
     "pytest_configure": "pytest_poolrun.plugin",
     "pytest_report_collectionfinish": "pytest_poolrun.plugin",
@@ -60,6 +61,7 @@ __all__ = [
     "pool_fixture",
     "pytest_addoption",
     "pytest_cmdline_main",
+    "pytest_collection",
     "pytest_collection_modifyitems",
     "pytest_configure",
     "pytest_report_collectionfinish",
@@ -72,6 +74,7 @@ if TYPE_CHECKING:
     from pytest_poolrun.plugin import (
         pytest_addoption,
         pytest_cmdline_main,
+        pytest_collection,
         pytest_collection_modifyitems,
         pytest_configure,
         pytest_report_collectionfinish,

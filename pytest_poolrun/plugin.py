@@ -217,6 +217,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.hookimpl(tryfirst=True)
+def pytest_collection(session: pytest.Session) -> None:
+    if _pool_requested(session.config):
+        # What lives now (pytest, the plugins, the conftests) lives to the end: collection's
+        # full garbage collections need not walk it (see heapfreeze).
+        from pytest_poolrun import heapfreeze
+
+        heapfreeze.for_config(session.config).freeze()
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_runtestloop(session: pytest.Session) -> bool | None:
     config = session.config
     if not _pool_requested(config) or config.option.collectonly:

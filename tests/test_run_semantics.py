@@ -360,6 +360,27 @@ def test_the_heap_stays_frozen_through_the_cleanups_of_pytest_and_other_plugins(
     assert frozen > INTERPRETER_FROZEN_OBJECTS
 
 
+@pytest.mark.parametrize("pooled", [True, False], ids=["pool", "serial"])
+def test_collection_runs_with_the_heap_frozen_under_pool_only(
+    pytester: pytest.Pytester, pooled: bool
+) -> None:
+    # What lives when collection starts lives to the end of the run: collection's full
+    # garbage collections need not walk it.  A run without --pool is left as it is.
+    pytester.makeconftest(
+        """
+        import gc
+
+        def pytest_collection_modifyitems(items):
+            with open("frozen-at-collection.txt", "w") as out:
+                out.write(f"{gc.get_freeze_count()}\\n")
+        """
+    )
+    pytester.makepyfile(test_some="def test_a(): pass\ndef test_b(): pass\n")
+    run(pytester, *(("--pool", "2") if pooled else ())).assert_outcomes(passed=2)
+    frozen = int((pytester.path / "frozen-at-collection.txt").read_text())
+    assert (frozen > INTERPRETER_FROZEN_OBJECTS) == pooled
+
+
 def test_a_run_leaves_objects_its_caller_froze_frozen(pytester: pytest.Pytester) -> None:
     before, results = caller_results(pytester, "caller-froze")
     assert before > INTERPRETER_FROZEN_OBJECTS  # the caller froze its heap, pytest's among it
