@@ -219,11 +219,12 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection(session: pytest.Session) -> None:
     if _pool_requested(session.config):
-        # What lives now (pytest, the plugins, the conftests) lives to the end: collection's
-        # full garbage collections need not walk it (see heapfreeze).
+        # What lives now (pytest, the plugins, the conftests), and each collector's nodes once
+        # it is done, live to the end: collection's full garbage collections need not walk
+        # them (see heapfreeze).
         from pytest_poolrun import heapfreeze
 
-        heapfreeze.for_config(session.config).freeze()
+        heapfreeze.for_config(session.config).collecting(session.config)
 
 
 @pytest.hookimpl(tryfirst=True)

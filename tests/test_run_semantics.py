@@ -364,21 +364,31 @@ def test_the_heap_stays_frozen_through_the_cleanups_of_pytest_and_other_plugins(
 def test_collection_runs_with_the_heap_frozen_under_pool_only(
     pytester: pytest.Pytester, pooled: bool
 ) -> None:
-    # What lives when collection starts lives to the end of the run: collection's full
-    # garbage collections need not walk it.  A run without --pool is left as it is.
+    # What lives when collection starts, and each module's items once it is collected, live to
+    # the end of the run: collection's full garbage collections need not walk them.  A run
+    # without --pool is left as it is.  (The collector lists no frozen object.)
     pytester.makeconftest(
         """
         import gc
 
         def pytest_collection_modifyitems(items):
+            walked = {id(obj) for obj in gc.get_objects()}
+            frozen_items = sum(id(item) not in walked for item in items)
             with open("frozen-at-collection.txt", "w") as out:
-                out.write(f"{gc.get_freeze_count()}\\n")
+                out.write(f"{gc.get_freeze_count()} {frozen_items} {len(items)}\\n")
         """
     )
-    pytester.makepyfile(test_some="def test_a(): pass\ndef test_b(): pass\n")
-    run(pytester, *(("--pool", "2") if pooled else ())).assert_outcomes(passed=2)
-    frozen = int((pytester.path / "frozen-at-collection.txt").read_text())
+    pytester.makepyfile(
+        test_one="def test_a(): pass\ndef test_b(): pass\n",
+        test_two="class TestThem:\n    def test_c(self): pass\n",
+    )
+    run(pytester, *(("--pool", "2") if pooled else ())).assert_outcomes(passed=3)
+    frozen, frozen_items, items = map(
+        int, (pytester.path / "frozen-at-collection.txt").read_text().split()
+    )
+    assert items == 3
     assert (frozen > INTERPRETER_FROZEN_OBJECTS) == pooled
+    assert frozen_items == (3 if pooled else 0)
 
 
 def test_a_run_leaves_objects_its_caller_froze_frozen(pytester: pytest.Pytester) -> None:
