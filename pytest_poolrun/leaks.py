@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 import warnings
 from collections.abc import Generator, Iterable
@@ -135,22 +136,24 @@ def command_line(pid: int) -> str:
         return "?"
 
 
+# multiprocessing's helpers that a worker may start once and keep: (module, object, its pid).
+_HELPER_PIDS = (
+    ("multiprocessing.resource_tracker", "_resource_tracker", "_pid"),
+    ("multiprocessing.forkserver", "_forkserver", "_forkserver_pid"),
+)
+
+
 def _helpers() -> set[int]:
     """Processes that belong to the worker for its lifetime, not to a test: multiprocessing's
     resource tracker and forkserver (started once, on first use) and the workers of every live
     ``Pool`` of this package (the ``pool`` fixture keeps its workers between tests)."""
     pids: set[int] = set()
-    try:
-        from multiprocessing import forkserver, resource_tracker
-
-        for pid in (
-            getattr(resource_tracker._resource_tracker, "_pid", None),
-            getattr(forkserver._forkserver, "_forkserver_pid", None),
-        ):
-            if isinstance(pid, int):
-                pids.add(pid)
-    except (ImportError, AttributeError):
-        pass
+    # Read where imported: a helper not imported was never started, and importing the
+    # forkserver's module cost each worker 2 ms at its first check.
+    for module, helper, attribute in _HELPER_PIDS:
+        pid = getattr(getattr(sys.modules.get(module), helper, None), attribute, None)
+        if isinstance(pid, int):
+            pids.add(pid)
     from pytest_poolrun import pool
 
     for live in list(pool._live_pools):
