@@ -47,7 +47,9 @@ there is one, which tests leave alone (a test's own SIGUSR1 handler once swallow
 silently, as soon as the phase implementation it forked in (the test's call, a fixture's setup
 or teardown) returns or raises into pluggy (``_ForkedChildGuard``; the protocol's end is a
 second check): it would otherwise report the test again, tear fixtures down, run the rest of the
-chunk and answer on the worker's socket.
+chunk and answer on the worker's socket.  The guard's wrapper, like the leak check's, hides its
+frame from pytest's tracebacks; under ``--tb=native``, Python's own format, which shows every
+frame, both are taken out of the reports (``_NativeTracebackTrim``).
 
 **Stopping early.**  The controller sets the board's stop flag (``-x``, ``--maxfail``); a worker
 checks it between items, runs nothing more, and on shutdown tears its fixtures down without
@@ -69,7 +71,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -82,6 +84,7 @@ from pytest_poolrun import (
     events,
     forwarding,
     hookproxies,
+    leaks,
     recording,
     runid,
     workerfeatures,
@@ -237,6 +240,60 @@ def _leaving_if_forked(function: Callable[..., object]) -> Callable[..., object]
     return leaving_if_forked
 
 
+class _NativeTracebackTrim:
+    """Under ``--tb=native`` drops the worker's own wrappers from a report's traceback.
+
+    That style is Python's own traceback format, which honours no ``__tracebackhide__``: a
+    fixture's error would show the guard's wrapper and the leak check's fixture-setup wrapper,
+    where a serial run shows neither.  The leak check's is a hook wrapper, so pluggy's frame
+    that threw the error into it goes too.  Registered only under that style, so that other
+    runs pay no wrapper per phase.
+    """
+
+    def __init__(self) -> None:
+        guard = _leaving_if_forked(_leave_if_forked_child).__code__
+        leak_check = leaks.LeakWatch.pytest_fixture_setup.__code__
+        # How Python's traceback format begins an entry of each, its name, whether a wrapper.
+        self._ours = tuple(
+            (f'  File "{code.co_filename}", line ', f", in {code.co_name}\n", wrapper)
+            for code, wrapper in ((guard, False), (leak_check, True))
+        )
+        self._pluggy = f'  File "{os.path.dirname(pluggy.__file__)}{os.sep}'
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        longrepr = report.longrepr
+        chain = getattr(longrepr, "chain", None)
+        if chain:
+            tracebacks = [element[0] for element in chain]
+        else:
+            tracebacks = [getattr(longrepr, "reprtraceback", None)]
+        for traceback in tracebacks:
+            for entry in getattr(traceback, "reprentries", ()):
+                lines = getattr(entry, "lines", None)
+                if getattr(entry, "style", None) == "native" and isinstance(lines, list):
+                    entry.lines = self._trimmed(lines)
+        return report
+
+    def _trimmed(self, lines: list[str]) -> list[str]:
+        kept: list[str] = []
+        for line in lines:
+            wrapper = self._wrapper_of(line)
+            if wrapper is None:
+                kept.append(line)
+            elif wrapper and kept and kept[-1].startswith(self._pluggy):
+                kept.pop()  # pluggy's frame that threw the error into the wrapper
+        return kept
+
+    def _wrapper_of(self, text: str) -> bool | None:
+        """Whether the entry ``text`` is a hook wrapper of ours; None: not ours."""
+        for start, end, wrapper in self._ours:
+            if text.startswith(start) and end in text:
+                return wrapper
+        return None
+
+
 def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) -> None:
     """Pool initializer: make this process a worker of the run.
 
@@ -285,6 +342,8 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
     config.pluginmanager.register(forwarder, "poolrun-forwarder")
     _Shared.forwarder = forwarder
     config.pluginmanager.register(_ForkedChildGuard(config), "poolrun-forked-child-guard")
+    if config.option.tbstyle == "native":
+        config.pluginmanager.register(_NativeTracebackTrim(), "poolrun-native-traceback")
     hookproxies.install(_session())
     # Last: the runner's report hook calls in this worker skip pluggy's general path.
     directhooks.install_in_worker(config)

@@ -342,9 +342,12 @@ def test_reports_carry_the_keywords_of_a_serial_run(pytester: pytest.Pytester) -
     assert ["body_mark" in line for line in body] == [True, False, True]  # call, setup, teardown
 
 
+@pytest.mark.parametrize("style", ["auto", "native"])
 def test_a_fixture_error_from_a_conftest_shows_no_frame_of_the_plugin(
-    pytester: pytest.Pytester,
+    pytester: pytest.Pytester, style: str
 ) -> None:
+    # Python's own format (native) honours no __tracebackhide__: the worker's wrappers are
+    # taken out of those reports, and with the leak check's, pluggy's frame that called it.
     pytester.makeconftest(BROKEN_FIXTURES)  # in a conftest, not the test module
     pytester.makepyfile(
         """
@@ -353,10 +356,16 @@ def test_a_fixture_error_from_a_conftest_shows_no_frame_of_the_plugin(
         def test_call(): assert 1 == 2
         """
     )
-    args = ("-rA", "--pool-report-order", "collection")
+    args = ("-rA", "--pool-report-order", "collection", f"--tb={style}")
     serial = pytester.runpytest_subprocess(*POOL, *args)
     pooled = pytester.runpytest_subprocess(*POOL, "--pool", "2", *args)
     pooled.assert_outcomes(passed=1, failed=1, errors=2)
     own_frames = [line for line in pooled.stdout.lines if "pytest_poolrun" + os.sep in line]
     assert own_frames == []
     assert serial.stdout.str().count("broke") == pooled.stdout.str().count("broke")
+    frames = [
+        [line for line in run.stdout.lines if line.startswith("  File ")]
+        for run in (serial, pooled)
+    ]
+    assert frames[0] == frames[1]
+    assert (frames[0] != []) == (style == "native")
