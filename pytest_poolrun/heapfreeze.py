@@ -6,9 +6,9 @@ Data flow, in the controller of a ``--pool`` run::
         its release the config's first cleanup, so the last to run
     pytest_collection, first of all ─▶ FrozenHeap.collecting(): everything alive now (pytest,
         the plugins, the conftests read so far) leaves the collector's generations
-    pytest_collectreport, after each collector ─▶ gc.freeze() again: the collector's nodes
+    pytest_collectreport, after each collector ─▶ FrozenHeap.freeze_new(): the collector's nodes
     Controller.run, before the first fork ─▶ FrozenHeap.freeze() again: the collected session
-    Controller._on_event, after each batch ─▶ gc.freeze() again: what the replay left alive
+    Controller._on_event, after each batch ─▶ FrozenHeap.freeze_new(): what the replay left alive
     pytest_unconfigure, then the config's cleanups ─▶ pytest's own final collections walk only
         what is not frozen ─▶ FrozenHeap.release(), last: gc.unfreeze()
 
@@ -70,10 +70,14 @@ class FrozenHeap:
         if self.freeze() and not config.pluginmanager.is_registered(self):
             config.pluginmanager.register(self, "poolrun-frozen-heap")
 
-    def pytest_collectreport(self) -> None:
-        # A collector's nodes (a module's items above all) live to the end of the run.
+    def freeze_new(self) -> None:
+        """Freeze what was made since the last freeze, if this run froze the heap."""
         if self.frozen:
             gc.freeze()
+
+    def pytest_collectreport(self) -> None:
+        # A collector's nodes (a module's items above all) live to the end of the run.
+        self.freeze_new()
 
     def release(self) -> None:
         if self.frozen:

@@ -58,7 +58,6 @@ interrupted summary.
 
 from __future__ import annotations
 
-import gc
 import signal
 import sys
 import threading
@@ -199,14 +198,14 @@ class Controller:
         self.internal_error: BaseException | None = None
         self.interrupted: events.ItemAborted | None = None  # a test raised KeyboardInterrupt
         self.pool: RunnerPool | None = None  # started by run(), after the board and prepare()
-        self._freezes_batches = False  # set by run(): see _on_event
+        self.heap = heapfreeze.for_config(self.config)  # frozen by run(): see _on_event
 
     # ------------------------------------------------------------------------------- running
 
     def run(self) -> None:
         options = self.options
         self.shared.setup()  # before any fork: forked workers inherit the values
-        self._freezes_batches = heapfreeze.for_config(self.config).freeze()
+        self.heap.freeze()
         itemrunner.prepare(
             self.session, self.board, self._basetemp(), self.journal, self.postmortem.fault_files
         )
@@ -322,14 +321,13 @@ class Controller:
     def _on_event(self, worker: str, batch: tuple[bytes, ...]) -> None:
         for record in batch:
             self._on_worker_event(worker, events.decode(record))
-        if self._freezes_batches:
-            # What the replay left alive (the reports the terminal keeps to the end, three per
-            # test) joins the frozen heap: the full collections a growing heap of them starts
-            # would walk them all again, and again (at 50,000 tests seven, 660 ms in all,
-            # while the workers wait for their next chunks).  Freezing costs the same for any
-            # heap, and refcounting still frees what dies; only garbage in reference cycles
-            # waits for the cleanup that gives the heap back.
-            gc.freeze()
+        # What the replay left alive (the reports the terminal keeps to the end, three per test)
+        # joins the frozen heap: the full collections a growing heap of them starts would walk
+        # them all again, and again (at 50,000 tests seven, 660 ms in all, while the workers
+        # wait for their next chunks).  Freezing costs the same for any heap, and refcounting
+        # still frees what dies; only garbage in reference cycles waits for the cleanup that
+        # gives the heap back.
+        self.heap.freeze_new()
 
     def _on_worker_event(self, worker: str, event: events.WorkerEvent) -> None:
         if isinstance(event, events.ItemStarted):
