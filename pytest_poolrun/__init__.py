@@ -8,7 +8,8 @@ The names load lazily (PEP 562), so ``from pytest_poolrun import Pool`` does not
 a pool used outside pytest, and every spawned worker, starts without that cost.
 
 PYTEST_DONT_REWRITE: the plugin has no assertions to rewrite, and a worker that imports it before
-pytest reads ``-p pytest_poolrun`` must not be warned that it cannot be rewritten.
+pytest reads ``-p pytest_poolrun`` must not be warned that it cannot be rewritten.  Its other
+modules load from their bytecode, past pytest's rewriter (``ownmodules``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from pytest_poolrun import ownmodules
+
 __version__ = "0.1.0"
+
+ownmodules.install()
 
 _HOMES = {
     "AsyncResult": "pytest_poolrun.pool",

@@ -95,3 +95,33 @@ def test_every_hook_of_the_plugin_module_is_registered() -> None:
     hooks = {name for name in vars(plugin) if name.startswith("pytest_")}
     assert "pytest_runtestloop" in hooks
     assert hooks <= set(dir(pytest_poolrun))
+
+
+def test_pytest_does_not_rewrite_the_plugins_own_modules(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pytest rewrites the assertions of every module of a plugin named by -p, as it does of an
+    # installed plugin's distribution: where no bytecode is written, each start would read, parse
+    # and compile them all again.  They load from their bytecode instead (ownmodules).
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    pytester.makeconftest(
+        """
+        import sys
+
+        def pytest_terminal_summary(terminalreporter):
+            loaded = {
+                name: type(getattr(sys.modules.get(name), "__loader__", None)).__name__
+                for name in ("pytest_poolrun.plugin", "pytest_poolrun.runner")
+            }
+            terminalreporter.write_line(f"loaders: {loaded}")
+        """
+    )
+    pytester.makepyfile(TWO_TESTS)
+    result = pytester.runpytest_subprocess("-p", "pytest_poolrun", "--pool", "2")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(
+        [
+            "loaders: {'pytest_poolrun.plugin': 'SourceFileLoader', "
+            "'pytest_poolrun.runner': 'SourceFileLoader'}"
+        ]
+    )
