@@ -92,8 +92,7 @@ def contender_args(contender: str, workers: int) -> tuple[str, ...]:
         return (*NO_XDIST, *NO_POOLRUN, "--collect-only")
     if contender == XDIST:
         return (*NO_POOLRUN, "-n", str(workers))
-    # Not "-p pytest_poolrun": a plugin named by -p has its modules assertion-rewritten, which
-    # costs every run about 40 ms that a user's `pytest --pool N` does not pay.
+    # Not "-p pytest_poolrun": the plugin loads through its entry point, as in a user's run.
     return (*NO_XDIST, "--pool", str(workers))
 
 
