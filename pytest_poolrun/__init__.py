@@ -40,7 +40,6 @@ _HOMES = {
     "SendError": "pytest_poolrun.codec",
     "pool_fixture": "pytest_poolrun.fixture",
     "pytest_addoption": "pytest_poolrun.plugin",
-    "pytest_cmdline_main": "pytest_poolrun.plugin",
     "pytest_collection": "pytest_poolrun.plugin",
     "pytest_collection_modifyitems": "pytest_poolrun.plugin",
     "pytest_configure": "pytest_poolrun.plugin",
@@ -65,7 +64,6 @@ __all__ = [
     "WorkerLostError",
     "pool_fixture",
     "pytest_addoption",
-    "pytest_cmdline_main",
     "pytest_collection",
     "pytest_collection_modifyitems",
     "pytest_configure",
@@ -78,7 +76,6 @@ if TYPE_CHECKING:
     from pytest_poolrun.fixture import pool_fixture
     from pytest_poolrun.plugin import (
         pytest_addoption,
-        pytest_cmdline_main,
         pytest_collection,
         pytest_collection_modifyitems,
         pytest_configure,

@@ -66,7 +66,6 @@ controller before the pool forks: nothing is pickled, imported or collected agai
 from __future__ import annotations
 
 import functools
-import gc
 import os
 import signal
 import sys
@@ -83,6 +82,7 @@ from pytest_poolrun import (
     directhooks,
     events,
     forwarding,
+    gcpause,
     hookproxies,
     leaks,
     recording,
@@ -317,17 +317,15 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
     else:
         config = _session().config
         _Shared.forked = True
-        # The session's heap, inherited from the controller, lives as long as this worker: keep
-        # it out of full collections, which would scan it again and again (and copy the pages
-        # they touch).  The controller froze what it had before forking (runner); this also
-        # takes what it made after, and what this worker made since.
-        gc.freeze()
         workersetup.restore_dispositions(_Shared.dispositions)
         _own_capture(config)
         workersetup.own_fault_file(_Shared.faults, info.slot)
         workersetup.own_tmp_path(config, _Shared.basetemp, info.name)
         workersetup.silence_terminal(config, _forwarded(sys.__stdout__))
         workersetup.become_xdist_worker(config, workerinput)
+    # Tests see the garbage collector as the run found it: the controller's pause of full
+    # collections (gcpause) was inherited with the fork, or held by this worker's collection.
+    gcpause.for_config(config).release()
     runid.adopt(config, testrun_uid)
     _Shared.recycler = workerfeatures.start(_session(), workerinput, _Shared.forked)
     if config.option.capture == "no":

@@ -182,16 +182,6 @@ def _pool_requested(config: pytest.Config) -> bool:
     return bool(value) or bool(config.getoption("pool_tx", None))
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_cmdline_main(config: pytest.Config) -> None:
-    if _pool_requested(config):
-        # Before pytest_configure, where pytest's own plugins register their cleanups: the
-        # heap the run freezes is given back after all of them (see heapfreeze).
-        from pytest_poolrun import heapfreeze
-
-        heapfreeze.for_config(config)
-
-
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[runid.testrun_uid_key] = runid.new_testrun_uid()
@@ -219,12 +209,11 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection(session: pytest.Session) -> None:
     if _pool_requested(session.config):
-        # What lives now (pytest, the plugins, the conftests), and each collector's nodes once
-        # it is done, live to the end: collection's full garbage collections need not walk
-        # them (see heapfreeze).
-        from pytest_poolrun import heapfreeze
+        # What collection builds lives to the end of the run: no full garbage collection need
+        # walk it again and again while it grows and while the workers share it (see gcpause).
+        from pytest_poolrun import gcpause
 
-        heapfreeze.for_config(session.config).collecting(session.config)
+        gcpause.for_config(session.config).hold(session.config)
 
 
 @pytest.hookimpl(tryfirst=True)

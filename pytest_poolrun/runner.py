@@ -39,11 +39,11 @@ Data flow, all in the controller's single thread::
                                             with the worker's traceback as its cause
     between waits: Timeouts.expire ─▶ stacks and output into the message, Pool.kill(worker)
 
-Before the first fork the controller moves everything alive then (the collected session above
-all) out of the garbage collector's reach until pytest ends (``heapfreeze``), and
-after each batch of events what their replay left alive (``_on_event``).  While the pool runs,
-the status question the terminal reporter asks of every replayed report,
-``pytest_report_teststatus``, is a direct caller on ``config.hook`` (``directhooks``).
+From collection to the session's end the controller's garbage collector starts no full
+collection (``gcpause``): they would walk the collected session and the kept reports again and
+again, and copy every page of them the workers share.  While the pool runs, the status
+question the terminal reporter asks of every replayed report, ``pytest_report_teststatus``, is
+a direct caller on ``config.hook`` (``directhooks``).
 
 The parts: ``ledger`` (item states), ``replayer`` (reports, ordering, synthetic reports),
 ``postmortem`` (fault files, stack dumps, capture files), ``timeouts``.  ``Controller`` wires
@@ -74,7 +74,6 @@ from pytest_poolrun import (
     adapters,
     directhooks,
     events,
-    heapfreeze,
     iteminfo,
     itemrunner,
     scheduling,
@@ -198,14 +197,12 @@ class Controller:
         self.internal_error: BaseException | None = None
         self.interrupted: events.ItemAborted | None = None  # a test raised KeyboardInterrupt
         self.pool: RunnerPool | None = None  # started by run(), after the board and prepare()
-        self.heap = heapfreeze.for_config(self.config)  # frozen by run(): see _on_event
 
     # ------------------------------------------------------------------------------- running
 
     def run(self) -> None:
         options = self.options
         self.shared.setup()  # before any fork: forked workers inherit the values
-        self.heap.freeze()
         itemrunner.prepare(
             self.session, self.board, self._basetemp(), self.journal, self.postmortem.fault_files
         )
@@ -321,13 +318,6 @@ class Controller:
     def _on_event(self, worker: str, batch: tuple[bytes, ...]) -> None:
         for record in batch:
             self._on_worker_event(worker, events.decode(record))
-        # What the replay left alive (the reports the terminal keeps to the end, three per test)
-        # joins the frozen heap: the full collections a growing heap of them starts would walk
-        # them all again, and again (at 50,000 tests seven, 660 ms in all, while the workers
-        # wait for their next chunks).  Freezing costs the same for any heap, and refcounting
-        # still frees what dies; only garbage in reference cycles waits for the cleanup that
-        # gives the heap back.
-        self.heap.freeze_new()
 
     def _on_worker_event(self, worker: str, event: events.WorkerEvent) -> None:
         if isinstance(event, events.ItemStarted):

@@ -15,8 +15,6 @@ from pathlib import Path
 import pytest
 from helpers import POOL
 
-from pytest_poolrun.heapfreeze import INTERPRETER_FROZEN_OBJECTS
-
 RUN_TIMEOUT = 60.0
 
 
@@ -247,152 +245,189 @@ def test_dist_module_keeps_a_reordered_module_on_one_worker(
     assert split == {}, f"modules run on more than one worker: {split}"
 
 
-# ------------------------------------------------------------ a caller that goes on after a run
+# -------------------------------------------------------------- the garbage collector, as found
+
+SEES_EVERY_OBJECT = """
+import gc, os
+
+class Marker:
+    pass
+
+KEPT = Marker()
+
+
+def seen(where):
+    found = any(type(obj) is Marker for obj in gc.get_objects())
+    with open(f"seen-{os.getpid()}.txt", "a") as out:
+        out.write(f"{where} referrers={bool(gc.get_referrers(KEPT))} objects={found}\\n")
+
+
+def pytest_configure(config):
+    os.environ.setdefault("CONTROLLER_PID", str(os.getpid()))
+
+
+def pytest_collection_modifyitems(items):
+    seen("collection")
+
+
+def pytest_runtest_logreport(report):
+    # In the controller: the report hooks run in the workers too.
+    if report.when == "call" and os.getpid() == int(os.environ["CONTROLLER_PID"]):
+        seen("replay")
+
+
+def pytest_terminal_summary():
+    seen("summary")
+"""
+
+
+@pytest.mark.parametrize("pooled", [True, False], ids=["pool", "serial"])
+def test_tests_and_hooks_see_every_object_through_the_garbage_collector(
+    pytester: pytest.Pytester, pooled: bool
+) -> None:
+    # gc.get_objects() and gc.get_referrers() leave frozen objects out: a run that froze its
+    # heap failed leak tests, and a hypothesis warning (an error under -W error) failed
+    # jinja2's suite at its summary.  Every test and hook sees what it would serially.
+    pytester.makeconftest(SEES_EVERY_OBJECT)
+    pytester.makepyfile(
+        """
+        import conftest
+
+        def test_a():
+            conftest.seen("test")
+
+        def test_b():
+            conftest.seen("test")
+        """
+    )
+    run(pytester, *(("--pool", "2") if pooled else ())).assert_outcomes(passed=2)
+    lines = sorted(
+        line for path in pytester.path.glob("seen-*.txt") for line in path.read_text().splitlines()
+    )
+    assert lines == sorted(
+        [f"{where} referrers=True objects=True" for where in ("collection", "summary")]
+        + ["replay referrers=True objects=True"] * 2
+        + ["test referrers=True objects=True"] * 2
+    )
+
+
+def test_tests_see_the_garbage_collector_thresholds_the_run_found(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest(
+        """
+        import gc
+
+        def pytest_configure(config):
+            gc.set_threshold(500, 7, 9)
+
+        def pytest_sessionfinish(session):
+            with open("at-sessionfinish.txt", "w") as out:
+                out.write(repr(gc.get_threshold()))
+        """
+    )
+    pytester.makepyfile(
+        """
+        import gc
+
+        def test_a():
+            assert gc.get_threshold() == (500, 7, 9)
+
+        def test_b():
+            assert gc.get_threshold() == (500, 7, 9)
+        """
+    )
+    run(pytester, "--pool", "2").assert_outcomes(passed=2)
+    assert (pytester.path / "at-sessionfinish.txt").read_text() == "(500, 7, 9)"
+
+
+@pytest.mark.parametrize("pooled", [True, False], ids=["pool", "serial"])
+def test_the_controller_starts_no_full_collection_from_collection_to_the_end_of_the_run(
+    pytester: pytest.Pytester, pooled: bool
+) -> None:
+    # Each would walk the collected session, and the reports kept so far, again; once the
+    # workers are forked, it would also copy every page of them they share.  A serial run
+    # of the same conftest makes some: its collection and replay keep many objects.
+    pytester.makeconftest(
+        """
+        import gc, os
+
+        KEEP = []
+        FULL = []
+        COUNTING = []
+        PID = os.getpid()
+
+        def count(phase, info):
+            if phase == "start" and info["generation"] == 2 and COUNTING and os.getpid() == PID:
+                FULL.append(1)
+
+        gc.callbacks.append(count)
+
+        def pytest_collection(session):
+            COUNTING.append(1)
+
+        def pytest_collection_modifyitems(items):
+            KEEP.extend([n] for n in range(200_000))
+
+        def pytest_runtest_logreport(report):
+            if os.getpid() == PID:
+                KEEP.extend([n] for n in range(50_000))
+
+        def pytest_sessionfinish(session):
+            COUNTING.clear()
+            with open("full-collections.txt", "w") as out:
+                out.write(str(len(FULL)))
+        """
+    )
+    pytester.makepyfile(
+        "import pytest\n@pytest.mark.parametrize('n', range(6))\ndef test_it(n): pass\n"
+    )
+    run(pytester, *(("--pool", "2") if pooled else ())).assert_outcomes(passed=6)
+    full = int((pytester.path / "full-collections.txt").read_text())
+    assert (full == 0) == pooled, full
+
 
 CALLER = """
-import gc, os, sys
+import gc, sys
 import pytest
 
-os.environ["CALLER_PID"] = str(os.getpid())
-caller_objects = [[n] for n in range(100)]
-if sys.argv[1:] == ["caller-froze"]:
-    gc.freeze()
-gc.collect()
-print(f"BEFORE {gc.get_freeze_count()}")
+if sys.argv[1:] == ["own-thresholds"]:
+    gc.set_threshold(600, 8, 11)
+print(f"BEFORE {gc.get_threshold()}")
 for _ in range(2):
     code = pytest.main(["-q", "-p", "pytest_poolrun", "-p", "no:randomly", "--pool", "2"])
-    gc.collect()
-    tracked = {id(obj) for obj in gc.get_objects()}
-    kept = not any(id(obj) in tracked for obj in caller_objects)
-    print(f"RESULT exit={int(code)} frozen={gc.get_freeze_count()} caller_objects_frozen={kept}")
+    print(f"RESULT exit={int(code)} thresholds={gc.get_threshold()}")
 """
 
 CALLER_CONFTEST = """
 import gc, os
 
+def pytest_configure(config):
+    os.environ.setdefault("CALLER_PID", str(os.getpid()))
+
 def pytest_runtest_logreport(report):
     if report.when == "call" and os.getpid() == int(os.environ["CALLER_PID"]):
-        with open("frozen-while-running.txt", "a") as out:
-            out.write(f"{gc.get_freeze_count()}\\n")
+        with open("while-running.txt", "a") as out:
+            out.write(f"{gc.get_threshold()[2]}\\n")
 """
 
 
-def caller_results(pytester: pytest.Pytester, *args: str) -> tuple[int, list[str]]:
-    """How many objects the calling program had frozen (some Pythons freeze a few of their own
-    at startup), and a line per run: exit code, frozen count, whether its objects were frozen."""
+@pytest.mark.parametrize("own", [False, True], ids=["default", "own-thresholds"])
+def test_a_run_gives_its_caller_back_the_thresholds_it_found(
+    pytester: pytest.Pytester, own: bool
+) -> None:
+    # A program that calls pytest.main() again and again must get the collector back as it
+    # was after each run, or its garbage in reference cycles would pile up.
     pytester.makeconftest(CALLER_CONFTEST)
     pytester.makepyfile(test_some="def test_a(): pass\ndef test_b(): pass\n")
     script = pytester.makepyfile(caller=CALLER)
-    ran = pytester.run(sys.executable, str(script), *args, timeout=RUN_TIMEOUT)
-    before = [int(line.split()[1]) for line in ran.outlines if line.startswith("BEFORE ")]
+    ran = pytester.run(
+        sys.executable, str(script), *(["own-thresholds"] if own else []), timeout=RUN_TIMEOUT
+    )
+    before = [line.split(" ", 1)[1] for line in ran.outlines if line.startswith("BEFORE ")]
     results = [line.split(" ", 1)[1] for line in ran.outlines if line.startswith("RESULT ")]
     assert len(before) == 1, ran.outlines
-    return before[0], results
-
-
-def test_a_run_gives_back_the_heap_it_kept_from_garbage_collection(
-    pytester: pytest.Pytester,
-) -> None:
-    # The controller keeps what it collected out of the garbage collector while the run lasts;
-    # a program that calls pytest.main() again and again must get it back after each run, or
-    # its garbage would pile up.
-    before, results = caller_results(pytester)
-    assert results == [f"exit=0 frozen={before} caller_objects_frozen=False"] * 2
-    while_running = [
-        int(n) for n in (pytester.path / "frozen-while-running.txt").read_text().split()
-    ]
-    assert len(while_running) == 4 and min(while_running) > before + INTERPRETER_FROZEN_OBJECTS
-
-
-def test_what_the_replay_keeps_is_kept_from_garbage_collection(pytester: pytest.Pytester) -> None:
-    # The reports the terminal keeps pile up as the run goes on; each batch's survivors join
-    # the frozen heap, so the controller's full collections do not walk them again and again.
-    pytester.makeconftest(
-        """
-        import gc, os
-
-        def pytest_runtest_logreport(report):
-            if report.when == "call" and os.getpid() == int(os.environ["CONTROLLER_PID"]):
-                with open("frozen.txt", "a") as out:
-                    out.write(f"{gc.get_freeze_count()}\\n")
-
-        def pytest_configure(config):
-            os.environ.setdefault("CONTROLLER_PID", str(os.getpid()))
-        """
-    )
-    pytester.makepyfile(
-        "import time, pytest\n"
-        "@pytest.mark.parametrize('n', range(30))\n"
-        "def test_slowish(n): time.sleep(0.02)\n"
-    )
-    run(pytester, "--pool", "2", "--pool-chunksize", "5").assert_outcomes(passed=30)
-    frozen = [int(n) for n in (pytester.path / "frozen.txt").read_text().split()]
-    assert len(frozen) == 30
-    # Later tests are replayed with more frozen: the reports of the batches before them.
-    assert frozen[-1] > frozen[0]
-
-
-def test_the_heap_stays_frozen_through_the_cleanups_of_pytest_and_other_plugins(
-    pytester: pytest.Pytester,
-) -> None:
-    # pytest's unraisable-exception plugin ends the session with full collections from its
-    # cleanup; the heap is given back after them, so that they do not walk it all (five times
-    # on pytest 8.4).  A conftest's cleanup, registered at configure as pytest's own are, sees
-    # it still frozen.
-    pytester.makeconftest(
-        """
-        import gc, os
-
-        def pytest_configure(config):
-            pid = os.getpid()
-
-            def record():
-                if os.getpid() == pid:
-                    with open("frozen-at-cleanup.txt", "w") as out:
-                        out.write(f"{gc.get_freeze_count()}\\n")
-
-            config.add_cleanup(record)
-        """
-    )
-    pytester.makepyfile(test_some="def test_a(): pass\ndef test_b(): pass\n")
-    run(pytester, "--pool", "2").assert_outcomes(passed=2)
-    frozen = int((pytester.path / "frozen-at-cleanup.txt").read_text())
-    assert frozen > INTERPRETER_FROZEN_OBJECTS
-
-
-@pytest.mark.parametrize("pooled", [True, False], ids=["pool", "serial"])
-def test_collection_runs_with_the_heap_frozen_under_pool_only(
-    pytester: pytest.Pytester, pooled: bool
-) -> None:
-    # What lives when collection starts, and each module's items once it is collected, live to
-    # the end of the run: collection's full garbage collections need not walk them.  A run
-    # without --pool is left as it is.  (The collector lists no frozen object.)
-    pytester.makeconftest(
-        """
-        import gc
-
-        def pytest_collection_modifyitems(items):
-            walked = {id(obj) for obj in gc.get_objects()}
-            frozen_items = sum(id(item) not in walked for item in items)
-            with open("frozen-at-collection.txt", "w") as out:
-                out.write(f"{gc.get_freeze_count()} {frozen_items} {len(items)}\\n")
-        """
-    )
-    pytester.makepyfile(
-        test_one="def test_a(): pass\ndef test_b(): pass\n",
-        test_two="class TestThem:\n    def test_c(self): pass\n",
-    )
-    run(pytester, *(("--pool", "2") if pooled else ())).assert_outcomes(passed=3)
-    frozen, frozen_items, items = map(
-        int, (pytester.path / "frozen-at-collection.txt").read_text().split()
-    )
-    assert items == 3
-    assert (frozen > INTERPRETER_FROZEN_OBJECTS) == pooled
-    assert frozen_items == (3 if pooled else 0)
-
-
-def test_a_run_leaves_objects_its_caller_froze_frozen(pytester: pytest.Pytester) -> None:
-    before, results = caller_results(pytester, "caller-froze")
-    assert before > INTERPRETER_FROZEN_OBJECTS  # the caller froze its heap, pytest's among it
-    assert [result.split(" frozen=")[0] for result in results] == ["exit=0"] * 2
-    assert all(result.endswith("caller_objects_frozen=True") for result in results)
+    assert results == [f"exit=0 thresholds={before[0]}"] * 2
+    while_running = (pytester.path / "while-running.txt").read_text().split()
+    assert len(while_running) == 4
+    assert all(int(old) > 1_000_000 for old in while_running)  # held off in the controller

@@ -1,0 +1,85 @@
+"""The controller's automatic full garbage collections, held off while its heap is built and shared.
+
+Data flow, in the controller of a ``--pool`` run::
+
+    pytest_collection, first of all ─▶ FullCollectionPause.hold(): the collector's third threshold
+        out of reach, so no automatic full collection starts; young ones run as ever
+    a worker, forked while it is held ─▶ release() in the worker before its first test
+        (itemrunner.start_worker): the thresholds the run found, for the tests
+    pytest_sessionfinish, first of all ─▶ release(): the thresholds the run found, for every hook
+        from there on (and the config's cleanup, for a run that ends before it)
+
+**Why.**  A full collection walks every object the collector tracks.  Collection builds the items,
+and each full collection during it walked pytest, the plugins and every item so far: 30 ms of
+5,000 small tests' collection.  Once the workers are forked, the walk also writes to every page
+holding a tracked object, so the kernel copies each page still shared with a worker: 70-120 ms
+of the controller's time at 5,000 tests, while the workers wait for chunks, and at 50,000 tests
+seven full collections, 660 ms, as the kept reports piled up.  Young collections still free what
+dies young; cyclic garbage that reached the oldest generation waits for the collections pytest
+itself makes at the session's end, and an explicit ``gc.collect()`` collects everything, as ever.
+
+**Why not gc.freeze().**  It spares the same walks, but ``gc.get_objects()`` and
+``gc.get_referrers()`` do not see frozen objects, and tests and plugins read them: a leak test
+counts live objects, hypothesis's ``register_random`` warns when a generator has no referrer
+(an error under ``-W error``: a frozen heap failed jinja2's suite at its summary).  Held-off
+collections show only in ``gc.get_threshold()``, and only in the controller's hooks from
+collection to the run's end; a test sees the thresholds the run found.
+
+**Someone else's thresholds.**  A threshold set while the pause holds (a conftest, a plugin) is
+theirs to keep: ``release`` restores the third threshold only where it is still this module's.
+"""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+# gc.set_threshold() takes C ints: the largest is a count of young collections no run reaches.
+HELD_OFF = 2**31 - 1
+
+
+class FullCollectionPause:
+    """Holds off automatic full collections (``hold``) until ``release``; a plugin, for
+    ``pytest_sessionfinish``, from the first ``hold``."""
+
+    def __init__(self) -> None:
+        # The third threshold found by hold(); None while nothing is held.
+        self._found: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._found is not None
+
+    def hold(self, config: pytest.Config) -> None:
+        if self.held:
+            return
+        young, middle, old = gc.get_threshold()
+        self._found = old
+        gc.set_threshold(young, middle, HELD_OFF)
+        if not config.pluginmanager.is_registered(self):
+            config.pluginmanager.register(self, "poolrun-gc-pause")
+            config.add_cleanup(self.release)
+
+    def release(self) -> None:
+        found, self._found = self._found, None
+        if found is None:
+            return
+        young, middle, old = gc.get_threshold()
+        if old == HELD_OFF:
+            gc.set_threshold(young, middle, found)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self) -> None:
+        self.release()
+
+
+_pause_key = pytest.StashKey[FullCollectionPause]()
+
+
+def for_config(config: pytest.Config) -> FullCollectionPause:
+    """The run's ``FullCollectionPause`` (one per config)."""
+    pause = config.stash.get(_pause_key, None)
+    if pause is None:
+        pause = config.stash[_pause_key] = FullCollectionPause()
+    return pause
