@@ -70,14 +70,7 @@ from typing import Any, Protocol
 
 import pytest
 
-from pytest_poolrun import (
-    adapters,
-    directhooks,
-    events,
-    iteminfo,
-    itemrunner,
-    scheduling,
-)
+from pytest_poolrun import adapters, directhooks, events, iteminfo, itemrunner, scheduling
 from pytest_poolrun.board import Board
 from pytest_poolrun.console import Console
 from pytest_poolrun.durations import Durations
