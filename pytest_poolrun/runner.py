@@ -77,6 +77,7 @@ from pytest_poolrun.durations import Durations
 from pytest_poolrun.extraoptions import ExtraOptions
 from pytest_poolrun.ledger import ItemLedger
 from pytest_poolrun.manager import PoolHooks
+from pytest_poolrun.plainfork import PLAIN_FORK
 from pytest_poolrun.pool import Pool
 from pytest_poolrun.poolerrors import PoolExhaustedError, TaskCancelledError, WorkerLostError
 from pytest_poolrun.postmortem import PostMortem
@@ -225,7 +226,8 @@ class Controller:
             initargs=(options.workers, options.testrun_uid, invocation),
             tx=specs,
             in_flight=CHUNKS_IN_FLIGHT,
-            start_method="fork",
+            # Forked without multiprocessing's bootstrap: tests see the main process, as serially.
+            context=PLAIN_FORK,
             hooks=PoolHooks(self._on_event, self._on_worker_exit, itemrunner.finish_worker),
             name_prefix=WORKER_PREFIX,
             max_restarts=options.max_restarts,

@@ -2,8 +2,9 @@
 
 Data flow, in the pool's thread::
 
-    WorkerSet.start(slot) ─▶ multiprocessing Process (worker_main, or gateway.bridge_main for an
-                             execnet slot) with one end of a socket pair ─▶ WorkerProcess
+    WorkerSet.start(slot) ─▶ the context's Process (multiprocessing's, or the test runner's
+                             plainfork) running worker_main, or gateway.bridge_main for an
+                             execnet slot, with one end of a socket pair ─▶ WorkerProcess
     the event loop sees the exit descriptor (pidfd, or the sentinel) turn readable
     WorkerSet.reap(worker) ─▶ joins it, kills what is left of its process group,
                               counts a restart ─▶ WorkerExit (the record every pool user gets)
@@ -42,7 +43,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, cast
 
 from pytest_poolrun.forksafety import fork_blockers, platform_forks_safely, quiet_fork
 from pytest_poolrun.gateway import REMOTE_LOST, bridge_main
@@ -124,11 +125,25 @@ class LiveWorker(NamedTuple):
     remote: bool
 
 
+class ChildProcess(Protocol):
+    """What a worker's process object offers: ``multiprocessing.Process``'s, or
+    ``plainfork.PlainForkProcess``'s."""
+
+    @property
+    def pid(self) -> int | None: ...
+    @property
+    def sentinel(self) -> int: ...
+    @property
+    def exitcode(self) -> int | None: ...
+    def join(self, timeout: float | None = None) -> None: ...
+    def terminate(self) -> None: ...
+
+
 class _Launched(NamedTuple):
     """A worker process started, not yet watched (``WorkerSet.start_all``'s first phase)."""
 
     info: WorkerInfo
-    process: Any  # a multiprocessing Process, or what the pool's ``context`` makes instead
+    process: ChildProcess
     sock: socket.socket
     remote: bool
 
@@ -148,7 +163,7 @@ class WorkerProcess:
     """One live worker: its process, its socket end, and the jobs it holds (oldest runs)."""
 
     info: WorkerInfo
-    process: multiprocessing.process.BaseProcess
+    process: ChildProcess
     end: ControllerEnd
     exit_fd: int
     remote: bool
@@ -429,7 +444,7 @@ class WorkerSet:
         return ended.expected or within_limit
 
 
-def _exit_fd(process: multiprocessing.process.BaseProcess) -> int:
+def _exit_fd(process: ChildProcess) -> int:
     """A descriptor that becomes readable when the process exits.
 
     A pidfd sees the exit even when the worker's own children still hold its sentinel pipe open;

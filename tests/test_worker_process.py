@@ -1,0 +1,169 @@
+"""A forked test worker is the main process to its tests, as a serial run's process is.
+
+The runner forks its workers through ``plainfork``, not ``multiprocessing.Process``: a test sees
+no multiprocessing child (``current_process()``, ``parent_process()``, frames of
+``multiprocessing`` on its stack), which libraries such as freezegun act on.  The pytester cases
+run real sessions, serially and under ``--pool 2``; the unit cases run ``PlainForkProcess``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+import pytest
+from helpers import POOL
+
+from pytest_poolrun.plainfork import PlainForkProcess
+
+RUN_TIMEOUT = 60.0
+MODES = {"serial": (), "pool": ("--pool", "2")}
+
+
+def run(pytester: pytest.Pytester, mode: str, *args: str) -> pytest.RunResult:
+    try:
+        return pytester.runpytest_subprocess(
+            *POOL, "-p", "no:randomly", *MODES[mode], *args, timeout=RUN_TIMEOUT
+        )
+    except pytester.TimeoutExpired:
+        pytest.fail(f"the {mode} run was still going after {RUN_TIMEOUT:.0f}s")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_tests_see_the_main_process(pytester: pytest.Pytester, mode: str) -> None:
+    pytester.makepyfile(
+        """
+        import inspect, multiprocessing, pytest
+
+        def _square(x):
+            return x * x
+
+        @pytest.mark.parametrize("n", range(4))
+        def test_process(n):
+            assert multiprocessing.current_process().name == "MainProcess"
+            assert multiprocessing.parent_process() is None
+            assert multiprocessing.active_children() == []
+
+        @pytest.mark.parametrize("n", range(4))
+        def test_no_multiprocessing_frame(n):
+            frame, modules = inspect.currentframe(), []
+            while frame is not None:
+                modules.append(frame.f_globals.get("__name__") or "")
+                frame = frame.f_back
+            assert [m for m in modules if m.startswith("multiprocessing")] == []
+
+        def test_children_of_a_test_are_its_own():
+            with multiprocessing.get_context("fork").Pool(2) as pool:
+                assert pool.map(_square, range(4)) == [0, 1, 4, 9]
+            assert multiprocessing.active_children() == []
+        """
+    )
+    result = run(pytester, mode)
+    result.assert_outcomes(passed=9)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_freezegun_freezes_time_in_every_test(pytester: pytest.Pytester, mode: str) -> None:
+    """freezegun skips its frozen clock for callers with a multiprocessing frame within its
+    stack inspection limit; a test that raises the limit made later tests see the real time."""
+    pytest.importorskip("freezegun")
+    pytester.makepyfile(
+        """
+        import time, pytest
+        import freezegun.api
+        from freezegun import freeze_time
+
+        def test_a_raises_the_limit():
+            freezegun.api.call_stack_inspection_limit = 100
+
+        @pytest.mark.parametrize("n", range(6))
+        def test_frozen(n):
+            with freeze_time("2001-02-03 04:05:06"):
+                assert time.strftime("%Y-%m-%d", time.gmtime(time.time())) == "2001-02-03"
+        """
+    )
+    # One worker takes every test: the limit raised by the first holds for the others.
+    args = ("--pool-chunksize", "10") if mode == "pool" else ()
+    run(pytester, mode, *args).assert_outcomes(passed=7)
+
+
+def _exit_with(code: object) -> None:
+    raise SystemExit(code)
+
+
+def _raise() -> None:
+    raise ValueError("the target failed")
+
+
+def _return() -> None:
+    print("from the child")
+
+
+def _sleep() -> None:
+    time.sleep(60)
+
+
+def _started(target: object, *args: object) -> PlainForkProcess:
+    process = PlainForkProcess(target, args, name="child")  # type: ignore[arg-type]
+    process.start()
+    return process
+
+
+@pytest.mark.parametrize(
+    ("target", "args", "exitcode"),
+    [
+        (_return, (), 0),
+        (_exit_with, (3,), 3),
+        (_exit_with, (None,), 0),
+        (_exit_with, ("a message",), 1),
+        (_raise, (), 1),
+    ],
+)
+def test_exit_code_as_multiprocessing_gives_it(
+    target: object, args: tuple[object, ...], exitcode: int
+) -> None:
+    process = _started(target, *args)
+    process.join(RUN_TIMEOUT)
+    assert process.exitcode == exitcode
+
+
+def test_a_failing_target_writes_its_traceback(capfd: pytest.CaptureFixture[str]) -> None:
+    process = _started(_raise)
+    process.join(RUN_TIMEOUT)
+    err = capfd.readouterr().err
+    assert "Process child:" in err
+    assert "ValueError: the target failed" in err
+
+
+def test_join_waits_at_most_its_timeout_and_terminate_ends_the_child() -> None:
+    process = _started(_sleep)
+    process.join(0.2)
+    assert process.exitcode is None
+    process.terminate()
+    process.join(RUN_TIMEOUT)
+    assert process.exitcode == -signal.SIGTERM
+
+
+def test_the_sentinel_turns_readable_when_the_child_ends() -> None:
+    import select
+
+    process = _started(_sleep)
+    assert select.select([process.sentinel], [], [], 0.1)[0] == []
+    assert process.pid is not None
+    os.kill(process.pid, signal.SIGKILL)
+    assert select.select([process.sentinel], [], [], RUN_TIMEOUT)[0] == [process.sentinel]
+    process.join()
+    assert process.exitcode == -signal.SIGKILL
+
+
+def test_stdin_of_the_child_reads_nothing() -> None:
+    # Here stdin is pytest's, which raises on reading; the child's reads /dev/null.
+    process = _started(_exit_unless_stdin_is_empty)
+    process.join(RUN_TIMEOUT)
+    assert process.exitcode == 0
+
+
+def _exit_unless_stdin_is_empty() -> None:
+    raise SystemExit(0 if sys.stdin.read() == "" else 5)
