@@ -41,7 +41,8 @@ Data flow, all in the controller's single thread::
 
 From collection to the session's end the controller's garbage collector starts no full
 collection (``gcpause``): they would walk the collected session and the kept reports again and
-again, and copy every page of them the workers share.  While the pool runs, the status
+again, and copy every page of them the workers share.  It collects everything once just before
+the fork, so that no worker inherits the collections held off.  While the pool runs, the status
 question the terminal reporter asks of every replayed report, ``pytest_report_teststatus``, is
 a direct caller on ``config.hook`` (``directhooks``).
 
@@ -70,7 +71,15 @@ from typing import Any, Protocol
 
 import pytest
 
-from pytest_poolrun import adapters, directhooks, events, iteminfo, itemrunner, scheduling
+from pytest_poolrun import (
+    adapters,
+    directhooks,
+    events,
+    gcpause,
+    iteminfo,
+    itemrunner,
+    scheduling,
+)
 from pytest_poolrun.board import Board
 from pytest_poolrun.console import Console
 from pytest_poolrun.durations import Durations
@@ -220,6 +229,8 @@ class Controller:
             nodeids,
             workerinputs,
         )
+        if options.forked:
+            gcpause.for_config(self.config).settle()
         pool = self.pool = self._pool_factory(
             options.forked,
             initializer=itemrunner.start_worker,

@@ -342,12 +342,13 @@ def test_tests_see_the_garbage_collector_thresholds_the_run_found(
 
 
 @pytest.mark.parametrize("pooled", [True, False], ids=["pool", "serial"])
-def test_the_controller_starts_no_full_collection_from_collection_to_the_end_of_the_run(
+def test_the_controller_collects_everything_once_from_collection_to_the_end_of_the_run(
     pytester: pytest.Pytester, pooled: bool
 ) -> None:
-    # Each would walk the collected session, and the reports kept so far, again; once the
-    # workers are forked, it would also copy every page of them they share.  A serial run
-    # of the same conftest makes some: its collection and replay keep many objects.
+    # Each full collection would walk the collected session, and the reports kept so far,
+    # again; once the workers are forked, it would also copy every page of them they share.
+    # The one full collection is made just before the fork.  A serial run of the same conftest
+    # makes more: its collection and replay keep many objects.
     pytester.makeconftest(
         """
         import gc, os
@@ -384,7 +385,51 @@ def test_the_controller_starts_no_full_collection_from_collection_to_the_end_of_
     )
     run(pytester, *(("--pool", "2") if pooled else ())).assert_outcomes(passed=6)
     full = int((pytester.path / "full-collections.txt").read_text())
-    assert (full == 0) == pooled, full
+    assert (full == 1) == pooled and full >= 1, full
+
+
+def test_a_forked_worker_starts_no_full_collection_of_what_it_inherited(
+    pytester: pytest.Pytester,
+) -> None:
+    # The controller held its full collections off while it collected; a worker inheriting
+    # what they owed made a full one at its first young collection, walking (and copying)
+    # every page it shared with the controller.  Tests here allocate enough for young ones.
+    pytester.makeconftest(
+        """
+        import gc, os
+
+        KEEP = []
+        PID = os.getpid()
+
+        def count(phase, info):
+            if phase == "start" and os.getpid() != PID:
+                with open(f"worker-{os.getpid()}.txt", "a") as out:
+                    out.write(f"{info['generation']}\\n")
+
+        gc.callbacks.append(count)
+
+        def pytest_collection_modifyitems(items):
+            KEEP.extend([n] for n in range(200_000))
+        """
+    )
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.parametrize("n", range(20))
+        def test_it(n):
+            kept = [[i] for i in range(5_000)]
+            assert len(kept) == 5_000
+        """
+    )
+    run(pytester, "--pool", "2").assert_outcomes(passed=20)
+    generations = [
+        int(line)
+        for path in pytester.path.glob("worker-*.txt")
+        for line in path.read_text().split()
+    ]
+    assert 0 in generations  # the tests did start young collections in the workers
+    assert 2 not in generations, generations
 
 
 CALLER = """
