@@ -47,9 +47,11 @@ there is one, which tests leave alone (a test's own SIGUSR1 handler once swallow
 silently, as soon as the phase implementation it forked in (the test's call, a fixture's setup
 or teardown) returns or raises into pluggy (``_ForkedChildGuard``; the protocol's end is a
 second check): it would otherwise report the test again, tear fixtures down, run the rest of the
-chunk and answer on the worker's socket.  The guard's wrapper, like the leak check's, hides its
-frame from pytest's tracebacks; under ``--tb=native``, Python's own format, which shows every
-frame, both are taken out of the reports (``_NativeTracebackTrim``).
+chunk and answer on the worker's socket.  A child forked before the phases (a plugin running a
+test's whole protocol in a child, as pytest-forked does) runs them as serially.  The guard's
+wrapper, like the leak check's, hides its frame from pytest's tracebacks; under
+``--tb=native``, Python's own format, which shows every frame, both are taken out of the
+reports (``_NativeTracebackTrim``).
 
 **Stopping early.**  The controller sets the board's stop flag (``-x``, ``--maxfail``); a worker
 checks it between items, runs nothing more, and on shutdown tears its fixtures down without
@@ -180,9 +182,13 @@ def _session() -> pytest.Session:
 
 def _leave_if_forked_child() -> None:
     if os.getpid() != _Shared.pid:
-        # A process the test forked, returning instead of calling os._exit: the parent's
-        # verdict is the test's, as serially; buffers and the socket are the parent's.
-        os._exit(0)
+        _leave_forked_child()
+
+
+def _leave_forked_child() -> None:
+    # A process the test forked, returning instead of calling os._exit: the parent's verdict
+    # is the test's, as serially; buffers and the socket are the parent's.
+    os._exit(0)
 
 
 # The test phases whose implementations run a test's fixtures and the test itself.
@@ -194,6 +200,10 @@ _RUN_NO_TEST_CODE = frozenset({"skipping", "threadexception", "unraisableexcepti
 
 class _ForkedChildGuard:
     """Ends a test's forked child as soon as the implementation it forked in returns to pluggy.
+
+    Only a process forked within the wrapped call is ended: one forked before it, by a plugin
+    that runs a test's whole protocol in a child of its own (pytest-forked), runs the phases
+    to their end there, as serially.
 
     Each plain implementation of the three test phases that may run the test's code (pytest's
     runner: it sets the fixtures up, calls the test and tears the fixtures down; conftests and
@@ -231,11 +241,15 @@ def _leaving_if_forked(function: Callable[..., object]) -> Callable[..., object]
         # A test's or a fixture's error passes through here: its report shows no frame of ours,
         # as serially (pytest's native traceback style shows every frame, this one too).
         __tracebackhide__ = True
+        # A process forked before this call (a plugin running the whole protocol in a child,
+        # as pytest-forked does) goes on: only one forked within it has returned here.
+        entered = os.getpid()
         # pluggy passes an implementation its arguments positionally.
         try:
             return function(*args)
         finally:
-            _leave_if_forked_child()
+            if os.getpid() != entered:
+                _leave_forked_child()
 
     return leaving_if_forked
 

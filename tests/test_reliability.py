@@ -18,7 +18,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from helpers import POOL, assert_no_process_left, file_a_conftest_writes
+from helpers import POOL, assert_no_process_left, file_a_conftest_writes, junit_outcomes
 
 # No case below needs more than a few seconds; a run still going after this is a hang.
 RUN_TIMEOUT = 40.0
@@ -656,3 +656,64 @@ def test_a_forked_child_leaves_wherever_it_returns_to_pytest(
     lines = [line.split("-") for line in ledger.read_text().split()]
     assert len({pid for pid, _ in lines}) == 2  # the worker's reports and the replay's
     assert collections.Counter(when for _, when in lines) == {"setup": 2, "call": 2, "teardown": 2}
+
+
+BOXED_PROTOCOL = """
+import os, pickle
+import pytest
+from _pytest.runner import runtestprotocol
+
+# What pytest-forked does: the whole protocol runs in a child, whose reports the parent logs.
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):
+    readable, writable = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(readable)
+        try:
+            reports = runtestprotocol(item, log=False, nextitem=nextitem)
+            with os.fdopen(writable, "wb") as out:
+                pickle.dump([item.config.hook.pytest_report_to_serializable(
+                    config=item.config, report=report) for report in reports], out)
+        finally:
+            os._exit(0)
+    os.close(writable)
+    with os.fdopen(readable, "rb") as data:
+        raw = data.read()
+    os.waitpid(pid, 0)
+    item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    for serialized in pickle.loads(raw) if raw else ():
+        report = item.config.hook.pytest_report_from_serializable(
+            config=item.config, data=serialized)
+        item.ihook.pytest_runtest_logreport(report=report)
+    item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return True
+"""
+
+
+def test_a_plugin_running_each_protocol_in_a_child_gets_serial_verdicts(
+    pytester: pytest.Pytester,
+) -> None:
+    """pytest-forked's way: the child forked before the phases runs them to their end."""
+    pytester.makeconftest(BOXED_PROTOCOL)
+    pytester.makepyfile(
+        """
+        import pytest
+        @pytest.fixture
+        def resource():
+            yield 1
+        def test_passes(resource): assert resource == 1
+        def test_fails(): assert 1 == 2, "boxed failure"
+        @pytest.mark.skip(reason="skipped in the box")
+        def test_skipped(): pass
+        """
+    )
+    serial, serial_path = run(pytester, "-p", "no:pytest_poolrun", xml="serial.xml")
+    pooled, pooled_path = run(pytester, "--pool", "2")
+    serial.assert_outcomes(passed=1, failed=1, skipped=1)
+    pooled.assert_outcomes(passed=1, failed=1, skipped=1)
+    outcomes = junit_outcomes(pooled_path)
+    assert outcomes == junit_outcomes(serial_path)
+    assert any(
+        message.startswith("AssertionError: boxed failure") for _, message in outcomes.values()
+    )
