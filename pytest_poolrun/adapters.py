@@ -19,6 +19,7 @@ reported, never fatal to the run (``finishing_errors``).
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import sys
@@ -217,7 +218,20 @@ class BenchmarkAdapter:
         pass
 
 
-class RerunFailuresAdapter:
+class StartOnlyAdapter:
+    """An adapter whose plugin needs a worker's start prepared, and nothing carried back."""
+
+    def worker_finishing(self, config: pytest.Config, output: dict[str, Any]) -> None:
+        pass
+
+    def worker_ended(self, config: pytest.Config, output: dict[str, Any]) -> None:
+        pass
+
+    def output_lost(self, config: pytest.Config) -> None:
+        pass
+
+
+class RerunFailuresAdapter(StartOnlyAdapter):
     """pytest-rerunfailures: a forked worker counts failures in the controller's status server.
 
     With pytest-xdist installed, the controller's ``failures_db`` is a server its workers
@@ -241,14 +255,26 @@ class RerunFailuresAdapter:
             credentials.append(workerinput["statusdb_token"])
         setattr(config, "failures_db", client(*credentials))  # noqa: B010 - the plugin's own
 
-    def worker_finishing(self, config: pytest.Config, output: dict[str, Any]) -> None:
-        pass
 
-    def worker_ended(self, config: pytest.Config, output: dict[str, Any]) -> None:
-        pass
+class FlakyAdapter(StartOnlyAdapter):
+    """flaky: a forked worker's report starts empty, as in a pytest-xdist worker.
 
-    def output_lost(self, config: pytest.Config) -> None:
-        pass
+    flaky sets up a worker's ``workeroutput["flaky_report"]`` in ``pytest_configure``, which a
+    forked worker never runs, and adds its report there in ``pytest_sessionfinish``
+    (``xdistnode.finish_session``); its ``pytest_testnodedown`` adds each worker's report to the
+    controller's.  A worker forked after another ended would otherwise inherit, and send again,
+    what the controller's report holds by then.
+    """
+
+    def worker_started(self, config: pytest.Config, forked: bool) -> None:
+        plugin = sys.modules.get("flaky.flaky_pytest_plugin")
+        output = getattr(config, "workeroutput", None)
+        if not forked or plugin is None or output is None:
+            return
+        output.setdefault("flaky_report", "")
+        flaky = getattr(plugin, "PLUGIN", None)
+        if isinstance(getattr(flaky, "_stream", None), io.StringIO):
+            flaky._stream = io.StringIO()  # type: ignore[union-attr]
 
 
 ADAPTERS: Sequence[Adapter] = (
@@ -257,6 +283,7 @@ ADAPTERS: Sequence[Adapter] = (
     BenchmarkAdapter(),
     RerunFailuresAdapter(),
     MetadataAdapter(),
+    FlakyAdapter(),
 )
 
 

@@ -558,8 +558,13 @@ def finish_worker() -> None:
     """Pool finalizer: run the held item as the worker's last, tearing every fixture down;
     then send the controller this worker's ``workeroutput`` (see adapters, xdistnode)."""
     _finish_items()
-    config = _session().config
+    session = _session()
+    config = session.config
     output: dict[str, Any] = getattr(config, "workeroutput", {})
+    try:
+        xdistnode.finish_session(session, output)
+    except Exception as exc:
+        print(f"poolrun: worker {_name()}: a plugin's pytest_sessionfinish failed: {exc!r}")
     for error in adapters.worker_finishing(config, output):
         print(f"poolrun: worker {_name()} could not hand its plugins' results over: {error}")
     _send(events.WorkerOutput(xdistnode.sendable(output)))

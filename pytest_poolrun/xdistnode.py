@@ -10,9 +10,19 @@ Data flow::
          pickled in the pool's initargs for a fresh one)
     worker: itemrunner sets config.workerinput and config.workeroutput = {} (a fresh worker
         before pytest_configure, as pytest-xdist does; a forked one before its first test);
-        at its end adapters fill workeroutput ─▶ the WorkerOutput event
+        at its end finish_session: workeroutput gets exitstatus, shouldfail and shouldstop,
+        and the plugins that read a node's output in pytest_testnodedown run their
+        pytest_sessionfinish there (they fill it); adapters fill it too ─▶ the WorkerOutput event
     controller: WorkerOutput ─▶ received(name, output); the worker's exit ─▶ down(name, error):
         pytest_testnodedown(node, error) with node.workeroutput as the worker left it
+
+**A worker's session finish.**  A forked worker's plugins were configured for the controller:
+their ``pytest_sessionfinish`` would write the controller's files and summaries.  So a worker
+runs only the ``pytest_sessionfinish`` of plugins whose package also implements
+``pytest_testnodedown``: those follow pytest-xdist's pattern of handing a worker's results over
+in ``workeroutput`` (flaky's report).  pytest's own plugins, pytest-xdist's, this runner's and
+the plugins its adapters serve (coverage, syrupy, benchmark, metadata, rerunfailures) are left
+out.
 
 pytest-cov's plugin is left out of these hook calls: in a run without ``-n`` it runs in its
 serial mode, which has no node methods, and this runner merges coverage itself (``adapters``).
@@ -27,7 +37,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
@@ -141,6 +151,49 @@ class WorkerNodes:
             call_node_hook(self._config, "pytest_testnodedown", node=node, error=error)
         self._nodes[name] = WorkerNode(self._config, node.gateway, dict(self._inputs[name]))
         return node
+
+
+def finish_session(session: pytest.Session, output: dict[str, Any]) -> None:
+    """In a worker after its last test: what a pytest-xdist worker does as its session ends
+    (see the module docstring); a plugin's error propagates."""
+    status = pytest.ExitCode.TESTS_FAILED if session.testsfailed else pytest.ExitCode.OK
+    output["exitstatus"] = int(status)
+    output["shouldfail"] = session.shouldfail
+    output["shouldstop"] = session.shouldstop
+    manager = session.config.pluginmanager
+    taking = getattr(manager.hook, "pytest_testnodedown", None)
+    if taking is None:
+        return
+    # By package: a plugin may take the output in one object and fill it in another (flaky).
+    takers = {_package(impl.plugin) for impl in taking.get_hookimpls()}
+    finishing = [
+        impl.plugin
+        for impl in manager.hook.pytest_sessionfinish.get_hookimpls()
+        if _package(impl.plugin) in takers and _package(impl.plugin) not in _CONTROLLER_ONLY
+    ]
+    if finishing:
+        others = [plugin for plugin in manager.get_plugins() if plugin not in finishing]
+        caller = manager.subset_hook_caller("pytest_sessionfinish", others)
+        caller(session=session, exitstatus=status)
+
+
+# Modules whose plugins finish in the controller only (see the module docstring).
+_CONTROLLER_ONLY = (
+    "_pytest",
+    "pytest_poolrun",
+    "xdist",
+    "pytest_cov",
+    "syrupy",
+    "pytest_benchmark",
+    "pytest_metadata",
+    "pytest_rerunfailures",
+)
+
+
+def _package(plugin: object) -> str:
+    """The top-level package of a plugin's module (of a module plugin, its own)."""
+    module = plugin.__name__ if isinstance(plugin, ModuleType) else type(plugin).__module__
+    return module.split(".", 1)[0]
 
 
 def sendable(output: dict[str, Any]) -> dict[str, Any]:

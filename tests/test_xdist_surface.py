@@ -54,6 +54,53 @@ def test_workers_get_workerinput_and_hand_back_workeroutput(
     assert ran == [0, 1, 2, 3]
 
 
+SESSIONFINISH_FILLS_OUTPUT = """
+import os
+
+def pytest_sessionfinish(session, exitstatus):
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        output["finished"] = {"pid": os.getpid(), "status": int(exitstatus)}
+    elif os.path.exists("nodes-down.jsonl"):
+        # The controller's own session finish: every worker went down before it.
+        with open("controller-finished.txt", "w") as out:
+            out.write("after the workers")
+"""
+
+
+@pytest.mark.parametrize("mode", ["fork", "spawn", "xdist"])
+def test_a_worker_finishes_its_session_for_plugins_that_read_its_output(
+    pytester: pytest.Pytester, mode: str
+) -> None:
+    """pytest-xdist's pattern: a worker's pytest_sessionfinish fills workeroutput, which
+    pytest_testnodedown reads in the controller; xdist's own keys come with it."""
+    pytester.makeconftest(NODE_PLUGIN + SESSIONFINISH_FILLS_OUTPUT)
+    pytester.makepyfile(
+        """
+        import pytest
+        @pytest.mark.parametrize("n", range(4))
+        def test_it(n): assert n != 3
+        """
+    )
+    if mode == "xdist":
+        args: tuple[str, ...] = ("-p", "xdist", "-n", "2")
+    else:
+        args = (*POOL, "--pool", "2", "--pool-start", mode)
+    result = pytester.runpytest_subprocess(*args)
+    result.assert_outcomes(passed=3, failed=1)
+    outputs = [
+        json.loads(line)["output"]
+        for line in (pytester.path / "nodes-down.jsonl").read_text().splitlines()
+    ]
+    assert len(outputs) == 2
+    assert all({"exitstatus", "shouldfail", "shouldstop", "finished"} <= set(o) for o in outputs)
+    # Each worker's status is its own: 1 where the failing test ran, else 0.
+    assert sorted(o["exitstatus"] for o in outputs) == [0, 1]
+    assert sorted(o["finished"]["status"] for o in outputs) == [0, 1]
+    assert len({o["finished"]["pid"] for o in outputs}) == 2
+    assert (pytester.path / "controller-finished.txt").read_text() == "after the workers"
+
+
 def test_a_crashed_worker_goes_down_with_an_error_and_no_output(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(NODE_PLUGIN)
     pytester.makepyfile(
@@ -114,3 +161,22 @@ def test_a_known_idle_thread_keeps_the_fork_without_a_warning(
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["poolrun: 2 workers, forked after collection, for 2 items"])
     assert "multi-threaded" not in result.stdout.str() + result.stderr.str()
+
+
+def test_a_plugin_that_reads_no_worker_output_finishes_in_the_controller_only(
+    pytester: pytest.Pytester,
+) -> None:
+    """A forked worker's plugins were configured for the controller: one that takes no node's
+    output (here, a summary file) must not finish its session in each worker too."""
+    pytester.makeconftest(
+        """
+        import os
+        def pytest_sessionfinish(session):
+            with open("finished-by.txt", "a") as out:
+                out.write(f"{os.getpid()}\\n")
+        """
+    )
+    pytester.makepyfile("def test_a(): pass\ndef test_b(): pass\n")
+    result = pytester.runpytest_subprocess(*POOL, "--pool", "2")
+    result.assert_outcomes(passed=2)
+    assert len((pytester.path / "finished-by.txt").read_text().split()) == 1
