@@ -121,7 +121,6 @@ class _Shared:
     batch_started: float = 0.0
     forked: bool = False
     outside: dict[str, pytest.Item | None] = {}
-    inherited_capture: object = None
     dispositions: dict[int, Any] = {}
     pid: int = 0
     own_modules: dict[str, object] = {}
@@ -367,18 +366,21 @@ def _send_loose(event: events.HookEvent) -> None:
 
 
 def _own_capture(config: pytest.Config) -> None:
-    """Capture into files of its own: the inherited ones are shared with the controller."""
+    """Capture into files of its own, through the capture objects inherited.
+
+    A module that kept ``sys.stdout`` at its import (a logging handler, a default argument)
+    holds the controller's capture stream, as serially it holds the one the session captures
+    into: tests' output through it must be captured with theirs.  So the capture stays, and
+    each of its files, shared with the controller and the other workers, is replaced by a
+    private one (``workersetup.private_capture_file``).
+    """
     capman: Any = config.pluginmanager.getplugin("capturemanager")
     if capman is None or getattr(capman, "_global_capturing", None) is None:
         return
-    # Set the inherited capture aside without reading or truncating its files, which the
-    # controller and the other workers share.  It stays referenced for the worker's lifetime:
-    # collected, its files would raise ResourceWarning, an error under -W error.
-    _Shared.inherited_capture = capman._global_capturing
-    capman._global_capturing = None
-    capman.start_global_capturing()
     capman.suspend_global_capture()
     capturing = capman._global_capturing
+    for capture in (capturing.out, capturing.err):
+        workersetup.private_capture_file(capture)
     _send(
         events.CaptureFiles(
             os.getpid(),

@@ -26,6 +26,7 @@ import io
 import itertools
 import os
 import signal
+import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -137,6 +138,25 @@ def mismatch_message(name: str, expected: tuple[str, ...], found: tuple[str, ...
         + "\n".join(shown)
         + "\nMake the worker's checkout, Python and plugins match this one."
     )
+
+
+def private_capture_file(capture: Any) -> None:
+    """Make an inherited capture write where only this process reads.
+
+    An fd-level capture keeps its file object and descriptor number (the streams that hold
+    it, and the controller reading a crashed worker's output through ``/proc``, know that
+    number), and the descriptor is pointed at a new empty file.  A capture in memory is this
+    process's copy already: it is emptied of what the controller had captured.
+    """
+    tmpfile = getattr(capture, "tmpfile", None)
+    number = file_number(capture)
+    if number is not None and tmpfile is not None:
+        with tempfile.TemporaryFile(buffering=0) as private:
+            os.dup2(private.fileno(), number)
+        tmpfile.seek(0)
+    elif tmpfile is not None:
+        tmpfile.seek(0)
+        tmpfile.truncate()
 
 
 def file_number(capture: Any) -> int | None:

@@ -476,3 +476,49 @@ def test_a_run_gives_its_caller_back_the_thresholds_it_found(
     while_running = (pytester.path / "while-running.txt").read_text().split()
     assert len(while_running) == 4
     assert all(int(old) > 1_000_000 for old in while_running)  # held off in the controller
+
+
+KEEPS_STREAMS_AT_IMPORT = """
+import logging, sys
+
+STDOUT_AT_IMPORT = sys.stdout
+log = logging.getLogger("kept")
+log.addHandler(logging.StreamHandler())  # holds sys.stderr as the module is imported
+log.propagate = False
+
+def test_same_stream_object():
+    assert STDOUT_AT_IMPORT is sys.stdout
+
+def test_output_through_kept_streams():
+    STDOUT_AT_IMPORT.write("through the stdout kept at import\\n")
+    log.warning("through a handler made at import")
+    assert False
+"""
+
+
+@pytest.mark.parametrize("capture", ["fd", "sys", "tee-sys"])
+def test_streams_a_module_kept_at_import_are_captured_as_serially(
+    pytester: pytest.Pytester, capture: str
+) -> None:
+    """A module imported during collection holds the capture's streams; its output from a test
+    belongs to that test's report, and no stream is swapped under it."""
+    pytester.makepyfile(KEEPS_STREAMS_AT_IMPORT)
+    pooled = run(pytester, "--pool", "2", f"--capture={capture}", "-rA")
+    serial = run(pytester, "-p", "no:pytest_poolrun", f"--capture={capture}", "-rA")
+    for result in (pooled, serial):
+        result.assert_outcomes(passed=1, failed=1)
+        result.stdout.fnmatch_lines(
+            [
+                "*- Captured stdout call -*",
+                "through the stdout kept at import",
+                "*- Captured stderr call -*",
+                "through a handler made at import",
+            ]
+        )
+    if capture == "tee-sys":
+        return  # its live copy is printed as the worker's output is, on a line of its own
+    # Nothing of it is printed elsewhere (after the summary, from a capture file shared with
+    # the controller).
+    for text in ("through the stdout kept at import", "through a handler made at import"):
+        seen = [(r.outlines + r.errlines).count(text) for r in (pooled, serial)]
+        assert seen[0] == seen[1], (text, seen)
