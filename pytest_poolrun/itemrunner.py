@@ -463,7 +463,12 @@ def _run(index: int, nextitem: pytest.Item | None) -> None:
     assert forwarder is not None, "start_worker() registers the forwarder first"
     forwarder.begin(index)
     try:
-        _protocol(item, nextitem)
+        # Called here, not in a function of its own: a test runs as few frames below the
+        # controller's loop as can be (a recursion test counts how deep it may go).
+        try:
+            item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+        finally:
+            _leave_if_forked_child()  # a child forked in another hook of the protocol
     except pytest.exit.Exception as exc:
         _send(events.SessionExit(index, exc.msg, exc.returncode, forwarder.end()))
         _flush()
@@ -487,13 +492,6 @@ def _run(index: int, nextitem: pytest.Item | None) -> None:
         board.clear(info.slot)
         if time.monotonic() - _Shared.batch_started >= BATCH_SECONDS:  # the batch is due
             _flush()
-
-
-def _protocol(item: pytest.Item, nextitem: pytest.Item | None) -> None:
-    try:
-        item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
-    finally:
-        _leave_if_forked_child()  # a child forked in another hook of the protocol
 
 
 def run_chunk(indices: list[int], hold_last: bool = True) -> tuple[str, int | None] | Retired:
@@ -559,7 +557,13 @@ def _outside_module(index: int) -> pytest.Item | None:
 def finish_worker() -> None:
     """Pool finalizer: run the held item as the worker's last, tearing every fixture down;
     then send the controller this worker's ``workeroutput`` (see adapters, xdistnode)."""
-    _finish_items()
+    held, _Shared.held = _Shared.held, None
+    if held is not None and not stop_requested():
+        # Run here, as run_chunk runs its items: a test is as many frames deep wherever it runs.
+        _run(held, nextitem=None)
+        _flush()
+    else:
+        _tear_everything_down()
     session = _session()
     config = session.config
     output: dict[str, Any] = getattr(config, "workeroutput", {})
@@ -578,12 +582,7 @@ def _name() -> str:
     return "?" if info is None else info.name
 
 
-def _finish_items() -> None:
-    held, _Shared.held = _Shared.held, None
-    if held is not None and not stop_requested():
-        _run(held, nextitem=None)
-        _flush()
-        return
+def _tear_everything_down() -> None:
     session = _session()
     try:
         session._setupstate.teardown_exact(None)

@@ -93,7 +93,11 @@ class Manager:
         self.token = IoToken(self.loop, self.callbacks, self.pump, lambda: self.stopped)
         self.lock = self.token.lock
         self.feeding = Feeding(dispatcher, self.callbacks, self.lock)
-        for worker in workers.start_all():
+
+    def adopt(self, started: list[WorkerProcess]) -> None:
+        """Watch the first workers (``WorkerSet.start_all``, called by the pool itself so that
+        its workers start as few frames deep as can be: a test counts them)."""
+        for worker in started:
             self.loop.watch(worker)
         try:
             self.warn_fallback()

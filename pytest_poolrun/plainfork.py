@@ -73,10 +73,30 @@ class PlainForkProcess:
         readable, writable = os.pipe()
         pid = os.fork()
         if pid == 0:
+            # The child runs here, not in a method of its own: its target starts as few frames
+            # below the controller's as can be (a recursion test counts how deep it may go).
             code = 1
             try:
-                os.close(readable)
-                code = self._run_in_child()
+                try:
+                    os.close(readable)
+                    _start_process_state_afresh()
+                    _read_stdin_from_devnull()
+                    try:
+                        self._target(*self._args)
+                    finally:
+                        cast(Any, _multiprocessing_util()._exit_function)()
+                    code = 0
+                except SystemExit as stop:
+                    if stop.code is None or isinstance(stop.code, int):
+                        code = stop.code or 0
+                    else:
+                        sys.stderr.write(f"{stop.code}\n")
+                except BaseException:
+                    sys.stderr.write(f"Process {self.name}:\n")
+                    traceback.print_exc()
+                finally:
+                    cast(Any, threading)._shutdown()
+                    _flush_streams()
             finally:
                 # Never return into the controller's frames this child was forked from.
                 os._exit(code)
@@ -119,29 +139,6 @@ class PlainForkProcess:
             if pid == self.pid:
                 self.exitcode = os.waitstatus_to_exitcode(status)
         return self.exitcode is not None
-
-    def _run_in_child(self) -> int:
-        code = 1
-        try:
-            _start_process_state_afresh()
-            _read_stdin_from_devnull()
-            try:
-                self._target(*self._args)
-            finally:
-                cast(Any, _multiprocessing_util()._exit_function)()
-            code = 0
-        except SystemExit as stop:
-            if stop.code is None or isinstance(stop.code, int):
-                code = stop.code or 0
-            else:
-                sys.stderr.write(f"{stop.code}\n")
-        except BaseException:
-            sys.stderr.write(f"Process {self.name}:\n")
-            traceback.print_exc()
-        finally:
-            cast(Any, threading)._shutdown()
-            _flush_streams()
-        return code
 
 
 class PlainForkContext:

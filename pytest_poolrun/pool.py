@@ -130,6 +130,12 @@ class Pool:
         # Functions travel by value when some worker may not import this process's modules.
         self._remote = bool(specs)
         self._manager = Manager(workers, Dispatcher(in_flight), hooks)
+        try:
+            started = workers.start_all()
+        except BaseException:
+            self._manager.loop.close()
+            raise
+        self._manager.adopt(started)
         _live_pools.add(self)
 
     # ---------------------------------------------------------------------------- the workers

@@ -140,20 +140,23 @@ def prepare_process() -> None:
     _die_with_parent()
 
 
-def worker_main(
-    sock: socket.socket,
+def serve(
+    end: End | socket.socket,
     info: WorkerInfo,
     setup: bytes | SetupObjects,
     maxtasks: int | None,
 ) -> None:
-    """Entry point of a local worker process (the target of its ``multiprocessing.Process``);
-    ``setup`` is ``WorkerSetup.objects`` in a forked worker, else pickled."""
-    prepare_process()
-    serve(WorkerEnd(sock), info, setup, maxtasks)
+    """Run the initializer, then tasks until told to stop; the same loop for every transport.
 
-
-def serve(end: End, info: WorkerInfo, setup: bytes | SetupObjects, maxtasks: int | None) -> None:
-    """Run the initializer, then tasks until told to stop; the same loop for every transport."""
+    A local worker's process runs it as its target (``worker_main``), with its end of the
+    socket pair: it prepares the process first.  ``setup`` is ``WorkerSetup.objects`` in a
+    forked worker, else pickled.  Tasks run in this frame, not in a function of their own:
+    a test of the test runner runs as few frames below the controller's as can be (a
+    recursion test counts how deep it may go).
+    """
+    if isinstance(end, socket.socket):
+        prepare_process()
+        end = WorkerEnd(end)
     _ThisWorker.info, _ThisWorker.end = info, end
     initializer, initargs, finalizer = pickle.loads(setup) if isinstance(setup, bytes) else setup
     if initializer is not None:
@@ -176,7 +179,27 @@ def serve(end: End, info: WorkerInfo, setup: bytes | SetupObjects, maxtasks: int
             raise TypeError(f"unknown message from the pool: {message!r}")
         _ThisWorker.task_id = message.task_id
         started = time.perf_counter()
-        ok, payload, fatal = _run_task(message.function, message.args, functions)
+        fatal = False
+        try:
+            function = _decode_function(message.function, functions)
+            mode, args, kwargs = pickle.loads(message.args)
+            value: Any
+            if mode == APPLY:
+                value = function(*args, **kwargs)
+            elif mode == MAP:
+                value = [function(arg) for arg in args]
+            elif mode == STARMAP:
+                value = [function(*arg) for arg in args]
+            else:
+                raise ValueError(f"unknown task mode {mode!r}")
+        except BaseException as exc:
+            # The traceback starts with this frame; the user's frames follow it.
+            if exc.__traceback__ is not None and exc.__traceback__.tb_next is not None:
+                exc = exc.with_traceback(exc.__traceback__.tb_next)
+            # A SystemExit or KeyboardInterrupt meant to stop the process: after reporting.
+            ok, payload, fatal = False, codec.dump_error(exc), not isinstance(exc, Exception)
+        else:
+            ok, payload = _encode_value(value)
         seconds = time.perf_counter() - started
         _ThisWorker.task_id = -1
         end.send(Result(message.task_id, ok, payload, seconds))
@@ -192,6 +215,10 @@ def serve(end: End, info: WorkerInfo, setup: bytes | SetupObjects, maxtasks: int
         finalizer()
 
 
+# The entry point of a local worker process (the target of its process object).
+worker_main = serve
+
+
 def _decode_function(blob: bytes, cache: dict[bytes, Callable[..., Any]]) -> Callable[..., Any]:
     function = cache.get(blob)
     if function is None:
@@ -202,32 +229,12 @@ def _decode_function(blob: bytes, cache: dict[bytes, Callable[..., Any]]) -> Cal
     return function
 
 
-def _run_task(
-    function_blob: bytes, args_blob: bytes, cache: dict[bytes, Callable[..., Any]]
-) -> tuple[bool, bytes, bool]:
-    """Run one task: (ok, pickled value or error, whether the worker must exit now)."""
+def _encode_value(value: Any) -> tuple[bool, bytes]:
+    """(ok, pickled value), or (False, the error) when the value does not pickle."""
     try:
-        function = _decode_function(function_blob, cache)
-        mode, args, kwargs = pickle.loads(args_blob)
-        value: Any
-        if mode == APPLY:
-            value = function(*args, **kwargs)
-        elif mode == MAP:
-            value = [function(arg) for arg in args]
-        elif mode == STARMAP:
-            value = [function(*arg) for arg in args]
-        else:
-            raise ValueError(f"unknown task mode {mode!r}")
-    except BaseException as exc:
-        # The traceback starts with this frame; the user's frames follow it.
-        if exc.__traceback__ is not None and exc.__traceback__.tb_next is not None:
-            exc = exc.with_traceback(exc.__traceback__.tb_next)
-        return False, codec.dump_error(exc), not isinstance(exc, Exception)
-    try:
-        blob = codec.dump_value(value, "the result", "return something picklable instead")
-        return True, blob, False
+        return True, codec.dump_value(value, "the result", "return something picklable instead")
     except codec.SendError as exc:
-        return False, codec.dump_error(exc), False
+        return False, codec.dump_error(exc)
 
 
 def format_exception(exc: BaseException) -> str:

@@ -167,3 +167,28 @@ def test_stdin_of_the_child_reads_nothing() -> None:
 
 def _exit_unless_stdin_is_empty() -> None:
     raise SystemExit(0 if sys.stdin.read() == "" else 5)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_test_can_recurse_about_as_deep_as_serially(pytester: pytest.Pytester, mode: str) -> None:
+    """A forked worker runs its tests below the controller's frames; few enough of them that
+    a test expecting a RecursionError's traceback to hold all but 50 of the recursion limit's
+    frames passes (structlog's suite has one)."""
+    pytester.makepyfile(
+        """
+        import sys
+
+        def test_recursion_headroom():
+            def down(n):
+                return down(n + 1)
+
+            try:
+                down(0)
+            except RecursionError as error:
+                tb, frames = error.__traceback__, 0
+                while tb is not None:
+                    frames, tb = frames + 1, tb.tb_next
+            assert frames > sys.getrecursionlimit() - 50
+        """
+    )
+    run(pytester, mode).assert_outcomes(passed=1)
