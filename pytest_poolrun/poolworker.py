@@ -150,9 +150,9 @@ def serve(
 
     A local worker's process runs it as its target (``worker_main``), with its end of the
     socket pair: it prepares the process first.  ``setup`` is ``WorkerSetup.objects`` in a
-    forked worker, else pickled.  Tasks run in this frame, not in a function of their own:
-    a test of the test runner runs as few frames below the controller's as can be (a
-    recursion test counts how deep it may go).
+    forked worker, else pickled.  Tasks run in this frame, not in a function of their own, so
+    that a test the runner runs is as few frames below the controller's as can be (a recursion
+    test counts how deep it may go).
     """
     if isinstance(end, socket.socket):
         prepare_process()

@@ -152,7 +152,8 @@ def private_capture_file(capture: Any) -> None:
     number = file_number(capture)
     if number is not None and tmpfile is not None:
         with tempfile.TemporaryFile(buffering=0) as private:
-            os.dup2(private.fileno(), number)
+            # Not inherited by the programs tests start, as pytest's own file is not.
+            os.dup2(private.fileno(), number, inheritable=False)
         tmpfile.seek(0)
     elif tmpfile is not None:
         tmpfile.seek(0)
