@@ -406,15 +406,24 @@ class Controller:
         torn = self._replay_journal(ended)
         left = self.ledger.ended(ended.name, ended.slot, ended.pid)
         overdue = self.timeouts.take(ended.name)
-        if left.running is None or (left.aborted is not None and left.aborted.interrupted):
-            # Nothing ran, or a test interrupted the run: serially it gets no report either.
+        aborted = left.aborted
+        if aborted is not None and not aborted.interrupted and self.internal_error is None:
+            # pytest's protocol raised while the test ran (a plugin's hook), here in the item a
+            # worker held to its end: serially that is an INTERNALERROR, as in a chunk's item.
+            nodeid = self.items[aborted.item].nodeid
+            self.internal_error = RuntimeError(
+                f"pytest's protocol failed in worker {ended.name} while it ran {nodeid}:\n"
+                f"{aborted.description}"
+            )
+            self._stop()
+        if left.running is None or aborted is not None:
+            # Nothing ran, or a test interrupted the run, or pytest's protocol failed while
+            # the test ran (INTERNALERROR): serially it gets no report either.
             self.postmortem.capture_sections(ended.name)  # closes the files
         else:
             overran = None if overdue is None else self.items[overdue.item].nodeid
             why = self.postmortem.crash_reason(ended, left, overdue, overran, torn)
             sections = self.postmortem.capture_sections(ended.name)
-            if left.aborted is not None:
-                sections = [*left.aborted.sections, *sections]
             report = self.replayer.crash_report(left.running, why, sections)
             self._handle_crash_item(left.running, ended.name, report)
             self.replayer.report_crash(left.running, report)

@@ -271,6 +271,38 @@ def pytest_runtest_logreport(report):
     assert_no_process_left(pid_file)
 
 
+BROKEN_MAKEREPORT = """
+import pytest
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    yield
+    if item.name == "test_broken" and call.when == "call":
+        raise TypeError("a plugin's bug in its makereport wrapper")
+"""
+
+
+@pytest.mark.parametrize("where", ["in a chunk", "last of all"])
+def test_a_hook_failing_while_a_test_runs_reports_no_verdict_for_it(
+    pytester: pytest.Pytester, where: str
+) -> None:
+    """pytest's protocol raising in a worker is an INTERNALERROR, also in the item a worker
+    runs last (at its shutdown); the test gets no verdict, as serially."""
+    pytester.makeconftest(BROKEN_MAKEREPORT)
+    tests = "def test_a(): pass\ndef test_b(): pass\ndef test_broken(): pass\n"
+    if where == "in a chunk":
+        tests += "def test_c(): pass\ndef test_d(): pass\n"
+    pytester.makepyfile(tests)
+    serial = pytester.runpytest_subprocess("-p", "no:pytest_poolrun")
+    pooled = pytester.runpytest_subprocess(*POOL, "--pool", "1", "--pool-chunksize", "3")
+    outcomes = []
+    for result in (serial, pooled):
+        assert result.ret == pytest.ExitCode.INTERNAL_ERROR
+        result.stdout.fnmatch_lines(["INTERNALERROR>*TypeError: a plugin's bug*"])
+        outcomes.append({k: n for k, n in result.parseoutcomes().items() if "warning" not in k})
+    assert outcomes[0] == outcomes[1] == {"passed": 2}
+
+
 def test_processes_a_test_starts_can_be_interrupted(pytester: pytest.Pytester) -> None:
     # Workers must not pass an ignored SIGINT on to the processes their tests start.
     pytester.makepyfile(
