@@ -68,15 +68,14 @@ class CaptureFiles(NamedTuple):
 
 
 class ItemAborted(NamedTuple):
-    """The item raised something that ends the worker (KeyboardInterrupt, SystemExit…).
+    """pytest's protocol raised while the item ran: the item gets no report.
 
     ``interrupted``: it was a KeyboardInterrupt, which ends a serial run (exit code 2), so it
-    ends this one too.
+    ends this one too; anything else (a plugin's hook raising) ends it as an INTERNALERROR.
     """
 
     item: int
     description: str
-    sections: tuple[tuple[str, str], ...] = ()
     interrupted: bool = False
 
 

@@ -474,14 +474,8 @@ def _run(index: int, nextitem: pytest.Item | None) -> None:
         _flush()
         raise
     except BaseException as exc:
-        # What the item printed was read into its report sections when the phase ended.
-        sections = tuple(
-            (f"Captured {key} {when}", content)
-            for when, key, content in getattr(item, "_report_sections", ())
-            if content
-        )
         interrupted = isinstance(exc, KeyboardInterrupt)
-        _send(events.ItemAborted(index, format_exception(exc), sections, interrupted))
+        _send(events.ItemAborted(index, format_exception(exc), interrupted))
         _flush()
         raise
     finally:

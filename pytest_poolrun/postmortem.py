@@ -8,7 +8,7 @@ Data flow, in the controller's thread (Linux for the capture files: they are rea
     overdue test  ─▶ dump_stacks: DUMP_SIGNAL, then the slot's fault file grows by its stacks
                   ─▶ take_output: the capture files read, and closed, for the timeout message
     worker died   ─▶ fault_text: what faulthandler wrote (a fatal error's traceback)
-                  ─▶ crash_reason: the report's message (overdue, torn report, aborted, died)
+                  ─▶ crash_reason: the report's message (overdue, torn report, died)
                   ─▶ capture_sections: the capture files read, and closed, as report sections
 
 ``_read_captures`` is the one reader of capture files, and it closes what it reads: a test's
@@ -139,7 +139,8 @@ class PostMortem:
 
         The test overran --pool-timeout (``overdue``); another test (``overran``) did, and the
         kill came as this one started; its report was torn by the worker's death (``torn``);
-        it raised what ends a worker (``left.aborted``); or the worker died under it.
+        or the worker died under it.  (A test whose protocol raised, ``left.aborted``, gets no
+        report: it interrupted the run, or ended it with an INTERNALERROR.)
         """
         assert left.running is not None
         if overdue is not None and overdue.item == left.running:
@@ -154,10 +155,6 @@ class PostMortem:
                 f"the test ran, but worker {ended.name} died while writing its report "
                 f"({ended.describe()}); it is not run again"
             )
-        if left.aborted is not None:
-            text = left.aborted.description
-            last_line = text.strip().splitlines()[-1]
-            return f"worker {ended.name} stopped while running it: {last_line}\n\n{text}"
         why = f"worker {ended.name} died while running it: {ended.describe()}"
         fault = self.fault_text(ended.slot)
         return f"{why}\n\n{fault}" if fault else why
