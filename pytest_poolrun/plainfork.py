@@ -32,6 +32,8 @@ child.
 from __future__ import annotations
 
 import itertools
+import multiprocessing.process
+import multiprocessing.util
 import os
 import select
 import signal
@@ -84,7 +86,7 @@ class PlainForkProcess:
                     try:
                         self._target(*self._args)
                     finally:
-                        cast(Any, _multiprocessing_util()._exit_function)()
+                        cast(Any, multiprocessing.util)._exit_function()
                     code = 0
                 except SystemExit as stop:
                     if stop.code is None or isinstance(stop.code, int):
@@ -154,21 +156,13 @@ class PlainForkContext:
 PLAIN_FORK = PlainForkContext()
 
 
-def _multiprocessing_util() -> Any:
-    import multiprocessing.util
-
-    return multiprocessing.util
-
-
 def _start_process_state_afresh() -> None:
     """What ``multiprocessing`` keeps per process: the parent's children and finalizers are not
     the child's, and the hooks registered for a fork (its locks, its queues) are run."""
-    import multiprocessing.process
-
     process = cast(Any, multiprocessing.process)
     process._children.clear()  # the child's copy: the parent's set is untouched
     process._process_counter = itertools.count(1)
-    util = _multiprocessing_util()
+    util = cast(Any, multiprocessing.util)
     util._finalizer_registry.clear()
     util._run_after_forkers()
 

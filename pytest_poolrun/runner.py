@@ -60,7 +60,6 @@ interrupted summary.
 from __future__ import annotations
 
 import signal
-import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -209,10 +208,6 @@ class Controller:
         itemrunner.prepare(
             self.session, self.board, self._basetemp(), self.journal, self.postmortem.fault_files
         )
-        # Whatever sits in the stream buffers now would be inherited, and flushed again, by every
-        # forked worker.
-        sys.stdout.flush()
-        sys.stderr.flush()
         workerinputs = self.nodes.inputs()
         for workerinput in workerinputs.values():
             adapters.add_coverage_input(self.config, workerinput)
