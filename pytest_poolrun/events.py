@@ -68,15 +68,18 @@ class CaptureFiles(NamedTuple):
 
 
 class ItemAborted(NamedTuple):
-    """pytest's protocol raised while the item ran: the item gets no report.
+    """pytest's protocol raised while the item ran: the item gets no verdict.
 
     ``interrupted``: it was a KeyboardInterrupt, which ends a serial run (exit code 2), so it
     ends this one too; anything else (a plugin's hook raising) ends it as an INTERNALERROR.
+    ``recorded``: the hook calls the item made before that (its start, a setup report, the
+    warnings recorded while it ran), which a serial run made too.
     """
 
     item: int
     description: str
     interrupted: bool = False
+    recorded: tuple[HookEvent, ...] = ()
 
 
 class LogStart(NamedTuple):
@@ -299,7 +302,7 @@ def split_records(data: bytes) -> tuple[list[tuple[int, bytes]], int | None]:
 def _sendable(event: WorkerEvent) -> WorkerEvent:
     if isinstance(event, (ItemFinished, LooseEvents)):
         return event._replace(events=tuple(_sendable_hook_event(e) for e in event.events))
-    if isinstance(event, SessionExit):
+    if isinstance(event, (SessionExit, ItemAborted)):
         return event._replace(recorded=tuple(_sendable_hook_event(e) for e in event.recorded))
     return event  # the others hold plain data only
 

@@ -475,7 +475,7 @@ def _run(index: int, nextitem: pytest.Item | None) -> None:
         raise
     except BaseException as exc:
         interrupted = isinstance(exc, KeyboardInterrupt)
-        _send(events.ItemAborted(index, format_exception(exc), interrupted))
+        _send(events.ItemAborted(index, format_exception(exc), interrupted, forwarder.end()))
         _flush()
         raise
     finally:

@@ -332,6 +332,9 @@ class Controller:
             self.postmortem.keep_capture_files(worker, event)
         elif isinstance(event, events.ItemAborted):
             self.ledger.aborted(worker, event)
+            # At once, not in collection order: the run stops now (INTERNALERROR, or an
+            # interrupt), and a stopped run replays no item that waits for its turn.
+            self.replayer.replay(event.recorded, event.item)
             if event.interrupted and self.interrupted is None:
                 self.interrupted = event
                 self._stop()
