@@ -510,7 +510,10 @@ def run_chunk(indices: list[int], hold_last: bool = True) -> tuple[str, int | No
         if _Shared.held is not None:
             if recycler.next_is_last(_Shared.tests_run):
                 return _retire(indices[position:])
-            _run(_Shared.held, nextitem=items[index])
+            # No longer held once it starts: if its protocol raises (pytest.exit, a plugin's
+            # hook), the worker's shutdown must not run it a second time.
+            held, _Shared.held = _Shared.held, None
+            _run(held, nextitem=items[index])
             if recycler.memory_exceeded():
                 _Shared.held = None
                 return _retire(indices[position:])

@@ -273,6 +273,62 @@ def test_collection_order_with_exitfirst_stops_where_serial_stops(
     assert pooled.parseoutcomes() == serial.parseoutcomes() == {"failed": 1, "passed": 12}
 
 
+RUN_NOTING_TESTS = """
+import os, pytest
+
+def note(name):
+    with open(os.path.join(os.path.dirname(__file__), "ran.txt"), "a") as f:
+        f.write(name + "\\n")
+
+def test_a(): note("a")
+def test_second(): note("second"); {second}
+def test_b(): note("b")
+def test_c(): note("c")
+def test_d(): note("d")
+"""
+BROKEN_CALL_REPORT = """
+import pytest
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    yield
+    if item.name == "test_second" and call.when == "call":
+        raise TypeError("a plugin's bug in its makereport wrapper")
+"""
+
+
+def _ran_serially_and_pooled(
+    pytester: pytest.Pytester, start: str, *args: str
+) -> tuple[pytest.RunResult, list[str], pytest.RunResult, list[str]]:
+    """Serial, then one worker given two items per chunk; what each ran, in order."""
+    ran = pytester.path / "ran.txt"
+    args = (*args, "-p", "no:cacheprovider", "-p", "no:randomly")
+    serial = pytester.runpytest_subprocess(*args, "-p", "no:pytest_poolrun")
+    serial_ran = ran.read_text().split()
+    ran.unlink()
+    pooled = pytester.runpytest_subprocess(
+        *POOL, *args, "--pool", "1", "--pool-chunksize", "2", "--pool-start", start
+    )
+    return serial, serial_ran, pooled, ran.read_text().split()
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+@pytest.mark.parametrize("how", ["pytest.exit", "a hook raising"])
+def test_an_item_whose_protocol_raised_runs_once(
+    pytester: pytest.Pytester, start: str, how: str
+) -> None:
+    """A worker runs the item it held back when the next chunk comes; if pytest's protocol
+    raised there, the worker's shutdown must not run that item a second time."""
+    if how == "pytest.exit":
+        pytester.makepyfile(RUN_NOTING_TESTS.format(second="pytest.exit('stop', returncode=3)"))
+    else:
+        pytester.makepyfile(RUN_NOTING_TESTS.format(second="pass"))
+        pytester.makeconftest(BROKEN_CALL_REPORT)
+    serial, serial_ran, pooled, pool_ran = _ran_serially_and_pooled(pytester, start)
+    assert pool_ran == serial_ran == ["a", "second"]
+    assert pooled.ret == serial.ret != pytest.ExitCode.OK
+
+
 FAILING_COMPARISONS = """
 def test_lists(): assert [1, 2, 3, 4] == [1, 2, 5, 4]
 def test_dicts(): assert {"a": 1, "b": 2, "c": [1]} == {"a": 1, "b": 3, "d": [1]}
