@@ -52,6 +52,20 @@ def file_a_conftest_writes(
     return path
 
 
+def broken_makereport_conftest(test_name: str) -> str:
+    """A conftest whose makereport wrapper raises after ``test_name``'s call: a plugin's bug,
+    which makes pytest's protocol raise (an INTERNALERROR, serially)."""
+    return f"""
+import pytest
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    yield
+    if item.name == {test_name!r} and call.when == "call":
+        raise TypeError("a plugin's bug in its makereport wrapper")
+"""
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as stat:

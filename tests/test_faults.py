@@ -13,7 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import POOL, assert_no_process_left, junit_outcomes, pid_noting_conftest
+from helpers import (
+    POOL,
+    assert_no_process_left,
+    broken_makereport_conftest,
+    junit_outcomes,
+    pid_noting_conftest,
+)
 
 BYSTANDERS = """
 import pytest
@@ -271,17 +277,6 @@ def pytest_runtest_logreport(report):
     assert_no_process_left(pid_file)
 
 
-BROKEN_MAKEREPORT = """
-import pytest
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    yield
-    if item.name == "test_broken" and call.when == "call":
-        raise TypeError("a plugin's bug in its makereport wrapper")
-"""
-
-
 @pytest.mark.parametrize("where", ["in a chunk", "last of all"])
 def test_a_hook_failing_while_a_test_runs_reports_no_verdict_for_it(
     pytester: pytest.Pytester, where: str
@@ -289,7 +284,7 @@ def test_a_hook_failing_while_a_test_runs_reports_no_verdict_for_it(
     """pytest's protocol raising in a worker is an INTERNALERROR, also in the item a worker
     runs last (at its shutdown); the test gets no verdict, as serially, and the warning the
     broken wrapper caused while it ran is counted, as serially."""
-    pytester.makeconftest(BROKEN_MAKEREPORT)
+    pytester.makeconftest(broken_makereport_conftest("test_broken"))
     tests = "def test_a(): pass\ndef test_b(): pass\ndef test_broken(): pass\n"
     if where == "in a chunk":
         tests += "def test_c(): pass\ndef test_d(): pass\n"

@@ -6,7 +6,7 @@ import os
 import re
 
 import pytest
-from helpers import POOL
+from helpers import POOL, broken_makereport_conftest
 
 BROKEN_FIXTURES = """
 import pytest, warnings
@@ -286,15 +286,6 @@ def test_b(): note("b")
 def test_c(): note("c")
 def test_d(): note("d")
 """
-BROKEN_CALL_REPORT = """
-import pytest
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    yield
-    if item.name == "test_second" and call.when == "call":
-        raise TypeError("a plugin's bug in its makereport wrapper")
-"""
 
 
 def _ran_serially_and_pooled(
@@ -323,7 +314,7 @@ def test_an_item_whose_protocol_raised_runs_once(
         pytester.makepyfile(RUN_NOTING_TESTS.format(second="pytest.exit('stop', returncode=3)"))
     else:
         pytester.makepyfile(RUN_NOTING_TESTS.format(second="pass"))
-        pytester.makeconftest(BROKEN_CALL_REPORT)
+        pytester.makeconftest(broken_makereport_conftest("test_second"))
     serial, serial_ran, pooled, pool_ran = _ran_serially_and_pooled(pytester, start)
     assert pool_ran == serial_ran == ["a", "second"]
     assert pooled.ret == serial.ret != pytest.ExitCode.OK
