@@ -163,7 +163,18 @@ def _plugin_modules() -> dict[str, object]:
 
 
 def stop_requested() -> bool:
-    return _Shared.board is not None and _Shared.board.stop_requested()
+    """The run stops: the controller said so (the board), or this worker's own session did.
+
+    pytest's session sets ``shouldfail`` on the ``--maxfail`` failure (``-x``: the first)
+    among the reports it sees; a worker's session sees the worker's own.  The controller sees
+    all of them and stops the run when it replays that report, but it tells forked workers only
+    through the board, a moment later, and workers started fresh not at all: so a worker stops
+    at once after its own failing test, as a serial run does (and pytest-xdist's workers do),
+    instead of starting the next test.
+    """
+    if _Shared.board is not None and _Shared.board.stop_requested():
+        return True
+    return _Shared.session is not None and bool(_Shared.session.shouldfail)
 
 
 def worker_name(session: pytest.Session) -> str | None:

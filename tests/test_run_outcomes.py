@@ -304,6 +304,19 @@ def _ran_serially_and_pooled(
 
 
 @pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_a_worker_starts_no_test_after_its_own_failure_under_exitfirst(
+    pytester: pytest.Pytester, start: str
+) -> None:
+    """The failing test is held to the second chunk, whose first test the worker would start
+    before the controller's stop reached it (a fresh worker: never); it stops as serially."""
+    pytester.makepyfile(RUN_NOTING_TESTS.format(second="assert 0"))
+    serial, serial_ran, pooled, pool_ran = _ran_serially_and_pooled(pytester, start, "-x")
+    assert pool_ran == serial_ran == ["a", "second"]
+    assert pooled.parseoutcomes() == serial.parseoutcomes() == {"failed": 1, "passed": 1}
+    assert pooled.ret == serial.ret == pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn"])
 @pytest.mark.parametrize("how", ["pytest.exit", "a hook raising"])
 def test_an_item_whose_protocol_raised_runs_once(
     pytester: pytest.Pytester, start: str, how: str
