@@ -53,9 +53,9 @@ wrapper, like the leak check's, hides its frame from pytest's tracebacks; under
 ``--tb=native``, Python's own format, which shows every frame, both are taken out of the
 reports (``_NativeTracebackTrim``).
 
-**Stopping early.**  The controller sets the board's stop flag (``-x``, ``--maxfail``); a worker
-checks it between items, runs nothing more, and on shutdown tears its fixtures down without
-running the held item.
+**Stopping early.**  The controller sets the board's stop flag (``-x``, ``--maxfail``), and a
+worker's own session sets ``shouldfail`` on its own failing test; a worker checks both between
+items, runs nothing more, and on shutdown tears its fixtures down without running the held item.
 
 **Retiring** (``--pool-max-tests-per-worker``, ``--pool-max-worker-rss``; see ``recycling``).
 Between items a worker may finish as at its end and return a ``Retired`` record with the
