@@ -205,11 +205,13 @@ def own_tmp_path(config: pytest.Config, basetemp: Path | None, name: str) -> Non
 def silence_terminal(config: pytest.Config, terminal: io.TextIOBase | None = None) -> None:
     """Leave reporting to the controller: the worker's reporters neither print nor listen.
 
-    The terminal reporter and the junitxml writer are unregistered, since the controller runs
-    its own copies on every replayed report and running them here too would cost as much again
-    per test.  pytest's own code and plugins still expect a terminal reporter in a test's
-    process (``config.get_terminal_writer()`` asserts one is registered; pytest 8 asks it for
-    every assertion diff, pytest-timeout writes its stacks to it), so a ``_MutedReporter``
+    The terminal reporter, the junitxml writer and the third-party reporters that
+    pytest-xdist's workers never load (``_CONTROLLER_REPORTERS``) are unregistered, since the
+    controller runs its own copies on every replayed report and running them here too would
+    cost as much again per test, or write the controller's report twice.  pytest's own code
+    and plugins still expect a terminal reporter in a test's process
+    (``config.get_terminal_writer()`` asserts one is registered; pytest 8 asks it for every
+    assertion diff, pytest-timeout writes its stacks to it), so a ``_MutedReporter``
     takes its name: it answers every attribute as the real reporter would.  Its writer is the
     real one, with the controller's width and colour settings; what is written to it (live
     logs, pytest-timeout's stacks) goes to ``terminal``, which forwards it to the controller's
@@ -226,10 +228,32 @@ def silence_terminal(config: pytest.Config, terminal: io.TextIOBase | None = Non
     xml = config.stash.get(xml_key, None)
     if xml is not None and config.pluginmanager.is_registered(xml):
         config.pluginmanager.unregister(xml)
+    for plugin in config.pluginmanager.get_plugins():
+        if _controller_reporter(plugin):
+            config.pluginmanager.unregister(plugin)
     # Test durations are recorded, and saved, by the controller.
     recorder = config.pluginmanager.get_plugin("poolrun-durations")
     if recorder is not None:
         config.pluginmanager.unregister(recorder)
+
+
+# Third-party reporters that write the run's report from its report hooks, and which a
+# pytest-xdist worker never has (their pytest_configure skips a process with ``workerinput``):
+# a forked worker inherited the controller's, and would write every report into the controller's
+# file a second time (pytest-reportlog's JSON lines; pytest-html's page, with its
+# ``generate_report_on_test``).  Named by (module, class), a base class included.
+_CONTROLLER_REPORTERS = frozenset(
+    {
+        ("pytest_reportlog.plugin", "ReportLogPlugin"),
+        ("pytest_html.basereport", "BaseReport"),
+    }
+)
+
+
+def _controller_reporter(plugin: object) -> bool:
+    return any(
+        (cls.__module__, cls.__qualname__) in _CONTROLLER_REPORTERS for cls in type(plugin).__mro__
+    )
 
 
 class _MutedReporter:

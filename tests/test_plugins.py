@@ -446,6 +446,30 @@ def test_json_report_matches_serial(pytester: pytest.Pytester) -> None:
     assert outcomes("pool.json", "--pool", "2") == serial
 
 
+def test_report_log_holds_each_report_once(pytester: pytest.Pytester) -> None:
+    """pytest-reportlog writes a JSON line per report as it comes: in the controller only, as
+    serially (a forked worker inherited its writer and wrote every test report a second time)."""
+    pytester.makepyfile(
+        test_log="""
+        import pytest
+
+        @pytest.mark.parametrize("n", range(6))
+        def test_n(n):
+            assert n != 4
+        """
+    )
+
+    def reports(name: str, *args: str) -> list[tuple[str, str]]:
+        run(pytester, f"--report-log={name}", *args)
+        lines = [json.loads(line) for line in (pytester.path / name).read_text().splitlines()]
+        found = [(d["nodeid"], d["when"]) for d in lines if d["$report_type"] == "TestReport"]
+        return sorted(found)
+
+    serial = reports("serial.jsonl")
+    assert len(serial) == 18
+    assert reports("pool.jsonl", "--pool", "2") == serial
+
+
 # ---------------------------------------------------------------------------------- threads, seeds
 
 
