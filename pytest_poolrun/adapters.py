@@ -7,6 +7,7 @@ controller's copy of the plugin ends the session as a serial run's would.
 
 Data flow::
 
+    fresh worker, before its plugins configure ─▶ prepare_fresh_worker(workerinput)
     worker, before its first test ─▶ worker_started(config, forked)
     worker, after its last test    ─▶ worker_finishing(config, workeroutput): fill the dict
     (the WorkerOutput event carries workeroutput to the controller)
@@ -22,6 +23,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import socket
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -33,6 +35,7 @@ import pytest
 # workeroutput keys of this runner's own adapters
 COVERAGE_KEY = "poolrun_coverage"
 BENCHMARK_KEY = "poolrun_benchmarks"
+RETRY_KEY = "poolrun_retry_report"
 # workerinput keys: the controller's coverage configuration, for workers that start fresh, and
 # the arguments that keep pytest-cov there from measuring a second time
 COVERAGE_CONFIG_KEY = "poolrun_coverage_config"
@@ -277,6 +280,68 @@ class FlakyAdapter(StartOnlyAdapter):
             flaky._stream = io.StringIO()  # type: ignore[union-attr]
 
 
+class RetryAdapter:
+    """pytest-retry: the attempts a worker's tests made reach the controller's retry report.
+
+    pytest-retry writes each attempt of a retried test into a reporter in the memory of the
+    process that ran it, and its terminal summary prints that reporter's text.  Under
+    pytest-xdist (``-n`` only) the controller runs a socket server and each worker a client,
+    told the port in its ``workerinput``.  Here a worker keeps an in-memory reporter of its
+    own and sends its text with its output, which the controller adds to its reporter.
+
+    A worker started fresh is an xdist worker to pytest-retry, whose ``pytest_configure``
+    connects to the port named in ``workerinput``: a listener of the worker's own stands in
+    for the server there (``prepare_fresh_worker``) until the worker swaps the client for the
+    in-memory reporter.
+    """
+
+    def __init__(self) -> None:
+        self.stand_in: socket.socket | None = None
+
+    def prepare_fresh(self, workerinput: dict[str, Any]) -> None:
+        if _retry_manager() is None or "server_port" in workerinput:
+            return
+        self.stand_in = socket.create_server(("localhost", 0))
+        workerinput["server_port"] = self.stand_in.getsockname()[1]
+
+    def worker_started(self, config: pytest.Config, forked: bool) -> None:
+        manager, offline = _retry_manager(), _retry_offline_reporter()
+        if manager is None or offline is None:
+            return
+        client = getattr(manager.reporter, "sock", None)
+        # What a forked worker inherited is the controller's (a later worker's: its report so
+        # far); a fresh worker's client was connected to the stand-in only.
+        manager.reporter = offline()
+        for sock in (client, self.stand_in):
+            if isinstance(sock, socket.socket):
+                sock.close()
+        self.stand_in = None
+
+    def worker_finishing(self, config: pytest.Config, output: dict[str, Any]) -> None:
+        manager = _retry_manager()
+        stream = getattr(getattr(manager, "reporter", None), "stream", None)
+        if isinstance(stream, io.StringIO):
+            output[RETRY_KEY] = stream.getvalue()
+
+    def worker_ended(self, config: pytest.Config, output: dict[str, Any]) -> None:
+        text, manager = output.get(RETRY_KEY), _retry_manager()
+        stream = getattr(getattr(manager, "reporter", None), "stream", None)
+        if isinstance(text, str) and text and isinstance(stream, io.StringIO):
+            stream.write(text)
+
+    def output_lost(self, config: pytest.Config) -> None:
+        pass
+
+
+def _retry_manager() -> Any:
+    return getattr(sys.modules.get("pytest_retry.retry_plugin"), "retry_manager", None)
+
+
+def _retry_offline_reporter() -> Any:
+    return getattr(sys.modules.get("pytest_retry.server"), "OfflineReporter", None)
+
+
+RETRY = RetryAdapter()
 ADAPTERS: Sequence[Adapter] = (
     CoverageAdapter(),
     SyrupyAdapter(),
@@ -284,7 +349,14 @@ ADAPTERS: Sequence[Adapter] = (
     RerunFailuresAdapter(),
     MetadataAdapter(),
     FlakyAdapter(),
+    RETRY,
 )
+
+
+def prepare_fresh_worker(workerinput: dict[str, Any]) -> None:
+    """In a worker started fresh, its plugins loaded, before their ``pytest_configure``: what
+    a plugin expects pytest-xdist to have put in ``workerinput`` (pytest-retry's port)."""
+    RETRY.prepare_fresh(workerinput)
 
 
 def worker_started(config: pytest.Config, forked: bool) -> list[str]:

@@ -81,6 +81,7 @@ def collect_here(
     config = _prepareconfig(args)
     # Before pytest_configure, as pytest-xdist does: plugins decide there whether they run in
     # a worker (pytest-randomly takes the controller's seed, pytest-rerunfailures connects).
+    adapters.prepare_fresh_worker(workerinput)
     become_xdist_worker(config, workerinput)
     config._do_configure()
     silence_terminal(config, terminal)

@@ -446,6 +446,66 @@ def test_json_report_matches_serial(pytester: pytest.Pytester) -> None:
     assert outcomes("pool.json", "--pool", "2") == serial
 
 
+RETRIED = """
+import os
+from pathlib import Path
+
+import pytest
+
+def attempt(name):
+    count = Path(os.environ["RETRY_DIR"], name)
+    count.write_text(str(int(count.read_text()) + 1) if count.exists() else "1")
+    return int(count.read_text())
+
+@pytest.mark.flaky(retries=2)
+def test_second_attempt_passes():
+    assert attempt("second") >= 2, "first attempt fails"
+
+@pytest.mark.flaky(retries=1)
+def test_always_fails():
+    assert attempt("always") < 0, "never passes"
+
+def test_plain():
+    pass
+"""
+
+
+def retry_report(result: pytest.RunResult) -> list[str]:
+    """pytest-retry's terminal section, one line per test and attempt, in a stable order."""
+    text = result.stdout.str()
+    start = text.find("the following tests were retried")
+    end = text.find("end of test retry report")
+    assert 0 <= start < end, text
+    section = text[start:end]
+    return sorted(
+        re.findall(r"^\t(test_\w+ (?:passed|failed) (?:on|after) \d* ?attempts?.*)$", section, re.M)
+    )
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_pytest_retry_report_matches_serial(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, start: str
+) -> None:
+    """pytest-retry prints each retried test's attempts at the end: a worker's attempts reach
+    the controller's report (fork: they were lost; spawn: every worker failed to start)."""
+    pytester.makepyfile(test_retried=RETRIED)
+    results = []
+    for args in ((), ("--pool", "2", "--pool-start", start)):
+        attempts = pytester.mkdir(f"attempts{len(results)}")
+        monkeypatch.setenv("RETRY_DIR", str(attempts))
+        # pytest-rerunfailures (installed too) would also rerun tests marked flaky.
+        results.append(run(pytester, "-p", "no:rerunfailures", *args))
+    serial, pooled = results
+    assert retry_report(serial) == [
+        "test_always_fails failed after 2 attempts!",
+        "test_always_fails failed on attempt 1! Retrying!",
+        "test_second_attempt_passes failed on attempt 1! Retrying!",
+        "test_second_attempt_passes passed on attempt 2!",
+    ]
+    assert retry_report(pooled) == retry_report(serial)
+    assert verdicts(pooled) == verdicts(serial) == {"failed": 1, "passed": 2, "retried": 2}
+
+
 def test_report_log_holds_each_report_once(pytester: pytest.Pytester) -> None:
     """pytest-reportlog writes a JSON line per report as it comes: in the controller only, as
     serially (a forked worker inherited its writer and wrote every test report a second time)."""
