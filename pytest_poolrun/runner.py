@@ -80,6 +80,7 @@ from pytest_poolrun import (
     scheduling,
 )
 from pytest_poolrun.board import Board
+from pytest_poolrun.codec import RemoteTraceback
 from pytest_poolrun.console import Console
 from pytest_poolrun.durations import Durations
 from pytest_poolrun.extraoptions import ExtraOptions
@@ -400,7 +401,7 @@ class Controller:
 
     def _on_worker_exit(self, ended: WorkerExit) -> None:
         if ended.setup_error is not None:
-            self.console.say(f"poolrun: {ended.setup_error}")
+            self.console.say(f"poolrun: {_setup_failure(ended.name, ended.setup_error)}")
         torn = self._replay_journal(ended)
         left = self.ledger.ended(ended.name, ended.slot, ended.pid)
         overdue = self.timeouts.take(ended.name)
@@ -470,3 +471,15 @@ def resolve_workers(requested: int | str | None, item_count: int) -> int:
     """``auto`` → the CPUs this process may use; never more workers than items."""
     wanted = available_cpus() if requested == "auto" else int(requested or 0)
     return max(0, min(wanted, item_count))
+
+
+def _setup_failure(worker: str, error: BaseException) -> str:
+    """Why a worker could not start.  This plugin's own errors say it in their text; another's
+    (a plugin's ``pytest_configure`` raising in a fresh worker) gets its type and the worker's
+    traceback, as a serial run would show it."""
+    if type(error).__module__.startswith(f"{__package__}."):
+        return str(error)
+    text = f"worker {worker} could not start: {type(error).__name__}: {error}"
+    if isinstance(error.__cause__, RemoteTraceback):
+        text += f"\n{error.__cause__}"
+    return text

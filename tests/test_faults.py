@@ -311,3 +311,29 @@ def test_processes_a_test_starts_can_be_interrupted(pytester: pytest.Pytester) -
         """
     )
     pytester.runpytest_subprocess(*POOL, "--pool", "1").assert_outcomes(passed=1)
+
+
+def test_a_plugin_failing_in_a_fresh_worker_is_named_with_its_traceback(
+    pytester: pytest.Pytester,
+) -> None:
+    """A plugin whose pytest_configure raises in a worker that starts fresh (it reads what
+    pytest-xdist would have put in workerinput): the run says which error, where, and why the
+    tests did not run."""
+    pytester.makeconftest(
+        """
+        def pytest_configure(config):
+            if hasattr(config, "workerinput"):
+                config.workerinput["port_of_a_server"]
+        """
+    )
+    pytester.makepyfile("def test_a(): pass\n")
+    result = pytester.runpytest_subprocess(*POOL, "--pool", "1", "--pool-start", "spawn")
+    result.stdout.fnmatch_lines(
+        [
+            "poolrun: worker gw0 could not start: KeyError: 'port_of_a_server'",
+            "Traceback (most recent call last):",
+            "*conftest.py*, in pytest_configure",
+            "*no worker is left*",
+        ]
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
