@@ -487,7 +487,9 @@ def test_pytest_retry_report_matches_serial(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, start: str
 ) -> None:
     """pytest-retry prints each retried test's attempts at the end: a worker's attempts reach
-    the controller's report (fork: they were lost; spawn: every worker failed to start)."""
+    the controller's report (fork: they were lost; spawn: every worker failed to start).
+    pytest-retry is installed in tox's py311-retry cell only (see pyproject.toml)."""
+    pytest.importorskip("pytest_retry")
     pytester.makepyfile(test_retried=RETRIED)
     results = []
     for args in ((), ("--pool", "2", "--pool-start", start)):
