@@ -93,6 +93,10 @@ def serve_channel(channel: Any) -> None:
     poolworker.serve(ChannelEnd(channel), WorkerInfo(*info), setup, maxtasks)
 
 
+class GatewayUnreachable(ConnectionError):
+    """An execnet worker's gateway could not be opened (the run's console shows the text)."""
+
+
 def bridge_main(
     sock: socket.socket, info: WorkerInfo, setup: bytes, maxtasks: int | None, spec: str
 ) -> None:
@@ -108,7 +112,7 @@ def bridge_main(
         channel.send((tuple(info), setup, maxtasks, cwd))
     except Exception as exc:
         # Tell the pool not to retry this slot: the gateway is unreachable, not crashed.
-        error = ConnectionError(f"cannot reach execnet worker {info.name} ({spec}): {exc}")
+        error = GatewayUnreachable(f"cannot reach execnet worker {info.name} ({spec}): {exc}")
         WorkerEnd(sock).send(SetupFailed(codec.dump_error(error)))
         os._exit(REMOTE_LOST)
     sock.setblocking(True)
