@@ -166,6 +166,15 @@ class TerminalOutput(NamedTuple):
     text: str
 
 
+class JunitRecords(NamedTuple):
+    """What tests recorded into the worker's junitxml writer since the last such event (see
+    ``junitrecords``): ``record_xml_attribute``'s attributes, by node id, and
+    ``record_testsuite_property``'s properties."""
+
+    attributes: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
+    properties: tuple[tuple[str, str], ...]
+
+
 class WorkerOutput(NamedTuple):
     """The worker is done: its ``config.workeroutput``, as pytest-xdist's workers send it."""
 
@@ -180,6 +189,7 @@ WorkerEvent = Union[
     SessionExit,
     CaptureFiles,
     TerminalOutput,
+    JunitRecords,
     WorkerOutput,
 ]
 

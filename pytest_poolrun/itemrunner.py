@@ -86,6 +86,7 @@ from pytest_poolrun import (
     forwarding,
     gcpause,
     hookproxies,
+    junitrecords,
     leaks,
     recording,
     runid,
@@ -127,6 +128,7 @@ class _Shared:
     keyword_counts: recording.KeywordCounts | None = None  # counted before forking (prepare)
     tests_run: int = 0
     recycler: Recycler = Recycler(None, None)
+    junit: junitrecords.WorkerRecords | None = None
 
 
 def prepare(
@@ -352,6 +354,7 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
     gcpause.for_config(config).release()
     runid.adopt(config, testrun_uid)
     _Shared.recycler = workerfeatures.start(_session(), workerinput, _Shared.forked)
+    _Shared.junit = junitrecords.WorkerRecords.of(config, _Shared.forked)
     if config.option.capture == "no":
         # -s: what tests print reaches the controller's terminal, from every kind of worker
         # (a fresh one's standard output is not the terminal; a forked one's would be lost in
@@ -425,6 +428,13 @@ def _send(event: events.WorkerEvent) -> None:
     _queue(events.encode(event))
 
 
+def _send_junit_records() -> None:
+    """Ahead of the item's outcome, so that its test case gets them before it is written."""
+    records = None if _Shared.junit is None else _Shared.junit.take()
+    if records is not None:
+        _send(records)
+
+
 def _send_finished(finished: events.ItemFinished, slot: int | None) -> None:
     """Queue an item's outcome, and have it in the controller's reach when this returns: in
     the journal of ``slot`` (a forked worker's), or else flushed."""
@@ -491,6 +501,7 @@ def _run(index: int, nextitem: pytest.Item | None) -> None:
         raise
     finally:
         recorded = forwarder.end()
+    _send_junit_records()
     _send_finished(events.ItemFinished(index, recorded), None if board is None else info.slot)
     _Shared.tests_run += 1
     if board is not None:
@@ -572,6 +583,7 @@ def finish_worker() -> None:
         _flush()
     else:
         _tear_everything_down()
+    _send_junit_records()  # a session fixture's, recorded at its teardown
     session = _session()
     config = session.config
     output: dict[str, Any] = getattr(config, "workeroutput", {})

@@ -77,6 +77,7 @@ from pytest_poolrun import (
     gcpause,
     iteminfo,
     itemrunner,
+    junitrecords,
     scheduling,
 )
 from pytest_poolrun.board import Board
@@ -348,6 +349,8 @@ class Controller:
             self.nodes.received(worker, event.output)
         elif isinstance(event, events.TerminalOutput):
             self.console.show(worker, event)
+        elif isinstance(event, events.JunitRecords):
+            junitrecords.apply(self.config, event)
         else:
             raise TypeError(f"unknown event from worker {worker}: {event!r}")
 

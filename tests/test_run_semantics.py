@@ -163,6 +163,58 @@ def test_exitfirst_reports_a_failure_that_was_already_running(pytester: pytest.P
     }
 
 
+JUNIT_RECORDS = """
+import pytest
+
+@pytest.fixture(scope="session", autouse=True)
+def arch(record_testsuite_property):
+    record_testsuite_property("ARCH", "x86")
+    yield
+    record_testsuite_property("CLEANED", "yes")
+
+@pytest.mark.parametrize("n", range(4))
+def test_requirement(n, record_xml_attribute, record_property):
+    record_xml_attribute("assertions", f"REQ-{n}")
+    record_property("example_key", n)
+"""
+
+
+def junit_records(path: Path) -> tuple[list[tuple[str, str]], dict[str, tuple[str, str, str]]]:
+    """The suite's properties, and each case's recorded attribute and property."""
+    suite = ET.parse(path).getroot().find("testsuite")
+    assert suite is not None
+    suite_properties = suite.find("properties")
+    properties = [] if suite_properties is None else list(suite_properties)
+    cases = {
+        str(case.get("name")): (
+            str(case.get("assertions")),
+            *next((str(p.get("name")), str(p.get("value"))) for p in case.iter("property")),
+        )
+        for case in suite.iter("testcase")
+    }
+    return [(str(p.get("name")), str(p.get("value"))) for p in properties], cases
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_junit_records_of_tests_reach_the_file_as_serially(
+    pytester: pytest.Pytester, start: str
+) -> None:
+    """record_testsuite_property and record_xml_attribute write into junitxml's writer, which
+    only the controller's writes out (pytest-xdist loses both)."""
+    pytester.makepyfile(test_records=JUNIT_RECORDS)
+    args = ("-o", "junit_family=xunit1", "-W", "ignore::pytest.PytestExperimentalApiWarning")
+    serial_xml, pool_xml = pytester.path / "serial.xml", pytester.path / "pool.xml"
+    run(pytester, *args, f"--junitxml={serial_xml}", "-p", "no:pytest_poolrun")
+    pooled = run(pytester, *args, f"--junitxml={pool_xml}", "--pool", "2", "--pool-start", start)
+    pooled.assert_outcomes(passed=4)
+    serial = junit_records(serial_xml)
+    assert serial == (
+        [("ARCH", "x86"), ("CLEANED", "yes")],
+        {f"test_requirement[{n}]": (f"REQ-{n}", "example_key", str(n)) for n in range(4)},
+    )
+    assert junit_records(pool_xml) == serial
+
+
 # ------------------------------------------------------------------------- live logs, -s
 
 LOGGING = """
