@@ -4,7 +4,8 @@ Data flow, in a runner worker (registered by ``itemrunner.start_worker``)::
 
     pytest_fixture_setup of a fixture wider than a function ─▶ the processes it started are
         the fixture's (a server for the module or the session), not a leak, for as long as
-        they live, and so is everything they start
+        they live, and so is everything they start; the same for a collector's own setup()
+        (a test file kind that starts a server for its items), wrapped at registration
     pytest_runtest_logreport of the teardown phase, first of all plugins (every fixture the
         test needed is finalized)
         ─▶ find_leaks: the worker's descendants (/proc/<pid>/task/<tid>/children) that are
@@ -40,7 +41,7 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +185,35 @@ class LeakWatch:
             self.walked_at = mark
         return self.walked
 
+    def own_collector_processes(self, items: Sequence[pytest.Item]) -> None:
+        """What a collector's own ``setup()`` starts is the collector's, as a wider fixture's
+        processes are: a kind of test file that starts a server for its items (nbval's
+        notebook kernel) stops it in its ``teardown()``, after its last item.  Only collectors
+        whose class has a ``setup`` of its own are wrapped (pytest's packages, plugins' files)."""
+        seen: set[int] = set()
+        last_parent = None
+        for item in items:
+            node = item.parent
+            if node is last_parent:
+                continue  # the common case: an item of the same file or class as the last
+            last_parent = node
+            while node is not None and id(node) not in seen:
+                seen.add(id(node))
+                if type(node).setup is not pytest.Collector.setup:
+                    node.setup = self._owning(node.setup)  # type: ignore[method-assign]
+                node = node.parent
+
+    def _owning(self, setup: Callable[[], None]) -> Callable[[], None]:
+        def setup_owning_what_it_starts() -> None:
+            __tracebackhide__ = True
+            before = self.current()
+            try:
+                setup()
+            finally:
+                self.owned.update(self.current() - before)
+
+        return setup_owning_what_it_starts
+
     @pytest.hookimpl(wrapper=True)
     def pytest_fixture_setup(self, fixturedef: Any) -> Generator[None, Any, Any]:
         # A fixture's error passes through here: its report shows no frame of ours, as serially.
@@ -269,7 +299,9 @@ def _reap(pid: int) -> None:
         pass  # not our child (a grandchild is reaped by its parent, or by init)
 
 
-def register(config: pytest.Config, mode: str) -> None:
+def register(config: pytest.Config, mode: str, items: Sequence[pytest.Item]) -> None:
     """Watch this worker's tests for leaks, unless ``mode`` is ``ignore`` or /proc is missing."""
     if mode != "ignore" and available():
-        config.pluginmanager.register(LeakWatch(mode), "poolrun-leaks")
+        watch = LeakWatch(mode)
+        config.pluginmanager.register(watch, "poolrun-leaks")
+        watch.own_collector_processes(items)

@@ -25,5 +25,5 @@ def start(session: pytest.Session, workerinput: dict[str, Any], forked: bool) ->
     extras = extraoptions.read(config)
     if not forked:  # a forked worker inherited the shared values with the session
         sharedfixtures.install(session, workerinput)
-    leaks.register(config, extras.leaks)
+    leaks.register(config, extras.leaks, session.items)
     return Recycler(extras.max_tests_per_worker, extras.max_worker_rss_mb)

@@ -130,6 +130,45 @@ def test_processes_of_fixtures_and_pools_are_no_leaks(pytester: pytest.Pytester)
     result.assert_outcomes(passed=6)
 
 
+SERVING_FILE = """
+import subprocess, pytest
+
+def pytest_collect_file(file_path, parent):
+    if file_path.suffix == ".srv":
+        return ServingFile.from_parent(parent, path=file_path)
+
+class ServingFile(pytest.File):
+    # Like nbval's notebook: setup() starts what the file's items share; teardown() stops it.
+    def setup(self):
+        self.process = subprocess.Popen(["sleep", "30"])
+    def teardown(self):
+        self.process.kill()
+        self.process.wait()
+    def collect(self):
+        for n in range(3):
+            yield ServedItem.from_parent(self, name=f"step{n}")
+
+class ServedItem(pytest.Item):
+    def runtest(self):
+        assert self.parent.process.poll() is None, "the file's server is dead"
+"""
+
+
+@pytest.mark.parametrize("mode", ["warn", "fail"])
+def test_processes_a_collectors_setup_starts_are_no_leaks(
+    pytester: pytest.Pytester, mode: str
+) -> None:
+    """They serve the collector's items until its teardown: killing them after its first
+    item failed the rest (nbval's notebook kernel)."""
+    pytester.makeconftest(SERVING_FILE)
+    pytester.path.joinpath("one.srv").write_text("")
+    result = pytester.runpytest_subprocess(
+        *POOL, "--pool", "1", "--pool-leaks", mode, "-p", "no:cacheprovider", timeout=60
+    )
+    result.assert_outcomes(passed=3)
+    assert "LeakedProcessWarning" not in result.stdout.str()
+
+
 LEAKS_AMONG_CLEAN_TESTS = """
 import subprocess, pytest
 
