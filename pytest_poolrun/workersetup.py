@@ -247,6 +247,9 @@ _CONTROLLER_REPORTERS = frozenset(
     {
         ("pytest_reportlog.plugin", "ReportLogPlugin"),
         ("pytest_html.basereport", "BaseReport"),
+        # GitHub's workflow commands, printed for each failure and each warning.
+        ("pytest_github_actions_annotate_failures.plugin", "_AnnotateErrors"),
+        ("pytest_github_actions_annotate_failures.plugin", "_AnnotateWarnings"),
     }
 )
 

@@ -446,6 +446,33 @@ def test_json_report_matches_serial(pytester: pytest.Pytester) -> None:
     assert outcomes("pool.json", "--pool", "2") == serial
 
 
+def test_github_annotations_are_printed_once(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pytest-github-actions-annotate-failures prints a workflow command per failure and per
+    warning: from the controller only, as serially (a forked worker printed each again)."""
+    pytester.makepyfile(
+        test_annotated="""
+        import warnings
+
+        def test_fails():
+            assert 1 == 2
+
+        def test_warns():
+            warnings.warn(UserWarning("a user warning"))
+        """
+    )
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+
+    def commands(*args: str) -> list[str]:
+        result = run(pytester, "-p", "no:cacheprovider", *args)
+        return sorted(line for line in result.errlines if line.startswith("::"))
+
+    serial = commands()
+    assert [line.split(" ")[0] for line in serial] == ["::error", "::warning"], serial
+    assert commands("--pool", "2") == serial
+
+
 RETRIED = """
 import os
 from pathlib import Path
