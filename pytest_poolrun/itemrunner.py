@@ -49,9 +49,9 @@ or teardown) returns or raises into pluggy (``_ForkedChildGuard``; the protocol'
 second check): it would otherwise report the test again, tear fixtures down, run the rest of the
 chunk and answer on the worker's socket.  A child forked before the phases (a plugin running a
 test's whole protocol in a child, as pytest-forked does) runs them as serially.  The guard's
-wrapper, like the leak check's, hides its frame from pytest's tracebacks; under
-``--tb=native``, Python's own format, which shows every frame, both are taken out of the
-reports (``_NativeTracebackTrim``).
+wrapper, like the leak check's, hides its frame from pytest's tracebacks, and pytest prunes it as
+its own (``internalframes``); under ``--tb=native``, Python's own format, which shows every
+frame, both are taken out of the reports (``_NativeTracebackTrim``).
 
 **Stopping early.**  The controller sets the board's stop flag (``-x``, ``--maxfail``), and a
 worker's own session sets ``shouldfail`` on its own failing test; a worker checks both between
@@ -95,6 +95,7 @@ from pytest_poolrun import (
     xdistnode,
 )
 from pytest_poolrun.board import Board
+from pytest_poolrun.internalframes import internal
 from pytest_poolrun.poolworker import current_worker, emit, format_exception, retire_after_task
 from pytest_poolrun.recycling import Recycler, Retired
 from pytest_poolrun.slotfiles import SlotFiles
@@ -249,6 +250,7 @@ class _ForkedChildGuard:
 
 def _leaving_if_forked(function: Callable[..., object]) -> Callable[..., object]:
     @functools.wraps(function)
+    @internal
     def leaving_if_forked(*args: object) -> object:
         # A test's or a fixture's error passes through here: its report shows no frame of ours,
         # as serially (pytest's native traceback style shows every frame, this one too).

@@ -47,6 +47,8 @@ from typing import Any
 
 import pytest
 
+from pytest_poolrun.internalframes import internal
+
 PROC = Path("/proc")
 LOADAVG = PROC / "loadavg"
 # A process caught inside exec() has an empty command line for some microseconds (its new
@@ -204,6 +206,7 @@ class LeakWatch:
                 node = node.parent
 
     def _owning(self, setup: Callable[[], None]) -> Callable[[], None]:
+        @internal
         def setup_owning_what_it_starts() -> None:
             __tracebackhide__ = True
             before = self.current()
@@ -215,6 +218,7 @@ class LeakWatch:
         return setup_owning_what_it_starts
 
     @pytest.hookimpl(wrapper=True)
+    @internal
     def pytest_fixture_setup(self, fixturedef: Any) -> Generator[None, Any, Any]:
         # A fixture's error passes through here: its report shows no frame of ours, as serially.
         __tracebackhide__ = True

@@ -359,6 +359,42 @@ def test_failure_messages_match_serial(pytester: pytest.Pytester, run_both) -> N
     assert sorted(line for line in pooled.outlines if line.startswith("FAILED ")) == summary
 
 
+def _error_section(result: pytest.RunResult) -> list[str]:
+    lines = result.outlines
+    start = next(n for n, line in enumerate(lines) if "ERROR at setup of" in line)
+    end = next(n for n, line in enumerate(lines) if "short test summary" in line)
+    return lines[start:end]
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_an_error_of_pytest_itself_reads_as_serially(pytester: pytest.Pytester, start: str) -> None:
+    """A fixture's scope mismatch is raised in pytest's own code: pytest shows none of the
+    traceback, and no note that it hid all of it (the worker's wrappers, in the traceback, made
+    it hide them and add the note)."""
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.fixture
+        def per_test():
+            return 1
+
+        @pytest.fixture(scope="session")
+        def per_session(per_test):
+            return per_test
+
+        def test_one(per_session):
+            pass
+        """
+    )
+    serial = pytester.runpytest_subprocess(*POOL, "-p", "no:cacheprovider")
+    pooled = pytester.runpytest_subprocess(
+        *POOL, "-p", "no:cacheprovider", "--pool", "1", "--pool-start", start
+    )
+    assert "ScopeMismatch" in "\n".join(_error_section(serial))
+    assert _error_section(pooled) == _error_section(serial)
+
+
 def test_reports_carry_the_keywords_of_a_serial_run(pytester: pytest.Pytester) -> None:
     """A passing test's reports are rebuilt from the controller's item; markers added while the
     tests run (on the item, on its module) still reach the controller's plugins."""
