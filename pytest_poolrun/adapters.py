@@ -318,15 +318,13 @@ class RetryAdapter:
         self.stand_in = None
 
     def worker_finishing(self, config: pytest.Config, output: dict[str, Any]) -> None:
-        manager = _retry_manager()
-        stream = getattr(getattr(manager, "reporter", None), "stream", None)
-        if isinstance(stream, io.StringIO):
+        stream = _retry_stream()
+        if stream is not None:
             output[RETRY_KEY] = stream.getvalue()
 
     def worker_ended(self, config: pytest.Config, output: dict[str, Any]) -> None:
-        text, manager = output.get(RETRY_KEY), _retry_manager()
-        stream = getattr(getattr(manager, "reporter", None), "stream", None)
-        if isinstance(text, str) and text and isinstance(stream, io.StringIO):
+        text, stream = output.get(RETRY_KEY), _retry_stream()
+        if isinstance(text, str) and text and stream is not None:
             stream.write(text)
 
     def output_lost(self, config: pytest.Config) -> None:
@@ -335,6 +333,12 @@ class RetryAdapter:
 
 def _retry_manager() -> Any:
     return getattr(sys.modules.get("pytest_retry.retry_plugin"), "retry_manager", None)
+
+
+def _retry_stream() -> io.StringIO | None:
+    """The text of pytest-retry's reporter in this process (an in-memory one's only)."""
+    stream = getattr(getattr(_retry_manager(), "reporter", None), "stream", None)
+    return stream if isinstance(stream, io.StringIO) else None
 
 
 def _retry_offline_reporter() -> Any:

@@ -539,7 +539,6 @@ def run_chunk(indices: list[int], hold_last: bool = True) -> tuple[str, int | No
             held, _Shared.held = _Shared.held, None
             _run(held, nextitem=items[index])
             if recycler.memory_exceeded():
-                _Shared.held = None
                 return _retire(indices[position:])
         _Shared.held = index
     if _Shared.held is not None and recycler.next_is_last(_Shared.tests_run):
