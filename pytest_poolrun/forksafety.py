@@ -19,11 +19,19 @@ pytest-rerunfailures, whenever pytest-xdist is installed, starts a status server
 forked worker never touches the server's objects.  The locks of the ``threading`` module itself
 are made anew in the child by CPython.  Any other thread, and any native thread not started by
 Python (``/proc/self/task`` counts them), blocks the fork: the header of the run names it.
+
+**OpenBLAS's pool** (numpy's, scipy's) is the one kind of native thread let through.  OpenBLAS
+ends its pool before every fork itself (a ``pthread_atfork`` handler) and starts it again at
+its next call, in the parent and in the child: after ``os.fork()`` with numpy imported, both
+processes list one thread, where the parent listed two before.  So as many native threads as
+the loaded OpenBLAS libraries' pools hold (their thread count less one) are not counted.
+Importing numpy at collection then no longer makes a run spawn its workers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import sys
 import threading
@@ -77,8 +85,45 @@ def fork_blockers() -> list[str]:
             blockers.append(f"thread {thread.name!r} ({target or type(thread).__qualname__})")
     native = _native_threads(len(python_threads))
     if native:
+        native = max(0, native - _openblas_pool_threads())
+    if native:
         blockers.append(f"{native} native thread{'s' if native != 1 else ''} not started by Python")
     return blockers
+
+
+# What OpenBLAS calls the function that tells its thread count, by build: plain, 64-bit
+# integers, and the builds bundled in numpy's and scipy's wheels.
+_OPENBLAS_THREAD_COUNTS = (
+    "openblas_get_num_threads",
+    "openblas_get_num_threads64_",
+    "scipy_openblas_get_num_threads64_",
+    "scipy_openblas_get_num_threads",
+)
+
+
+def _openblas_pool_threads() -> int:
+    """How many threads the pools of the OpenBLAS libraries loaded here hold (see the module
+    docstring): each keeps one thread fewer than its thread count, the caller doing a share."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split(maxsplit=5)[-1].strip() for line in maps if "openblas" in line}
+    except OSError:
+        return 0
+    pool = 0
+    for path in sorted(paths):
+        try:
+            # Only one already loaded (RTLD_NOLOAD): nothing is loaded or initialised here.
+            library = ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0) | ctypes.RTLD_LOCAL)
+        except OSError:
+            continue
+        count = next(
+            (getattr(library, name) for name in _OPENBLAS_THREAD_COUNTS if hasattr(library, name)),
+            None,
+        )
+        if count is not None:
+            count.restype = ctypes.c_int
+            pool += max(0, count() - 1)
+    return pool
 
 
 @contextlib.contextmanager

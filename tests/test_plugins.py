@@ -562,6 +562,34 @@ def test_report_log_holds_each_report_once(pytester: pytest.Pytester) -> None:
 # ---------------------------------------------------------------------------------- threads, seeds
 
 
+def test_forks_after_numpy_started_its_blas_threads(pytester: pytest.Pytester) -> None:
+    """numpy's OpenBLAS starts a pool of native threads at import, which made every run that
+    imports numpy at collection spawn its workers; OpenBLAS ends that pool at a fork itself,
+    so the run forks, and BLAS works in the workers."""
+    pytest.importorskip("numpy")
+    pytester.makepyfile(
+        test_blas="""
+        import os
+        import numpy
+
+        THREADS_AT_IMPORT = len(os.listdir("/proc/self/task"))
+
+        def test_threads_at_import():
+            print("threads at import:", THREADS_AT_IMPORT)
+
+        def test_matrix_product():
+            a = numpy.ones((300, 300))
+            assert (a @ a)[0, 0] == 300
+        """
+    )
+    pooled = run(pytester, "--pool", "2", "-s")
+    pooled.assert_outcomes(passed=2)
+    (threads,) = re.findall(r"threads at import: (\d+)", pooled.stdout.str())
+    if int(threads) == 1:
+        pytest.skip("numpy started no BLAS thread here (one CPU, or a BLAS without a pool)")
+    assert "forked after collection" in header(pooled), pooled.stdout.str()
+
+
 def test_forks_with_all_these_plugins_installed(pytester: pytest.Pytester) -> None:
     """pytest-xdist, -rerunfailures, -randomly, -cov, -timeout and -django are all installed
     (the test extras): an idle plugin thread must not cost the fork path, and -s output must
