@@ -296,7 +296,10 @@ def test_a_hook_failing_while_a_test_runs_reports_no_verdict_for_it(
         assert result.ret == pytest.ExitCode.INTERNAL_ERROR
         result.stdout.fnmatch_lines(["INTERNALERROR>*TypeError: a plugin's bug*"])
         outcomes.append(result.parseoutcomes())
-    assert outcomes[0] == outcomes[1] == {"passed": 2, "warnings": 1}
+    # Other installed plugins may warn too (the same in both runs): the broken wrapper's
+    # warning is one of them.
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0]["passed"] == 2 and outcomes[0]["warnings"] >= 1
 
 
 def test_processes_a_test_starts_can_be_interrupted(pytester: pytest.Pytester) -> None:
