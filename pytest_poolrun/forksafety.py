@@ -20,19 +20,22 @@ forked worker never touches the server's objects.  The locks of the ``threading`
 are made anew in the child by CPython.  Any other thread, and any native thread not started by
 Python (``/proc/self/task`` counts them), blocks the fork: the header of the run names it.
 
-**OpenBLAS's pool** (numpy's, scipy's) is the one kind of native thread let through.  OpenBLAS
-ends its pool before every fork itself (a ``pthread_atfork`` handler) and starts it again at
-its next call, in the parent and in the child: after ``os.fork()`` with numpy imported, both
-processes list one thread, where the parent listed two before.  So as many native threads as
-the loaded OpenBLAS libraries' pools hold (their thread count less one) are not counted.
-Importing numpy at collection then no longer makes a run spawn its workers.
+**Native threads that a fork ends.**  Some libraries end their thread pools before every fork
+themselves (a ``pthread_atfork`` handler) and start them again at their next call, in the
+parent and in the child: OpenBLAS, numpy's and scipy's, whose pool starts at numpy's import.
+After ``os.fork()`` with numpy imported, both processes list one thread where the parent listed
+two.  So where native threads stand in the way, the process first forks once, its child
+leaving at once, which runs those handlers, and then counts again: what a fork ends is no
+obstacle, what it leaves (MKL's, OpenMP's pools, a library's own threads) still is.  The child
+does nothing but exit; if it has not within ``TRIAL_FORK_GRACE`` it is killed and the threads
+count.  Importing numpy at collection then no longer makes a run spawn its workers.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
+import signal
 import sys
 import threading
 import time
@@ -45,6 +48,8 @@ from types import FrameType
 # busy machine), and how often to look meanwhile.
 THREAD_EXIT_GRACE = 0.05
 THREAD_EXIT_POLL = 0.001
+# How long the child of the fork that lets libraries end their pools may take to exit.
+TRIAL_FORK_GRACE = 1.0
 
 
 @dataclass(frozen=True)
@@ -84,46 +89,32 @@ def fork_blockers() -> list[str]:
         if not _is_known_idle(target, frames.get(thread.ident or -1)):
             blockers.append(f"thread {thread.name!r} ({target or type(thread).__qualname__})")
     native = _native_threads(len(python_threads))
-    if native:
-        native = max(0, native - _openblas_pool_threads())
+    if native and _let_libraries_park_their_threads():
+        native = _native_threads(len(python_threads))
     if native:
         blockers.append(f"{native} native thread{'s' if native != 1 else ''} not started by Python")
     return blockers
 
 
-# What OpenBLAS calls the function that tells its thread count, by build: plain, 64-bit
-# integers, and the builds bundled in numpy's and scipy's wheels.
-_OPENBLAS_THREAD_COUNTS = (
-    "openblas_get_num_threads",
-    "openblas_get_num_threads64_",
-    "scipy_openblas_get_num_threads64_",
-    "scipy_openblas_get_num_threads",
-)
+def _let_libraries_park_their_threads() -> bool:
+    """Fork once, the child leaving at once, so that libraries that end their thread pools
+    before every fork (OpenBLAS) do it now, in this process too (see the module docstring).
 
-
-def _openblas_pool_threads() -> int:
-    """How many threads the pools of the OpenBLAS libraries loaded here hold (see the module
-    docstring): each keeps one thread fewer than its thread count, the caller doing a share."""
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = {line.split(maxsplit=5)[-1].strip() for line in maps if "openblas" in line}
-    except OSError:
-        return 0
-    pool = 0
-    for path in sorted(paths):
-        try:
-            # Only one already loaded (RTLD_NOLOAD): nothing is loaded or initialised here.
-            library = ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0) | ctypes.RTLD_LOCAL)
-        except OSError:
-            continue
-        count = next(
-            (getattr(library, name) for name in _OPENBLAS_THREAD_COUNTS if hasattr(library, name)),
-            None,
-        )
-        if count is not None:
-            count.restype = ctypes.c_int
-            pool += max(0, count() - 1)
-    return pool
+    False if the child did not leave within ``TRIAL_FORK_GRACE`` (it is killed): then the
+    threads are not known to be harmless to a child, and count as they are.
+    """
+    with quiet_fork():
+        pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    deadline = time.monotonic() + TRIAL_FORK_GRACE
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        if time.monotonic() >= deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return False
+        time.sleep(THREAD_EXIT_POLL)
+    return True
 
 
 @contextlib.contextmanager

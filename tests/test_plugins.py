@@ -590,6 +590,29 @@ def test_forks_after_numpy_started_its_blas_threads(pytester: pytest.Pytester) -
     assert "forked after collection" in header(pooled), pooled.stdout.str()
 
 
+NATIVE_SLEEPER = """
+import ctypes, ctypes.util
+
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+thread = ctypes.c_ulong()
+# A thread of C alone, started without Python, asleep in libc's sleep(30): no fork ends it.
+assert libc.pthread_create(
+    ctypes.byref(thread), None, ctypes.cast(libc.sleep, ctypes.c_void_p), ctypes.c_void_p(30)
+) == 0
+"""
+
+
+def test_a_native_thread_that_a_fork_leaves_still_makes_the_run_spawn(
+    pytester: pytest.Pytester,
+) -> None:
+    """Only threads that a fork itself ends (OpenBLAS's pool) are let through."""
+    pytester.makeconftest(NATIVE_SLEEPER)
+    pytester.makepyfile(test_two="def test_a(): pass\ndef test_b(): pass\n")
+    pooled = run(pytester, "--pool", "2")
+    pooled.assert_outcomes(passed=2)
+    assert "spawned" in header(pooled) and "1 native thread" in header(pooled), header(pooled)
+
+
 def test_forks_with_all_these_plugins_installed(pytester: pytest.Pytester) -> None:
     """pytest-xdist, -rerunfailures, -randomly, -cov, -timeout and -django are all installed
     (the test extras): an idle plugin thread must not cost the fork path, and -s output must
