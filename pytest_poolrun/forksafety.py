@@ -89,7 +89,9 @@ def fork_blockers() -> list[str]:
         if not _is_known_idle(target, frames.get(thread.ident or -1)):
             blockers.append(f"thread {thread.name!r} ({target or type(thread).__qualname__})")
     native = _native_threads(len(python_threads))
-    if native and _let_libraries_park_their_threads():
+    # Not while a Python thread stands in the way: the run spawns anyway, and the throwaway
+    # child would inherit whatever locks that thread holds.
+    if native and not blockers and _let_libraries_park_their_threads():
         native = _native_threads(len(python_threads))
     if native:
         blockers.append(f"{native} native thread{'s' if native != 1 else ''} not started by Python")
