@@ -54,10 +54,13 @@ def test_durations_are_stored_and_the_longest_mode_starts_the_longest_test_first
     ledger()
     second = pytester.runpytest_subprocess(*POOL, "--pool", "2", "--pool-dist", "longest")
     assert second.ret == 0
-    order = [nodeid for _, _, nodeid in sorted(ledger())]
-    # Collected last, it now starts while most fast tests still wait (a worker holds the last
-    # item of a chunk for a moment, so it need not be the very first to start).
-    assert order.index("test_z.py::test_slow") < len(order) // 4
+    rows = sorted(ledger())
+    (worker,) = {worker for _, worker, nodeid in rows if nodeid == "test_z.py::test_slow"}
+    order = [nodeid for _, on, nodeid in rows if on == worker]
+    # Collected last, it is now the first test its worker starts (or the second: a worker runs
+    # an item it held back from an earlier chunk first).  Where it stands among the other
+    # worker's tests depends on which worker the machine let start first.
+    assert order.index("test_z.py::test_slow") <= 1, order
 
 
 def test_serial_runs_store_durations_too(pytester: pytest.Pytester) -> None:
