@@ -8,6 +8,8 @@ from collections import defaultdict
 import pytest
 from helpers import POOL
 
+from pytest_poolrun.durations import Durations
+
 LEDGER = """
 import os, time, pytest
 
@@ -48,7 +50,7 @@ def test_durations_are_stored_and_the_longest_mode_starts_the_longest_test_first
     )
     first = pytester.runpytest_subprocess(*POOL, "--pool", "2")
     assert first.ret == 0
-    stored = json.loads((pytester.path / ".pytest_cache/v/poolrun/durations").read_text())
+    stored = json.loads((pytester.path / ".pytest_cache/d/poolrun/durations.json").read_text())
     assert stored["test_z.py::test_slow"] >= 0.4
     assert len(stored) == 31
     ledger()
@@ -65,7 +67,38 @@ def test_durations_are_stored_and_the_longest_mode_starts_the_longest_test_first
 def test_serial_runs_store_durations_too(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_one(): pass")
     pytester.runpytest_subprocess(*POOL).assert_outcomes(passed=1)
-    assert (pytester.path / ".pytest_cache/v/poolrun/durations").exists()
+    assert (pytester.path / ".pytest_cache/d/poolrun/durations.json").exists()
+
+
+def test_durations_stored_by_0_1_0_are_read(pytester: pytest.Pytester) -> None:
+    # 0.1.0 kept them as the cache value poolrun/durations.
+    config = pytester.parseconfigure()
+    assert config.cache is not None
+    config.cache.set("poolrun/durations", {"test_a.py::test_one": 1.5})
+    assert Durations.load(config).get("test_a.py::test_one") == 1.5
+
+
+def test_stored_durations_are_read_back_by_the_next_run(pytester: pytest.Pytester) -> None:
+    config = pytester.parseconfigure()
+    saved = Durations.load(config)
+    saved.measured["test_a.py::test_one"] = 0.25
+    saved.save(config)
+    assert Durations.load(pytester.parseconfigure()).get("test_a.py::test_one") == 0.25
+
+
+def test_a_cache_that_cannot_be_written_is_a_warning(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_one(): pass")
+    (pytester.path / ".pytest_cache/d").mkdir(parents=True)
+    (pytester.path / ".pytest_cache/d/poolrun").write_text("in the way")
+    result = pytester.runpytest_subprocess(*POOL, "--pool", "2")
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines(["*PytestCacheWarning: could not store test durations*"])
+
+
+def test_a_collect_only_run_leaves_no_durations_folder(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_one(): pass")
+    pytester.runpytest_subprocess(*POOL, "--pool", "2", "--collect-only").assert_outcomes()
+    assert not (pytester.path / ".pytest_cache/d/poolrun").exists()
 
 
 MODULES = {
