@@ -119,7 +119,8 @@ def _write_cache(cache: Any, durations: dict[str, float]) -> None:
         folder = cache.mkdir(CACHE_DIR)
         descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=f".{CACHE_FILE}.")
         with open(descriptor, "w", encoding="utf-8") as stream:
-            json.dump(durations, stream, separators=(",", ":"))
+            # dumps, not dump: only a one-shot encoding takes json's C encoder.
+            stream.write(json.dumps(durations, separators=(",", ":")))
         os.replace(temporary, folder / CACHE_FILE)
     except OSError as exc:
         if temporary is not None:
