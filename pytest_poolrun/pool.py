@@ -32,7 +32,9 @@ the pool reaching a child through a fork refuses work.
 
 **Exit.**  Pools still running at interpreter exit are terminated by a ``multiprocessing``
 finalizer, which runs before ``multiprocessing`` joins its child processes (the workers are not
-daemons, so that join would otherwise wait for them forever).
+daemons, so that join would otherwise wait for them forever); so are the workers of pools
+dropped without ``terminate`` that a reference cycle still held.  Each process that creates a
+pool gets that finalizer, a forked or spawned child included.
 """
 
 from __future__ import annotations
@@ -137,6 +139,7 @@ class Pool:
             raise
         self._manager.adopt(started)
         _live_pools.add(self)
+        _ensure_exit_hook()
 
     # ---------------------------------------------------------------------------- the workers
 
@@ -396,6 +399,7 @@ class Pool:
 def _terminate_live_pools() -> None:
     for pool in list(_live_pools):
         pool.terminate()
+    workerset.kill_dropped_workers()
 
 
 # At interpreter exit, multiprocessing's own handler joins every non-daemon child process, and
@@ -404,5 +408,19 @@ def _terminate_live_pools() -> None:
 # the order of imports; the plain atexit handler covers an exit that skips multiprocessing's
 # (it is registered after it, so it runs before it as well).
 EXIT_PRIORITY = 100
-multiprocessing.util.Finalize(None, _terminate_live_pools, exitpriority=EXIT_PRIORITY)
+# The process whose multiprocessing exit handler has that finalizer.  A child process needs its
+# own: a finalizer runs only in the process that made it, and multiprocessing's children (and
+# the test runner's forked workers, plainfork) start with none at all.  Without it a pool
+# created there and left running made the child's exit wait for the pool's workers forever.
+_exit_hook_pid: int | None = None
+
+
+def _ensure_exit_hook() -> None:
+    global _exit_hook_pid
+    if _exit_hook_pid != os.getpid():
+        multiprocessing.util.Finalize(None, _terminate_live_pools, exitpriority=EXIT_PRIORITY)
+        _exit_hook_pid = os.getpid()
+
+
+_ensure_exit_hook()
 atexit.register(_terminate_live_pools)

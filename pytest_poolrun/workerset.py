@@ -16,7 +16,9 @@ started.  A slot whose initializer failed is disabled: a replacement would fail 
 **A pool dropped without ``terminate``.**  Each live worker has a ``weakref.finalize`` on its
 ``WorkerSet`` that kills its process group and closes its exit descriptor when the set is
 collected, through C functions only (libc's ``killpg`` and ``close``, the socket's ``close``),
-detached once the worker is reaped (its pid may then be reused).  No Python code of the pool
+detached once the worker is reaped (its pid may then be reused).  A set that a reference cycle
+keeps alive past its pool is not collected before the interpreter exits: its finalizers run
+then (``kill_dropped_workers``, from the pool's exit handler).  No Python code of the pool
 runs while the pool is collected, so a Ctrl-C that arrives then is not swallowed as an exception
 raised in a finalizer would be (``Exception ignored in ...``).  The killed workers are reaped by
 ``multiprocessing`` at its next start of a process, or at exit.
@@ -230,6 +232,22 @@ def _close_inherited_sockets() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_close_inherited_sockets)
+
+
+def kill_dropped_workers() -> None:
+    """Kill the workers of every worker set of this process still alive: at exit, after the
+    live pools were terminated, those are the sets of pools dropped without ``terminate`` that
+    a reference cycle still holds (their finalizers have not run).  Their workers would
+    otherwise wait for tasks forever, and ``multiprocessing``'s exit waits for them."""
+    for workers in list(_worker_sets):
+        for worker in workers:
+            for finalizer in worker.finalizers:
+                # Not finalizer(): weakref's own exit handler may have run already, and a
+                # finalizer called after it does nothing.
+                detached = finalizer.detach()
+                if detached is not None:
+                    _, function, args, kwargs = detached
+                    function(*args, **kwargs)
 
 
 class WorkerSet:

@@ -520,6 +520,49 @@ def test_an_unclosed_pool_lets_the_interpreter_exit(
     assert "Traceback" not in done.stderr, done.stderr
 
 
+def test_a_pool_dropped_without_terminate_lets_the_interpreter_exit(pool_import: str) -> None:
+    """Its workers' records wait in a reference cycle for a collection that comes too late."""
+    done = run_script(
+        f"""
+        {pool_import}
+
+        def square(x):
+            return x * x
+
+        pool = Pool(2)
+        print(pool.map(square, [3])[0])
+        del pool
+        """
+    )
+    assert done.stdout.split() == ["9"]
+
+
+@pytest.mark.parametrize("closed", [False, True], ids=["running", "closed-with-a-task-running"])
+def test_a_child_process_leaving_a_pool_open_exits(pool_import: str, closed: bool) -> None:
+    """A pool made in a multiprocessing child, which starts with no exit handlers of its own."""
+    done = run_script(
+        f"""
+        {pool_import}
+        import multiprocessing, time
+
+        def child():
+            pool = Pool(2)
+            print(pool.apply(abs, (-3,)), flush=True)
+            pool.apply_async(time.sleep, ({LONG_TASK},))
+            if {closed}:
+                pool.close()
+            time.sleep(0.2)
+
+        if __name__ == "__main__":
+            process = multiprocessing.get_context("fork").Process(target=child)
+            process.start()
+            process.join()
+            print(process.exitcode)
+        """
+    )
+    assert done.stdout.split() == ["3", "0"]
+
+
 # ---------------------------------------------------------------------------------- threads
 
 THREADS = 3

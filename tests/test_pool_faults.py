@@ -463,6 +463,37 @@ def test_a_test_module_holding_an_unclosed_pool_lets_pytest_exit(
     result.assert_outcomes(passed=1)
 
 
+@pytest.mark.parametrize("leaks", ["warn", "ignore"])
+def test_pools_that_tests_leave_open_let_a_pooled_run_end(
+    pytester: pytest.Pytester, leaks: str
+) -> None:
+    # With the leak check off, nothing kills what the tests left: each worker's own exit must
+    # end those pools before multiprocessing waits for their workers.
+    pytester.makepyfile(
+        """
+        import time
+        from pytest_poolrun import Pool
+
+        def square(x):
+            return x * x
+
+        def test_drops_a_pool():
+            assert Pool(2).map(square, range(4)) == [0, 1, 4, 9]
+
+        def test_closes_the_fixture_pool_with_a_task_running(pool):
+            pool.apply_async(time.sleep, (60,))
+            pool.close()
+
+        def test_uses_the_fixture_pool(pool):
+            assert pool.map(abs, [-1]) == [1]
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "--pool", "2", "--pool-leaks", leaks, timeout=NO_HANG * 3
+    )
+    assert result.parseoutcomes()["passed"] == 3
+
+
 def test_threads_share_a_pool_without_a_helper_thread_and_callbacks_run_in_theirs() -> None:
     """Callbacks run in a caller's thread (the one waiting), never in one the pool started."""
     callback_threads: set[str] = set()
