@@ -3,8 +3,9 @@
 Everything a pool sends is pickled here, once, in the sending process.  The standard pickler goes
 first because it is the fastest; what it refuses (lambdas, closures, local classes) and what
 refers to the main script's module (which a worker may not have) goes through cloudpickle, which
-pickles such objects by value.  The receiving side
-always uses plain ``pickle.loads``.
+pickles such objects by value.  A reference to a function or class that the main module had when
+every receiving worker was forked stays a reference (``forked_main``), as ``multiprocessing``
+sends it.  The receiving side always uses plain ``pickle.loads``.
 
 An exception travels with its traceback as text.  On arrival it is re-raised with its own type and
 a ``RemoteTraceback`` chained as its cause, so pytest and the interpreter show the worker's frames
@@ -13,10 +14,13 @@ under "The above exception was the direct cause of the following exception".
 
 from __future__ import annotations
 
+import io
 import multiprocessing.pool
 import pickle
 import sys
 import traceback
+import types
+from collections.abc import Mapping
 from typing import Any
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
@@ -60,15 +64,64 @@ def _cloudpickle() -> Any:
     return cloudpickle
 
 
-def dumps(obj: object) -> bytes:
-    """Pickle with the standard pickler, falling back to cloudpickle for what it refuses."""
+def dumps(obj: object, forked_main: Mapping[str, object] | None = None) -> bytes:
+    """Pickle with the standard pickler, falling back to cloudpickle for what it refuses.
+
+    ``forked_main``: the main module's functions and classes by name, as every worker that
+    may receive ``obj`` was forked with them.  A reference to one of them that is still the
+    very same object stays a reference, which the worker resolves in its own copy of the
+    module, as ``multiprocessing`` does: a function then sees the globals the worker's
+    initializer set.  Any other reference to the main module sends ``obj`` by value.
+    """
     try:
         blob = pickle.dumps(obj, PROTOCOL)
     except Exception:
         return _cloudpickle().dumps(obj, PROTOCOL)  # type: ignore[no-any-return]
-    if MAIN_REFERENCE in blob:
+    if MAIN_REFERENCE in blob and not (forked_main and _main_references_known(obj, forked_main)):
         return _cloudpickle().dumps(obj, PROTOCOL)  # type: ignore[no-any-return]
     return blob
+
+
+def main_functions_and_classes() -> dict[str, object]:
+    """The main module's functions and classes by name (what ``dumps``'s ``forked_main`` is)."""
+    namespace = getattr(sys.modules.get("__main__"), "__dict__", {})
+    return {
+        name: value
+        for name, value in namespace.items()
+        if isinstance(value, (type, types.FunctionType))
+    }
+
+
+class _MainReferences(pickle.Pickler):
+    """Pickles into nothing, noting whether each function or class of the main module that
+    it meets is one that ``known`` holds (``known`` by the name its qualified name starts with,
+    the rest looked up as attributes)."""
+
+    def __init__(self, known: Mapping[str, object]) -> None:
+        super().__init__(io.BytesIO(), PROTOCOL)
+        self._known = known
+        self.all_known = True
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, (type, types.FunctionType)) and obj.__module__ == "__main__":
+            top, *path = obj.__qualname__.split(".")
+            found: object = self._known.get(top, _MISSING)
+            for name in path:
+                found = getattr(found, name, _MISSING)
+            self.all_known = self.all_known and found is obj
+        return NotImplemented
+
+
+_MISSING = object()
+
+
+def _main_references_known(obj: object, known: Mapping[str, object]) -> bool:
+    check = _MainReferences(known)
+    try:
+        check.dump(obj)
+    except Exception:
+        return False
+    return check.all_known
 
 
 def _installed_roots() -> tuple[str, ...]:
@@ -101,14 +154,19 @@ def dumps_by_value(func: object) -> bytes:
         cloudpickle.unregister_pickle_by_value(module)
 
 
-def dump_value(obj: object, what: str, advice: str = "pass something picklable") -> bytes:
+def dump_value(
+    obj: object,
+    what: str,
+    advice: str = "pass something picklable",
+    forked_main: Mapping[str, object] | None = None,
+) -> bytes:
     """Pickle ``obj``; on failure raise ``SendError`` naming the part of it that failed.
 
     ``what`` names ``obj`` as the user knows it (``"args"``, ``"iterable[3]"``, ``"the result"``);
-    ``advice`` ends the message with what to do.
+    ``advice`` ends the message with what to do; ``forked_main`` as for ``dumps``.
     """
     try:
-        return dumps(obj)
+        return dumps(obj, forked_main)
     except Exception as exc:
         culprit, where = _find_unpicklable(obj, what)
         raise SendError(

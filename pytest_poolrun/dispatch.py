@@ -148,6 +148,9 @@ class Dispatcher:
         self.feeders: deque[Feeder] = deque()
         self._ids = itertools.count()
         self._task_seconds: float | None = None
+        # The main module's functions and classes as every worker was forked with them, or
+        # None (see codec.dumps); set by the pool.
+        self.forked_main: Callable[[], Mapping[str, object] | None] = _no_forked_main
 
     def enqueue(
         self,
@@ -161,7 +164,7 @@ class Dispatcher:
     ) -> None:
         """Queue one task; ``first`` is a map chunk's position in its iterable, for messages."""
         try:
-            args_blob = codec.dumps((mode, args, dict(kwargs)))
+            args_blob = codec.dumps((mode, args, dict(kwargs)), self.forked_main())
         except Exception:
             _raise_send_error(mode, args, kwargs, first)
         self.queue.append(Job(next(self._ids), function, args_blob, on_result, timeout))
@@ -303,6 +306,10 @@ def auto_chunksize(length: int, processes: int) -> int:
 def _load(worker: WorkerProcess) -> tuple[bool, int]:
     """Started workers first, then the fewest tasks in flight."""
     return not worker.ready, len(worker.jobs)
+
+
+def _no_forked_main() -> None:
+    return None
 
 
 def _deadline(timeout: float | None) -> float | None:

@@ -272,6 +272,10 @@ class WorkerSet:
         self.requested_method = method
         # The method the latest worker was started with: the requested one, or FORK_FALLBACK.
         self.method = method
+        # Whether every worker so far was forked from this process here (not started by
+        # another method, not behind a gateway): each then has this process's main module as
+        # it was at its fork.
+        self.all_forked = method == "fork" and all(spec is None for spec in slot_specs)
         # A multiprocessing context whose Process starts the workers (None: the method's own).
         self._context = context
         self._fallback_warned = False
@@ -342,6 +346,7 @@ class WorkerSet:
         if context is None:
             context = multiprocessing.get_context(method)
         self.method = method
+        self.all_forked = self.all_forked and method == "fork" and spec is None
         ours, theirs = socket.socketpair()
         info = WorkerInfo(f"{self._name_prefix}{slot}", slot)
         target: Callable[..., None] = worker_main if spec is None else bridge_main

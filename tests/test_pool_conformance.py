@@ -520,6 +520,77 @@ def test_an_unclosed_pool_lets_the_interpreter_exit(
     assert "Traceback" not in done.stderr, done.stderr
 
 
+def test_a_main_script_task_sees_the_globals_its_worker_initializer_set(pool_import: str) -> None:
+    """Functions and classes of the main script reach forked workers as references, so a task
+    runs in the worker's copy of the script's module, as under multiprocessing."""
+    done = run_script(
+        f"""
+        {pool_import}
+
+        SEEN = []
+
+        def remember(value):
+            SEEN.append(value)
+
+        def seen(_):
+            return list(SEEN)
+
+        class Box:
+            def __init__(self, value):
+                self.value = value
+
+        def unbox(box):
+            return type(box) is Box, box.value
+
+        if __name__ == "__main__":
+            with Pool(2, initializer=remember, initargs=(42,)) as pool:
+                print(pool.map(seen, range(2)))
+                print(pool.apply(unbox, (Box(5),)))
+        """
+    )
+    assert done.stdout.splitlines() == ["[[42], [42]]", "(True, 5)"]
+
+
+def test_a_main_script_task_may_use_a_nested_multiprocessing_pool() -> None:
+    # Ours only: multiprocessing's workers are daemons, which may not have children.  The
+    # nested pool pickles the script's function by reference: the task must be the worker's
+    # own copy of the script's function, not a copy made by value.
+    done = run_script(
+        """
+        from pytest_poolrun import Pool
+        import multiprocessing
+
+        def square(x):
+            return x * x
+
+        def square_in_a_nested_pool(x):
+            with multiprocessing.get_context("fork").Pool(1) as nested:
+                return nested.apply(square, (x,))
+
+        if __name__ == "__main__":
+            with Pool(2) as pool:
+                print(pool.apply(square_in_a_nested_pool, (3,)))
+        """
+    )
+    assert done.stdout.split() == ["9"]
+
+
+def test_a_main_script_function_defined_after_the_fork_still_runs() -> None:
+    # multiprocessing's workers cannot find it (AttributeError); ours get it by value.
+    done = run_script(
+        """
+        from pytest_poolrun import Pool
+
+        with Pool(2) as pool:
+            def later(x):
+                return x + 1
+
+            print(pool.map(later, [1, 2]))
+        """
+    )
+    assert done.stdout.split() == ["[2,", "3]"]
+
+
 def test_a_pool_dropped_without_terminate_lets_the_interpreter_exit(pool_import: str) -> None:
     """Its workers' records wait in a reference cycle for a collection that comes too late."""
     done = run_script(
