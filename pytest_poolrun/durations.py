@@ -67,6 +67,10 @@ class Durations:
     def load(cls, config: pytest.Config) -> Durations:
         path = durations_file(config)
         if path is not None:
+            if not path.parent.is_dir():
+                raise pytest.UsageError(
+                    f"cannot write durations to {path}: its folder does not exist"
+                )
             return cls(read_file(path))  # read now: a broken file is a usage error, at once
         cache: Any = getattr(config, "cache", None)
         if cache is None:
@@ -90,7 +94,11 @@ class Durations:
         merged = {**self.stored, **{k: round(v, 6) for k, v in self.measured.items()}}
         path = durations_file(config)
         if path is not None:
-            write_file(path, merged)
+            try:
+                write_file(path, merged)
+            except OSError as exc:
+                message = f"could not write durations to {path}: {exc}"
+                warnings.warn(pytest.PytestWarning(message), stacklevel=2)
         cache: Any = getattr(config, "cache", None)
         if cache is not None:
             _write_cache(cache, merged)

@@ -11,6 +11,7 @@ import itertools
 import multiprocessing
 import multiprocessing.pool
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -145,15 +146,36 @@ def pool_import(request: pytest.FixtureRequest) -> str:
     return "from pytest_poolrun import Pool"
 
 
+def _kill_session(leader: int) -> None:
+    """Kill every process of the session ``leader`` leads (pool workers lead groups of their
+    own, so killing the script's group would leave them)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.getsid(int(entry)) == leader:
+                os.kill(int(entry), signal.SIGKILL)
+        except OSError:
+            continue
+
+
 def run_script(code: str) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` in a fresh interpreter that must exit by itself within ``NO_HANG``."""
-    done = subprocess.run(
+    """Run ``code`` in a fresh interpreter that must exit by itself within ``NO_HANG``; if it
+    does not, it is killed with every process it started."""
+    with subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=NO_HANG,
-        check=False,
-    )
+        start_new_session=True,
+    ) as script:
+        try:
+            stdout, stderr = script.communicate(timeout=NO_HANG)
+        except subprocess.TimeoutExpired:
+            _kill_session(script.pid)
+            stdout, stderr = script.communicate()
+            pytest.fail(f"the script did not exit within {NO_HANG} s:\n{stdout}{stderr}")
+    done = subprocess.CompletedProcess(script.args, script.returncode, stdout, stderr)
     assert done.returncode == 0, done.stdout + done.stderr
     return done
 

@@ -19,6 +19,11 @@ CASES = [
     (("--pool-shard", "4/3"), "*--pool-shard: '4/3' is not a shard*"),
     (("--pool-shard", "x"), "*--pool-shard: 'x' is not a shard*"),
     (("--pool-fixture-workers", "many"), "*'many'*not a number of pool workers*"),
+    (("-o", "pool_fixture_workers=-2"), "*pool_fixture_workers is '-2', which is not a number*"),
+    (
+        ("--pool-durations", "missing/durations.json"),
+        "*cannot write durations to *durations.json: its folder does not exist*",
+    ),
     (("--pool", "2", "--pdb"), "*--pdb cannot be used with --pool*"),
     (("--pool", "2", "--trace"), "*--trace cannot be used with --pool*"),
     (("--pool", "2", "-n", "2"), "*--pool and pytest-xdist's -n both ask*"),
