@@ -26,8 +26,8 @@ from pathlib import Path
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
 
 # Options every contender shares: quiet output.  pytest's cache stays on, as in everyday use:
-# the serial run, which goes first, stores each test's duration, and --pool hands out the
-# longest tests first from them (pytest-xdist does not use them).
+# the serial run, which goes first, stores each test's duration, and --pool sizes its chunks
+# by them (pytest-xdist does not use them).
 COMMON_ARGS = ("-q",)
 
 # pytest's exit code when the command line is not understood, e.g. ``--pool`` without the plugin.

@@ -65,6 +65,26 @@ def _number_type(
     return parse
 
 
+# The gateway types execnet knows: a --pool-tx spec must name one.
+_GATEWAY_TYPES = frozenset({"popen", "ssh", "socket", "vagrant_ssh"})
+
+
+def _tx_value(text: str) -> str:
+    """An argparse type for ``--pool-tx``: ``[N*]SPEC`` whose spec names a gateway type."""
+    count, star, spec = text.partition("*")
+    if not (star and count.isdigit()):
+        count, spec = "1", text
+    keys = {part.partition("=")[0] for part in spec.split("//")}
+    if int(count) < 1 or not keys & _GATEWAY_TYPES:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a gateway; use [N*]popen, [N*]ssh=HOST or [N*]socket=HOST:PORT, "
+            "each optionally followed by //python=..., //chdir=..."
+        )
+    return text
+
+
+_tx_value.__name__ = "a gateway"
+
 _workers_value = _number_type(
     int, lambda n: n >= 0, "a number of workers", "a whole number >= 0 or 'auto'", auto="auto"
 )
@@ -159,6 +179,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--pool-tx",
         dest="pool_tx",
         metavar="SPEC",
+        type=_tx_value,
         action="append",
         default=[],
         help="Add a worker behind an execnet gateway (repeatable; N*SPEC for N): 'popen', "

@@ -19,6 +19,8 @@ CASES = [
     (("--pool-shard", "4/3"), "*--pool-shard: '4/3' is not a shard*"),
     (("--pool-shard", "x"), "*--pool-shard: 'x' is not a shard*"),
     (("--pool-fixture-workers", "many"), "*'many'*not a number of pool workers*"),
+    (("--pool-tx", "bogus"), "*--pool-tx: 'bogus' is not a gateway; use*popen*"),
+    (("--pool-tx", "0*popen"), "*--pool-tx: '0*popen' is not a gateway; use*"),
     (("-o", "pool_fixture_workers=-2"), "*pool_fixture_workers is '-2', which is not a number*"),
     (
         ("--pool-durations", "missing/durations.json"),
