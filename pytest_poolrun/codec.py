@@ -92,6 +92,9 @@ def main_functions_and_classes() -> dict[str, object]:
     }
 
 
+_MISSING = object()
+
+
 class _MainReferences(pickle.Pickler):
     """Pickles into nothing, noting whether each function or class of the main module that
     it meets is one that ``known`` holds (``known`` by the name its qualified name starts with,
@@ -110,9 +113,6 @@ class _MainReferences(pickle.Pickler):
                 found = getattr(found, name, _MISSING)
             self.all_known = self.all_known and found is obj
         return NotImplemented
-
-
-_MISSING = object()
 
 
 def _main_references_known(obj: object, known: Mapping[str, object]) -> bool:

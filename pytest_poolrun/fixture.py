@@ -115,6 +115,17 @@ def parse_size(text: str, origin: str, sharing: str | None) -> int:
     return size
 
 
+def check_ini_size(config: pytest.Config) -> None:
+    """A bad ini value is a usage error as the run is configured, not when a test first asks
+    for the fixture (``auto`` is resolved only then: it imports the pool's modules)."""
+    try:
+        ini = str(config.getini(OPTION)).strip()
+    except ValueError:  # the plugin's options are not registered
+        return
+    if ini != AUTO:
+        parse_size(ini, f"the ini key {OPTION}", None)
+
+
 def configured_size(config: pytest.Config) -> int:
     sharing = os.environ.get(WORKER_COUNT_ENV)
     value = config.getoption(OPTION, None)

@@ -212,9 +212,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # Registered now, after every entry-point plugin, so these fixtures take precedence over
     # pytest-xdist's namesakes when both plugins are installed.
     config.pluginmanager.register(identity, "poolrun-identity")
-    # The pool fixture's size: a bad ini value is a usage error now, not an error of each test
-    # that asks for the fixture (the command line's value is checked as it is parsed).
-    fixture.configured_size(config)
+    # The command line's fixture size is checked as it is parsed; the ini file's here.
+    fixture.check_ini_size(config)
     if not _pool_requested(config):
         return
     if config.getoption("numprocesses", None):

@@ -48,7 +48,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from multiprocessing.pool import RUN
 from typing import Any, TypeVar
 
-from pytest_poolrun import codec, workerset
+from pytest_poolrun import workerset
 from pytest_poolrun.dispatch import Dispatcher, Feeder
 from pytest_poolrun.gateway import expand_specs
 from pytest_poolrun.manager import Manager
@@ -132,10 +132,8 @@ class Pool:
         # Functions travel by value when some worker may not import this process's modules.
         self._remote = bool(specs)
         dispatcher = Dispatcher(in_flight)
+        dispatcher.forked_main = workers.forked_main
         self._manager = Manager(workers, dispatcher, hooks)
-        # What forked workers find of the main script: its functions and classes as of now.
-        self._main_at_fork = codec.main_functions_and_classes() if workers.all_forked else {}
-        dispatcher.forked_main = self._forked_main
         try:
             started = workers.start_all()
         except BaseException:
@@ -144,11 +142,6 @@ class Pool:
         self._manager.adopt(started)
         _live_pools.add(self)
         _ensure_exit_hook()
-
-    def _forked_main(self) -> Mapping[str, Any] | None:
-        """The main module's functions and classes that every worker has, as for
-        ``codec.dumps``: None once a worker was started otherwise than by a fork here."""
-        return self._main_at_fork if self._manager.workers.all_forked else None
 
     # ---------------------------------------------------------------------------- the workers
 
@@ -208,7 +201,7 @@ class Pool:
     ) -> AsyncResult[T]:
         self._manager.check_submission(timeout)
         result: AsyncResult[T] = AsyncResult(self._manager.token, callback, error_callback)
-        function = dump_function(func, self._remote, self._forked_main())
+        function = dump_function(func, self._remote, self._manager.workers.forked_main())
         args = tuple(args)
         kwargs = kwds or {}
         self._manager.submit(
@@ -243,7 +236,7 @@ class Pool:
         items = list(iterable)
         size, chunks = map_chunks(len(items), chunksize, self.processes)
         result: MapResult[Any] = MapResult(self._manager.token, chunks, callback, error_callback)
-        function = dump_function(func, self._remote, self._forked_main())
+        function = dump_function(func, self._remote, self._manager.workers.forked_main())
         self._manager.submit(
             timeout,
             lambda dispatcher: dispatcher.enqueue_chunks(
@@ -328,7 +321,7 @@ class Pool:
         check_imap_chunksize(chunksize)
         self._manager.check_submission(timeout)
         iterator: IMapIterator[T] = IMapIterator(self._manager.token, ordered)
-        function = dump_function(func, self._remote, self._forked_main())
+        function = dump_function(func, self._remote, self._manager.workers.forked_main())
         feeder = Feeder(iter(iterable), chunksize, function, MAP, timeout, iterator)
         self._manager.add_feeder(feeder)
         return iterator

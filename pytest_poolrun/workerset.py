@@ -43,10 +43,11 @@ import signal
 import socket
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, cast
 
+from pytest_poolrun.codec import main_functions_and_classes
 from pytest_poolrun.forksafety import fork_blockers, platform_forks_safely, quiet_fork
 from pytest_poolrun.gateway import REMOTE_LOST, bridge_main
 from pytest_poolrun.poolworker import WorkerInfo, WorkerSetup, worker_main
@@ -276,6 +277,8 @@ class WorkerSet:
         # another method, not behind a gateway): each then has this process's main module as
         # it was at its fork.
         self.all_forked = method == "fork" and all(spec is None for spec in slot_specs)
+        # What those workers find of the main script: its functions and classes as of now.
+        self._main_at_fork = main_functions_and_classes() if self.all_forked else {}
         # A multiprocessing context whose Process starts the workers (None: the method's own).
         self._context = context
         self._fallback_warned = False
@@ -291,6 +294,11 @@ class WorkerSet:
 
     def __iter__(self) -> Iterator[WorkerProcess]:
         return iter(list(self._by_slot.values()))
+
+    def forked_main(self) -> Mapping[str, object] | None:
+        """The main module's functions and classes that every worker has (``codec.dumps``'s
+        ``forked_main``): None once a worker was started otherwise than by a fork here."""
+        return self._main_at_fork if self.all_forked else None
 
     def __len__(self) -> int:
         return len(self._by_slot)
