@@ -222,10 +222,8 @@ def _close_inherited_sockets() -> None:
             pass
     _controller_sockets.clear()
     # The copies of the parent's worker sets must not kill the parent's workers when collected.
-    for workers in list(_worker_sets):
-        for worker in workers:
-            for finalizer in worker.finalizers:
-                finalizer.detach()
+    for finalizer in _live_sets_finalizers():
+        finalizer.detach()
     _worker_sets.clear()
     for forget in after_fork_in_child:
         forget()
@@ -240,15 +238,20 @@ def kill_dropped_workers() -> None:
     live pools were terminated, those are the sets of pools dropped without ``terminate`` that
     a reference cycle still holds (their finalizers have not run).  Their workers would
     otherwise wait for tasks forever, and ``multiprocessing``'s exit waits for them."""
+    for finalizer in _live_sets_finalizers():
+        # Not finalizer(): weakref's own exit handler may have run already, and a finalizer
+        # called after it does nothing.
+        detached = finalizer.detach()
+        if detached is not None:
+            _, function, args, kwargs = detached
+            function(*args, **kwargs)
+
+
+def _live_sets_finalizers() -> Iterator[weakref.finalize[Any, Any]]:
+    """The finalizers of every worker of every worker set of this process still alive."""
     for workers in list(_worker_sets):
         for worker in workers:
-            for finalizer in worker.finalizers:
-                # Not finalizer(): weakref's own exit handler may have run already, and a
-                # finalizer called after it does nothing.
-                detached = finalizer.detach()
-                if detached is not None:
-                    _, function, args, kwargs = detached
-                    function(*args, **kwargs)
+            yield from worker.finalizers
 
 
 class WorkerSet:
