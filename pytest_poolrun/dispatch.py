@@ -140,7 +140,11 @@ class Feeder:
 class Dispatcher:
     """The queue of jobs not yet handed out, and the rules for handing them out."""
 
-    def __init__(self, in_flight: int | None) -> None:
+    def __init__(
+        self,
+        in_flight: int | None,
+        forked_main: Callable[[], Mapping[str, object] | None] | None = None,
+    ) -> None:
         # Tasks a worker may hold at once; None: as many as cover PREFETCH_SECONDS of recent tasks.
         self._in_flight = in_flight
         self.queue: deque[Job] = deque()
@@ -149,8 +153,8 @@ class Dispatcher:
         self._ids = itertools.count()
         self._task_seconds: float | None = None
         # The main module's functions and classes as every worker was forked with them, or
-        # None (see codec.dumps); set by the pool.
-        self.forked_main: Callable[[], Mapping[str, object] | None] = _no_forked_main
+        # None (see codec.dumps): the worker set's, in a pool.
+        self.forked_main = forked_main or _no_forked_main
 
     def enqueue(
         self,

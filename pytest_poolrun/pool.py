@@ -131,8 +131,7 @@ class Pool:
         )
         # Functions travel by value when some worker may not import this process's modules.
         self._remote = bool(specs)
-        dispatcher = Dispatcher(in_flight)
-        dispatcher.forked_main = workers.forked_main
+        dispatcher = Dispatcher(in_flight, workers.forked_main)
         self._manager = Manager(workers, dispatcher, hooks)
         try:
             started = workers.start_all()

@@ -298,13 +298,13 @@ class WorkerSet:
     def __iter__(self) -> Iterator[WorkerProcess]:
         return iter(list(self._by_slot.values()))
 
+    def __len__(self) -> int:
+        return len(self._by_slot)
+
     def forked_main(self) -> Mapping[str, object] | None:
         """The main module's functions and classes that every worker has (``codec.dumps``'s
         ``forked_main``): None once a worker was started otherwise than by a fork here."""
         return self._main_at_fork if self.all_forked else None
-
-    def __len__(self) -> int:
-        return len(self._by_slot)
 
     @property
     def slots(self) -> int:
