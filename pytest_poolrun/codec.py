@@ -1,11 +1,25 @@
 """Turning functions, arguments, results and exceptions into bytes and back.
 
 Everything a pool sends is pickled here, once, in the sending process.  The standard pickler goes
-first because it is the fastest; what it refuses (lambdas, closures, local classes) and what
-refers to the main script's module (which a worker may not have) goes through cloudpickle, which
-pickles such objects by value.  A reference to a function or class that the main module had when
-every receiving worker was forked stays a reference (``forked_main``), as ``multiprocessing``
-sends it.  The receiving side always uses plain ``pickle.loads``.
+first because it is the fastest; what it refuses (lambdas, closures, local classes) goes through
+cloudpickle, which pickles such objects by value.  The receiving side always uses plain
+``pickle.loads``.
+
+**The main script's functions and classes** (``dumps``'s ``main``, a ``MainAtReceiver``).  A
+receiver that runs this script as its main module resolves a reference to one of them in its own
+copy of the module, as ``multiprocessing`` does: a task then sees the globals its worker's
+initializer set, and an exception or a result comes back as the caller's own class (``except``
+and ``isinstance`` work).  So:
+
+- every receiver forked from this process (``at_fork``): a reference to an object the module had
+  at the fork, still the very same, stays a reference; anything else goes by value (one defined
+  since, which the workers do not have, or a name rebound since);
+- receivers that run the script but may lack the object (``same_script``: spawned and forkserver
+  workers run it again without its guarded block; a worker's results and errors go back to the
+  process that made the pool): both, a ``_ReferenceOrCopy`` that resolves the reference where it
+  can and unpickles the copy by value where it cannot;
+- receivers that may run another main module (execnet workers, whose ``__main__`` is execnet's):
+  by value only, since a reference could resolve to an unrelated object of the same name.
 
 An exception travels with its traceback as text.  On arrival it is re-raised with its own type and
 a ``RemoteTraceback`` chained as its cause, so pytest and the interpreter show the worker's frames
@@ -21,13 +35,10 @@ import sys
 import traceback
 import types
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 # How a pickle names the main script's module when it refers to one of its functions or classes.
-# A worker cannot resolve such a reference when it was started before the object was defined, or
-# runs another main script (spawn), so a blob containing it is redone with cloudpickle, which
-# sends ``__main__``'s objects by value.
 MAIN_REFERENCE = b"\x8c\x08__main__"
 # How much of an object's repr to show in an error about it.
 REPR_LIMIT = 120
@@ -64,26 +75,69 @@ def _cloudpickle() -> Any:
     return cloudpickle
 
 
-def dumps(obj: object, forked_main: Mapping[str, object] | None = None) -> bytes:
-    """Pickle with the standard pickler, falling back to cloudpickle for what it refuses.
+class MainAtReceiver(NamedTuple):
+    """What the processes that may receive a blob have of this process's main script."""
 
-    ``forked_main``: the main module's functions and classes by name, as every worker that
-    may receive ``obj`` was forked with them.  A reference to one of them that is still the
-    very same object stays a reference, which the worker resolves in its own copy of the
-    module, as ``multiprocessing`` does: a function then sees the globals the worker's
-    initializer set.  Any other reference to the main module sends ``obj`` by value.
-    """
+    # Every receiver was forked from this process with these functions and classes, by name.
+    at_fork: Mapping[str, object] | None = None
+    # Every receiver runs this script as its main module, but may lack some of its objects.
+    same_script: bool = False
+
+
+# Receivers that may run another main module: the main script's objects travel by value.
+OTHER_MAIN = MainAtReceiver()
+# The process that made the pool, receiving a worker's results and errors.
+CALLER = MainAtReceiver(same_script=True)
+
+
+def dumps(obj: object, main: MainAtReceiver = OTHER_MAIN) -> bytes:
+    """Pickle with the standard pickler, falling back to cloudpickle for what it refuses; a
+    reference to the main script's module travels as ``main`` allows (see the module's text)."""
     try:
         blob = pickle.dumps(obj, PROTOCOL)
     except Exception:
         return _cloudpickle().dumps(obj, PROTOCOL)  # type: ignore[no-any-return]
-    if MAIN_REFERENCE in blob and not (forked_main and _main_references_known(obj, forked_main)):
+    if MAIN_REFERENCE not in blob:
+        return blob
+    if main.at_fork is not None:
+        if _main_references_known(obj, main.at_fork):
+            return blob
         return _cloudpickle().dumps(obj, PROTOCOL)  # type: ignore[no-any-return]
-    return blob
+    if not main.same_script:
+        return _cloudpickle().dumps(obj, PROTOCOL)  # type: ignore[no-any-return]
+    try:
+        copy: bytes = _cloudpickle().dumps(obj, PROTOCOL)
+    except Exception:
+        # The copy takes the globals a function uses along (a lock, a connection): the
+        # reference alone then, which a receiver that lacks the object fails to resolve, as
+        # under multiprocessing.
+        return blob
+    return pickle.dumps(_ReferenceOrCopy(blob, copy), PROTOCOL)
+
+
+class _ReferenceOrCopy:
+    """Unpickles as what ``reference`` holds where the receiver's main module has every object
+    it names, else as what ``copy`` holds (the same pickled by value)."""
+
+    def __init__(self, reference: bytes, copy: bytes) -> None:
+        self.reference = reference
+        self.copy = copy
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _reference_or_copy, (self.reference, self.copy)
+
+
+def _reference_or_copy(reference: bytes, copy: bytes) -> Any:
+    try:
+        return pickle.loads(reference)
+    except Exception:
+        # A name the receiver's main module lacks (defined in the script's guarded block, or
+        # after the fork), or one it cannot rebuild: the copy does not depend on the module.
+        return pickle.loads(copy)
 
 
 def main_functions_and_classes() -> dict[str, object]:
-    """The main module's functions and classes by name (what ``dumps``'s ``forked_main`` is)."""
+    """The main module's functions and classes by name (a ``MainAtReceiver``'s ``at_fork``)."""
     namespace = getattr(sys.modules.get("__main__"), "__dict__", {})
     return {
         name: value
@@ -158,15 +212,15 @@ def dump_value(
     obj: object,
     what: str,
     advice: str = "pass something picklable",
-    forked_main: Mapping[str, object] | None = None,
+    main: MainAtReceiver = OTHER_MAIN,
 ) -> bytes:
     """Pickle ``obj``; on failure raise ``SendError`` naming the part of it that failed.
 
     ``what`` names ``obj`` as the user knows it (``"args"``, ``"iterable[3]"``, ``"the result"``);
-    ``advice`` ends the message with what to do; ``forked_main`` as for ``dumps``.
+    ``advice`` ends the message with what to do; ``main`` as for ``dumps``.
     """
     try:
-        return dumps(obj, forked_main)
+        return dumps(obj, main)
     except Exception as exc:
         culprit, where = _find_unpicklable(obj, what)
         raise SendError(
@@ -190,17 +244,17 @@ def _find_unpicklable(obj: object, what: str) -> tuple[object, str]:
     return obj, what
 
 
-def dump_error(exc: BaseException) -> bytes:
+def dump_error(exc: BaseException, main: MainAtReceiver = OTHER_MAIN) -> bytes:
     """Pickle an exception with its traceback text, keeping its type whenever possible.
 
     An exception whose ``__init__`` takes other arguments than its ``args`` pickles but cannot be
     rebuilt the usual way; it is then rebuilt without calling ``__init__``.  Only one whose class
-    itself cannot travel becomes a ``RemoteError`` naming it.
+    itself cannot travel becomes a ``RemoteError`` naming it.  ``main`` as for ``dumps``.
     """
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     for candidate in (exc, _ExceptionCopy(exc, with_state=True), _ExceptionCopy(exc)):
         try:
-            blob = dumps((candidate, text))
+            blob = dumps((candidate, text), main)
             pickle.loads(blob)
             return blob
         except Exception:

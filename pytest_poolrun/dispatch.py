@@ -143,7 +143,7 @@ class Dispatcher:
     def __init__(
         self,
         in_flight: int | None,
-        forked_main: Callable[[], Mapping[str, object] | None] | None = None,
+        main_at_workers: Callable[[], codec.MainAtReceiver] | None = None,
     ) -> None:
         # Tasks a worker may hold at once; None: as many as cover PREFETCH_SECONDS of recent tasks.
         self._in_flight = in_flight
@@ -152,9 +152,8 @@ class Dispatcher:
         self.feeders: deque[Feeder] = deque()
         self._ids = itertools.count()
         self._task_seconds: float | None = None
-        # The main module's functions and classes as every worker was forked with them, or
-        # None (see codec.dumps): the worker set's, in a pool.
-        self.forked_main = forked_main or _no_forked_main
+        # What the workers have of the main script (see codec.dumps): the worker set's, in a pool.
+        self.main_at_workers = main_at_workers or _other_main
 
     def enqueue(
         self,
@@ -168,7 +167,7 @@ class Dispatcher:
     ) -> None:
         """Queue one task; ``first`` is a map chunk's position in its iterable, for messages."""
         try:
-            args_blob = codec.dumps((mode, args, dict(kwargs)), self.forked_main())
+            args_blob = codec.dumps((mode, args, dict(kwargs)), self.main_at_workers())
         except Exception:
             _raise_send_error(mode, args, kwargs, first)
         self.queue.append(Job(next(self._ids), function, args_blob, on_result, timeout))
@@ -312,8 +311,8 @@ def _load(worker: WorkerProcess) -> tuple[bool, int]:
     return not worker.ready, len(worker.jobs)
 
 
-def _no_forked_main() -> None:
-    return None
+def _other_main() -> codec.MainAtReceiver:
+    return codec.OTHER_MAIN
 
 
 def _deadline(timeout: float | None) -> float | None:

@@ -124,14 +124,17 @@ class Pool:
         method = resolve_start_method(start_method, context)
         hooks = hooks or PoolHooks()
         setup = WorkerSetup(initializer, tuple(initargs), hooks.finalizer)
-        if method != "fork" or specs:
-            setup.pickled()  # what cannot be pickled fails here, not as a worker starts
+        # What cannot be pickled fails here, not as a worker starts.
+        if specs:
+            setup.pickled(same_script=False)
+        if method != "fork" and None in slot_specs:
+            setup.pickled(same_script=True)
         workers = WorkerSet(
             slot_specs, method, setup, maxtasksperchild, name_prefix, max_restarts, context
         )
         # Functions travel by value when some worker may not import this process's modules.
         self._remote = bool(specs)
-        dispatcher = Dispatcher(in_flight, workers.forked_main)
+        dispatcher = Dispatcher(in_flight, workers.main_at_workers)
         self._manager = Manager(workers, dispatcher, hooks)
         try:
             started = workers.start_all()
@@ -200,7 +203,7 @@ class Pool:
     ) -> AsyncResult[T]:
         self._manager.check_submission(timeout)
         result: AsyncResult[T] = AsyncResult(self._manager.token, callback, error_callback)
-        function = dump_function(func, self._remote, self._manager.workers.forked_main())
+        function = dump_function(func, self._remote, self._manager.workers.main_at_workers())
         args = tuple(args)
         kwargs = kwds or {}
         self._manager.submit(
@@ -235,7 +238,7 @@ class Pool:
         items = list(iterable)
         size, chunks = map_chunks(len(items), chunksize, self.processes)
         result: MapResult[Any] = MapResult(self._manager.token, chunks, callback, error_callback)
-        function = dump_function(func, self._remote, self._manager.workers.forked_main())
+        function = dump_function(func, self._remote, self._manager.workers.main_at_workers())
         self._manager.submit(
             timeout,
             lambda dispatcher: dispatcher.enqueue_chunks(
@@ -320,7 +323,7 @@ class Pool:
         check_imap_chunksize(chunksize)
         self._manager.check_submission(timeout)
         iterator: IMapIterator[T] = IMapIterator(self._manager.token, ordered)
-        function = dump_function(func, self._remote, self._manager.workers.forked_main())
+        function = dump_function(func, self._remote, self._manager.workers.main_at_workers())
         feeder = Feeder(iter(iterable), chunksize, function, MAP, timeout, iterator)
         self._manager.add_feeder(feeder)
         return iterator

@@ -16,7 +16,7 @@ the facade's methods stay a line or two of delegation each.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from pytest_poolrun import codec
@@ -74,10 +74,10 @@ def resolve_start_method(requested: str | None, context: Any) -> str:
 def dump_function(
     func: Callable[..., Any],
     by_value: bool = False,
-    forked_main: Mapping[str, object] | None = None,
+    main: codec.MainAtReceiver = codec.OTHER_MAIN,
 ) -> bytes:
     """Pickle the function a task runs; by value when some worker may not import its module
-    (``forked_main``: see ``codec.dumps``)."""
+    (``main``: see ``codec.dumps``)."""
     if not callable(func):
         raise TypeError(f"the function to run must be callable, not {type(func).__qualname__}")
     if by_value:
@@ -85,7 +85,7 @@ def dump_function(
             return codec.dumps_by_value(func)
         except Exception:
             pass  # the checks below name what does not pickle
-    return codec.dump_value(func, "the function", "pass a picklable function", forked_main)
+    return codec.dump_value(func, "the function", "pass a picklable function", main)
 
 
 def map_chunks(length: int, chunksize: int | None, processes: int) -> tuple[int, int]:

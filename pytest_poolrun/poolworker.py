@@ -68,12 +68,15 @@ class WorkerSetup:
         finalizer: Callable[[], object] | None,
     ) -> None:
         self.objects = (initializer, initargs, finalizer)
-        self._pickled: bytes | None = None
+        # By whether the receiver runs this process's main script (see codec.dumps).
+        self._pickled: dict[bool, bytes] = {}
 
-    def pickled(self) -> bytes:
-        if self._pickled is None:
-            self._pickled = codec.dumps(self.objects)
-        return self._pickled
+    def pickled(self, same_script: bool = False) -> bytes:
+        blob = self._pickled.get(same_script)
+        if blob is None:
+            main = codec.MainAtReceiver(same_script=same_script)
+            blob = self._pickled[same_script] = codec.dumps(self.objects, main)
+        return blob
 
 
 class WorkerInfo(NamedTuple):
@@ -98,6 +101,10 @@ class _ThisWorker:
     end: End | None = None
     task_id: int = -1
     retire: bool = False
+    # Who receives the results and errors: the process that made the pool, which runs the main
+    # script this worker runs (forked from it, or started to run it again), or, for a worker
+    # behind an execnet gateway, a process whose main module is not this one's.
+    caller_main: codec.MainAtReceiver = codec.OTHER_MAIN
 
 
 def retire_after_task() -> None:
@@ -157,6 +164,7 @@ def serve(
     if isinstance(end, socket.socket):
         prepare_process()
         end = WorkerEnd(end)
+        _ThisWorker.caller_main = codec.CALLER
     _ThisWorker.info, _ThisWorker.end = info, end
     initializer, initargs, finalizer = pickle.loads(setup) if isinstance(setup, bytes) else setup
     if initializer is not None:
@@ -164,7 +172,7 @@ def serve(
             initializer(*initargs)
         except BaseException as exc:
             # Replacing this worker would fail the same way: tell the pool not to.
-            end.send(SetupFailed(codec.dump_error(exc)))
+            end.send(SetupFailed(codec.dump_error(exc, _ThisWorker.caller_main)))
             raise
     end.send(Ready())
     functions: dict[bytes, Callable[..., Any]] = {}
@@ -197,7 +205,8 @@ def serve(
             if exc.__traceback__ is not None and exc.__traceback__.tb_next is not None:
                 exc = exc.with_traceback(exc.__traceback__.tb_next)
             # A SystemExit or KeyboardInterrupt meant to stop the process: after reporting.
-            ok, payload, fatal = False, codec.dump_error(exc), not isinstance(exc, Exception)
+            ok, payload = False, codec.dump_error(exc, _ThisWorker.caller_main)
+            fatal = not isinstance(exc, Exception)
         else:
             ok, payload = _encode_value(value)
         seconds = time.perf_counter() - started
@@ -232,7 +241,10 @@ def _decode_function(blob: bytes, cache: dict[bytes, Callable[..., Any]]) -> Cal
 def _encode_value(value: Any) -> tuple[bool, bytes]:
     """(ok, pickled value), or (False, the error) when the value does not pickle."""
     try:
-        return True, codec.dump_value(value, "the result", "return something picklable instead")
+        main = _ThisWorker.caller_main
+        return True, codec.dump_value(
+            value, "the result", "return something picklable instead", main
+        )
     except codec.SendError as exc:
         return False, codec.dump_error(exc)
 

@@ -43,11 +43,11 @@ import signal
 import socket
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, cast
 
-from pytest_poolrun.codec import main_functions_and_classes
+from pytest_poolrun.codec import OTHER_MAIN, MainAtReceiver, main_functions_and_classes
 from pytest_poolrun.forksafety import fork_blockers, platform_forks_safely, quiet_fork
 from pytest_poolrun.gateway import REMOTE_LOST, bridge_main
 from pytest_poolrun.poolworker import WorkerInfo, WorkerSetup, worker_main
@@ -301,10 +301,16 @@ class WorkerSet:
     def __len__(self) -> int:
         return len(self._by_slot)
 
-    def forked_main(self) -> Mapping[str, object] | None:
-        """The main module's functions and classes that every worker has (``codec.dumps``'s
-        ``forked_main``): None once a worker was started otherwise than by a fork here."""
-        return self._main_at_fork if self.all_forked else None
+    def main_at_workers(self) -> MainAtReceiver:
+        """What the workers have of the main script (``codec.dumps``'s ``main``): the module's
+        functions and classes at the fork while every worker was forked here; the script,
+        once a local worker was spawned or started by a forkserver; not even that with an
+        execnet worker."""
+        if self.all_forked:
+            return MainAtReceiver(at_fork=self._main_at_fork)
+        if any(spec is not None for spec in self.slot_specs):
+            return OTHER_MAIN
+        return MainAtReceiver(same_script=True)
 
     @property
     def slots(self) -> int:
@@ -362,7 +368,7 @@ class WorkerSet:
         info = WorkerInfo(f"{self._name_prefix}{slot}", slot)
         target: Callable[..., None] = worker_main if spec is None else bridge_main
         forked = method == "fork" and spec is None
-        setup = self._setup.objects if forked else self._setup.pickled()
+        setup = self._setup.objects if forked else self._setup.pickled(same_script=spec is None)
         args: tuple[Any, ...] = (theirs, info, setup, self._maxtasks)
         _controller_sockets.add(ours)
         try:

@@ -19,6 +19,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -159,11 +160,18 @@ def _kill_session(leader: int) -> None:
             continue
 
 
-def run_script(code: str) -> subprocess.CompletedProcess[str]:
+def run_script(code: str, folder: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh interpreter that must exit by itself within ``NO_HANG``; if it
-    does not, it is killed with every process it started."""
+    does not, it is killed with every process it started.  With ``folder`` the code is run as
+    a script file there (spawned workers run a script file again; ``-c`` code they cannot)."""
+    code = textwrap.dedent(code)
+    command = [sys.executable, "-c", code]
+    if folder is not None:
+        script_file = folder / "script.py"
+        script_file.write_text(code)
+        command = [sys.executable, str(script_file)]
     with subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code)],
+        command,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -571,6 +579,87 @@ def test_a_main_script_task_sees_the_globals_its_worker_initializer_set(pool_imp
         """
     )
     assert done.stdout.splitlines() == ["[[42], [42]]", "(True, 5)"]
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn", "forkserver"])
+def test_the_main_script_classes_and_globals_are_the_workers_and_the_callers_own(
+    pool_import: str, start_method: str, tmp_path: Path
+) -> None:
+    """Under every start method, as under multiprocessing: a task sees the globals its worker's
+    initializer set, and a result or an exception of a class the script defines comes back as
+    that very class (``isinstance`` and ``except`` work)."""
+    if pool_import.startswith("from multiprocessing"):
+        make = f"get_context({start_method!r}).Pool(2, initializer=remember, initargs=(42,))"
+        pool_import = "from multiprocessing import get_context"
+    else:
+        make = f"Pool(2, initializer=remember, initargs=(42,), start_method={start_method!r})"
+    done = run_script(
+        f"""
+        {pool_import}
+
+        SEEN = []
+
+        def remember(value):
+            SEEN.append(value)
+
+        def seen(_):
+            return list(SEEN)
+
+        class Box:
+            def __init__(self, value):
+                self.value = value
+
+        class Refused(Exception):
+            pass
+
+        def box(value):
+            return Box(value)
+
+        def refuse(value):
+            raise Refused(value)
+
+        if __name__ == "__main__":
+            with {make} as pool:
+                print(pool.map(seen, range(2)))
+                print(type(pool.apply(box, (5,))) is Box)
+                try:
+                    pool.apply(refuse, (1,))
+                except Refused:
+                    print("caught")
+        """,
+        tmp_path,
+    )
+    assert done.stdout.splitlines() == ["[[42], [42]]", "True", "caught"]
+
+
+@pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
+def test_a_fresh_worker_runs_a_main_script_function_its_copy_of_the_script_lacks(
+    start_method: str, tmp_path: Path
+) -> None:
+    # multiprocessing's workers cannot find one defined in the guarded block (AttributeError);
+    # ours get it by value.  One that uses a global that does not pickle by value (a lock)
+    # travels as a reference alone.
+    done = run_script(
+        f"""
+        import threading
+        from pytest_poolrun import Pool
+
+        LOCK = threading.Lock()
+
+        def locked_square(x):
+            with LOCK:
+                return x * x
+
+        if __name__ == "__main__":
+            def guarded(x):
+                return x + 1
+
+            with Pool(2, start_method={start_method!r}) as pool:
+                print(pool.map(guarded, [1, 2]), pool.map(locked_square, [3]))
+        """,
+        tmp_path,
+    )
+    assert done.stdout.strip() == "[2, 3] [9]"
 
 
 def test_a_main_script_task_may_use_a_nested_multiprocessing_pool() -> None:
