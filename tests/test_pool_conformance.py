@@ -550,44 +550,14 @@ def test_an_unclosed_pool_lets_the_interpreter_exit(
     assert "Traceback" not in done.stderr, done.stderr
 
 
-def test_a_main_script_task_sees_the_globals_its_worker_initializer_set(pool_import: str) -> None:
-    """Functions and classes of the main script reach forked workers as references, so a task
-    runs in the worker's copy of the script's module, as under multiprocessing."""
-    done = run_script(
-        f"""
-        {pool_import}
-
-        SEEN = []
-
-        def remember(value):
-            SEEN.append(value)
-
-        def seen(_):
-            return list(SEEN)
-
-        class Box:
-            def __init__(self, value):
-                self.value = value
-
-        def unbox(box):
-            return type(box) is Box, box.value
-
-        if __name__ == "__main__":
-            with Pool(2, initializer=remember, initargs=(42,)) as pool:
-                print(pool.map(seen, range(2)))
-                print(pool.apply(unbox, (Box(5),)))
-        """
-    )
-    assert done.stdout.splitlines() == ["[[42], [42]]", "(True, 5)"]
-
-
 @pytest.mark.parametrize("start_method", ["fork", "spawn", "forkserver"])
 def test_the_main_script_classes_and_globals_are_the_workers_and_the_callers_own(
     pool_import: str, start_method: str, tmp_path: Path
 ) -> None:
     """Under every start method, as under multiprocessing: a task sees the globals its worker's
-    initializer set, and a result or an exception of a class the script defines comes back as
-    that very class (``isinstance`` and ``except`` work)."""
+    initializer set, an argument of a class the script defines arrives as the worker's own
+    class, and a result or an exception of such a class comes back as the caller's own
+    (``isinstance`` and ``except`` work)."""
     if pool_import.startswith("from multiprocessing"):
         make = f"get_context({start_method!r}).Pool(2, initializer=remember, initargs=(42,))"
         pool_import = "from multiprocessing import get_context"
@@ -615,13 +585,16 @@ def test_the_main_script_classes_and_globals_are_the_workers_and_the_callers_own
         def box(value):
             return Box(value)
 
+        def unbox(box):
+            return type(box) is Box, box.value
+
         def refuse(value):
             raise Refused(value)
 
         if __name__ == "__main__":
             with {make} as pool:
                 print(pool.map(seen, range(2)))
-                print(type(pool.apply(box, (5,))) is Box)
+                print(type(pool.apply(box, (5,))) is Box, pool.apply(unbox, (Box(6),)))
                 try:
                     pool.apply(refuse, (1,))
                 except Refused:
@@ -629,7 +602,7 @@ def test_the_main_script_classes_and_globals_are_the_workers_and_the_callers_own
         """,
         tmp_path,
     )
-    assert done.stdout.splitlines() == ["[[42], [42]]", "True", "caught"]
+    assert done.stdout.splitlines() == ["[[42], [42]]", "True (True, 6)", "caught"]
 
 
 @pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
