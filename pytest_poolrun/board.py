@@ -21,7 +21,7 @@ import mmap
 import struct
 
 _STOP = struct.Struct("B")
-# item index (-1: none), time.monotonic() when it started, pid of the worker that wrote it
+# item index (-1: none), clock.monotonic() when it started, pid of the worker that wrote it
 _SLOT = struct.Struct("qdq")
 
 

@@ -32,13 +32,12 @@ from __future__ import annotations
 
 import itertools
 import math
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
-from pytest_poolrun import codec
+from pytest_poolrun import clock, codec
 from pytest_poolrun.poolworker import APPLY
 from pytest_poolrun.wire import Task
 from pytest_poolrun.workerset import WorkerProcess
@@ -122,9 +121,9 @@ class Feeder:
     def read(self, count: int) -> Read:
         """Read up to ``count`` chunks (less after READ_SECONDS); an error replaces a chunk."""
         chunks: list[list[Any]] = []
-        stop = time.monotonic() + READ_SECONDS
+        stop = clock.monotonic() + READ_SECONDS
         for _ in range(count):
-            if chunks and time.monotonic() > stop:
+            if chunks and clock.monotonic() > stop:
                 break
             try:
                 chunk = list(itertools.islice(self.items, self.size))
@@ -279,11 +278,11 @@ class Dispatcher:
             for worker in workers
             if worker.jobs and worker.jobs[0].deadline is not None
         ]
-        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+        return max(0.0, min(deadlines) - clock.monotonic()) if deadlines else None
 
     @staticmethod
     def overdue(workers: Iterable[WorkerProcess]) -> list[tuple[WorkerProcess, Job]]:
-        now = time.monotonic()
+        now = clock.monotonic()
         late = []
         for worker in workers:
             job = worker.jobs[0] if worker.jobs else None
@@ -316,7 +315,7 @@ def _other_main() -> codec.MainAtReceiver:
 
 
 def _deadline(timeout: float | None) -> float | None:
-    return None if timeout is None else time.monotonic() + timeout
+    return None if timeout is None else clock.monotonic() + timeout
 
 
 def _raise_send_error(mode: int, args: Any, kwargs: Mapping[str, Any], first: int) -> NoReturn:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Iterator
+from os import getpid  # bound once: a test may patch os.getpid
 from typing import TYPE_CHECKING
 
 import pytest
@@ -145,7 +146,7 @@ class SharedPool:
         self.size = size
         self.tx = tx or []
         self._pool: Pool | None = None
-        self._owner_pid = os.getpid()
+        self._owner_pid = getpid()
 
     def lease(self) -> Pool:
         pool = self._pool
@@ -171,7 +172,7 @@ _shared_key = pytest.StashKey[SharedPool]()
 def _shared(request: pytest.FixtureRequest) -> SharedPool:
     config = request.config
     shared = config.stash.get(_shared_key, None)
-    if shared is None or shared._owner_pid != os.getpid():
+    if shared is None or shared._owner_pid != getpid():
         # None yet, or one inherited through a fork, whose workers belong to the parent.
         shared = config.stash[_shared_key] = SharedPool(
             configured_size(config), configured_tx(config)

@@ -44,6 +44,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from types import FrameType
 
+from pytest_poolrun import clock
+
 # How long a thread that Python has joined may take to leave the kernel's list (a few ms on a
 # busy machine), and how often to look meanwhile.
 THREAD_EXIT_GRACE = 0.05
@@ -109,9 +111,9 @@ def _let_libraries_park_their_threads() -> bool:
         pid = os.fork()
     if pid == 0:
         os._exit(0)
-    deadline = time.monotonic() + TRIAL_FORK_GRACE
+    deadline = clock.monotonic() + TRIAL_FORK_GRACE
     while os.waitpid(pid, os.WNOHANG) == (0, 0):
-        if time.monotonic() >= deadline:
+        if clock.monotonic() >= deadline:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
             return False
@@ -151,12 +153,12 @@ def _native_threads(python_threads: int) -> int:
     A thread that Python has just joined lingers in the kernel's list for a moment while it
     finishes exiting, so a surplus counts only if it is still there after a short grace.
     """
-    deadline = time.monotonic() + THREAD_EXIT_GRACE
+    deadline = clock.monotonic() + THREAD_EXIT_GRACE
     while True:
         try:
             surplus = len(os.listdir("/proc/self/task")) - python_threads
         except OSError:
             return 0
-        if surplus <= 0 or time.monotonic() >= deadline:
+        if surplus <= 0 or clock.monotonic() >= deadline:
             return max(0, surplus)
         time.sleep(THREAD_EXIT_POLL)

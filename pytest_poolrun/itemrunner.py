@@ -71,8 +71,8 @@ import functools
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable, Generator, Sequence
+from os import getpid  # bound once: a test may patch os.getpid
 from pathlib import Path
 from typing import IO, Any
 
@@ -81,6 +81,7 @@ import pytest
 
 from pytest_poolrun import (
     adapters,
+    clock,
     directhooks,
     events,
     forwarding,
@@ -194,7 +195,7 @@ def _session() -> pytest.Session:
 
 
 def _leave_if_forked_child() -> None:
-    if os.getpid() != _Shared.pid:
+    if getpid() != _Shared.pid:
         _leave_forked_child()
 
 
@@ -257,12 +258,12 @@ def _leaving_if_forked(function: Callable[..., object]) -> Callable[..., object]
         __tracebackhide__ = True
         # A process forked before this call (a plugin running the whole protocol in a child,
         # as pytest-forked does) goes on: only one forked within it has returned here.
-        entered = os.getpid()
+        entered = getpid()
         # pluggy passes an implementation its arguments positionally.
         try:
             return function(*args)
         finally:
-            if os.getpid() != entered:
+            if getpid() != entered:
                 _leave_forked_child()
 
     return leaving_if_forked
@@ -330,7 +331,7 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
     """
     info = current_worker()
     assert info is not None
-    _Shared.pid = os.getpid()
+    _Shared.pid = getpid()
     if not _Shared.own_modules:  # a fresh worker: a forked one inherits them (prepare)
         _Shared.own_modules = _plugin_modules()
     os.environ["PYTEST_XDIST_WORKER"] = info.name
@@ -399,7 +400,7 @@ def _own_capture(config: pytest.Config) -> None:
         workersetup.private_capture_file(capture)
     _send(
         events.CaptureFiles(
-            os.getpid(),
+            getpid(),
             workersetup.file_number(capturing.out),
             workersetup.file_number(capturing.err),
         )
@@ -413,7 +414,7 @@ def _forwarded(original: IO[str] | None) -> forwarding.ForwardedText:
 
 
 def _send_output(text: str) -> None:
-    if current_worker() is None or os.getpid() != _Shared.pid:
+    if current_worker() is None or getpid() != _Shared.pid:
         return  # not in a worker (a test's forked child), where nothing may be sent
     index = None if _Shared.forwarder is None else _Shared.forwarder.running
     nodeid = None if index is None else _session().items[index].nodeid
@@ -448,7 +449,7 @@ def _send_finished(finished: events.ItemFinished, slot: int | None) -> None:
 
 def _queue(record: bytes) -> None:
     if not _Shared.outbox:
-        _Shared.batch_started = time.monotonic()
+        _Shared.batch_started = clock.monotonic()
     _Shared.outbox.append(record)
 
 
@@ -476,11 +477,11 @@ def _run(index: int, nextitem: pytest.Item | None) -> None:
     assert info is not None
     board = _Shared.board if _Shared.forked else None
     if board is not None:
-        board.set_running(info.slot, index, time.monotonic(), _Shared.pid)
+        board.set_running(info.slot, index, clock.monotonic(), _Shared.pid)
     else:
         # No shared board: announce the item, so that a crash can be pinned on it.  The
         # previous item's results travel in the same message.
-        _send(events.ItemStarted(index, os.getpid()))
+        _send(events.ItemStarted(index, getpid()))
         _flush()
     forwarder = _Shared.forwarder
     assert forwarder is not None, "start_worker() registers the forwarder first"
@@ -508,7 +509,7 @@ def _run(index: int, nextitem: pytest.Item | None) -> None:
     _Shared.tests_run += 1
     if board is not None:
         board.clear(info.slot)
-        if time.monotonic() - _Shared.batch_started >= BATCH_SECONDS:  # the batch is due
+        if clock.monotonic() - _Shared.batch_started >= BATCH_SECONDS:  # the batch is due
             _flush()
 
 

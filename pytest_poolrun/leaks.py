@@ -42,6 +42,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Generator, Iterable, Sequence
+from os import getpid  # bound once: a test may patch os.getpid
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ class LeakedProcessWarning(pytest.PytestWarning):
 
 
 def available() -> bool:
-    return (PROC / str(os.getpid()) / "task").is_dir()
+    return (PROC / str(getpid()) / "task").is_dir()
 
 
 class PidMark:
@@ -169,7 +170,7 @@ class LeakWatch:
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
-        self.pid = os.getpid()
+        self.pid = getpid()
         self.owned: set[int] = set()
         self.pid_mark = PidMark()
         # The pid mark when find_leaks last walked and every process it found was known (owned,

@@ -18,12 +18,11 @@ have started had started too, even with no trace of it left (``after_death``).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from enum import Enum
 from typing import NamedTuple
 
-from pytest_poolrun import events
+from pytest_poolrun import clock, events
 from pytest_poolrun.board import Board
 
 
@@ -35,7 +34,7 @@ class ItemState(Enum):
 
 class Running(NamedTuple):
     item: int
-    started: float  # time.monotonic()
+    started: float  # clock.monotonic()
 
 
 class EndedWorker(NamedTuple):
@@ -59,7 +58,7 @@ class ItemLedger:
         self._dispatches = 0
 
     def started(self, worker: str, item: int) -> None:
-        self._running[worker] = Running(item, time.monotonic())
+        self._running[worker] = Running(item, clock.monotonic())
         self.state[item] = ItemState.RUNNING
         if self._held.get(worker) == item:
             del self._held[worker]

@@ -39,12 +39,12 @@ the token before they touch the selector or the workers.
 
 from __future__ import annotations
 
-import os
 import pickle
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.pool import CLOSE, RUN, TERMINATE
+from os import getpid  # bound once: a test may patch os.getpid
 from typing import Any
 
 from pytest_poolrun import codec, wire
@@ -336,7 +336,7 @@ class Manager:
 
     def terminate(self, error: BaseException) -> None:
         """Kill every worker now; unfinished jobs fail with ``error``."""
-        if os.getpid() != self.token.owner_pid:
+        if getpid() != self.token.owner_pid:
             # A forked copy of the pool: its workers (and its lock) belong to the parent process.
             self.state, self.stopped = TERMINATE, True
             return

@@ -39,11 +39,12 @@ import select
 import signal
 import sys
 import threading
-import time
 import traceback
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, cast
+
+from pytest_poolrun import clock
 
 # How often ``join(timeout)`` looks for an exit that the pipe cannot show: a process the
 # worker forked holds a copy of the pipe's write end until it exits too.
@@ -113,9 +114,9 @@ class PlainForkProcess:
         if timeout is None:
             self._reap(block=True)
             return
-        deadline = time.monotonic() + timeout
+        deadline = clock.monotonic() + timeout
         while not self._reap(block=False):
-            remaining = deadline - time.monotonic()
+            remaining = deadline - clock.monotonic()
             if remaining <= 0:
                 return
             readable, _, _ = select.select([self.sentinel], [], [], min(remaining, JOIN_POLL))

@@ -41,11 +41,11 @@ from __future__ import annotations
 
 import atexit
 import multiprocessing.util
-import os
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from multiprocessing.pool import RUN
+from os import getpid  # bound once: a test may patch os.getpid
 from typing import Any, TypeVar
 
 from pytest_poolrun import workerset
@@ -385,7 +385,7 @@ class Pool:
         # Only a warning, as multiprocessing.Pool gives: the workers of a dropped pool are
         # killed by workerset's finalizers, which run no Python code of the pool.
         manager = getattr(self, "_manager", None)
-        if manager is not None and manager.state == RUN and os.getpid() == manager.token.owner_pid:
+        if manager is not None and manager.state == RUN and getpid() == manager.token.owner_pid:
             warnings.warn(
                 f"unclosed running multiprocessing pool {self!r}: its workers are killed; "
                 "use the pool in a with block, or call close() and join() (or terminate())",
@@ -421,9 +421,9 @@ _exit_hook_pid: int | None = None
 
 def _ensure_exit_hook() -> None:
     global _exit_hook_pid
-    if _exit_hook_pid != os.getpid():
+    if _exit_hook_pid != getpid():
         multiprocessing.util.Finalize(None, _terminate_live_pools, exitpriority=EXIT_PRIORITY)
-        _exit_hook_pid = os.getpid()
+        _exit_hook_pid = getpid()
 
 
 _ensure_exit_hook()

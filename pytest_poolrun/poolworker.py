@@ -26,12 +26,11 @@ import pickle
 import signal
 import socket
 import sys
-import time
 import traceback
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
-from pytest_poolrun import codec
+from pytest_poolrun import clock, codec
 from pytest_poolrun.wire import (
     Event,
     Ready,
@@ -186,7 +185,7 @@ def serve(
         if not isinstance(message, Task):
             raise TypeError(f"unknown message from the pool: {message!r}")
         _ThisWorker.task_id = message.task_id
-        started = time.perf_counter()
+        started = clock.monotonic()
         fatal = False
         try:
             function = _decode_function(message.function, functions)
@@ -209,7 +208,7 @@ def serve(
             fatal = not isinstance(exc, Exception)
         else:
             ok, payload = _encode_value(value)
-        seconds = time.perf_counter() - started
+        seconds = clock.monotonic() - started
         _ThisWorker.task_id = -1
         end.send(Result(message.task_id, ok, payload, seconds))
         if fatal:

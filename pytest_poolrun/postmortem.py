@@ -24,7 +24,7 @@ import os
 import time
 from typing import TYPE_CHECKING, BinaryIO
 
-from pytest_poolrun import events, itemrunner
+from pytest_poolrun import clock, events, itemrunner
 from pytest_poolrun.slotfiles import SlotFiles
 
 if TYPE_CHECKING:  # timeouts imports this module
@@ -106,9 +106,9 @@ class PostMortem:
         except ProcessLookupError:
             return "(the worker had already exited)"
         # faulthandler writes from its signal handler; wait until the file stops growing.
-        deadline = time.monotonic() + DUMP_WAIT
+        deadline = clock.monotonic() + DUMP_WAIT
         last = before
-        while time.monotonic() < deadline:
+        while clock.monotonic() < deadline:
             time.sleep(DUMP_POLL)
             size = files.size(slot)
             if size > before and size == last:

@@ -28,11 +28,12 @@ fixture's teardown when it finishes.
 from __future__ import annotations
 
 import pickle
-import time
 from collections.abc import Iterable
 from typing import Any
 
 import pytest
+
+from pytest_poolrun import clock
 
 # The workerinput key under which fresh workers find the shared values.
 SHARED_KEY = "poolrun_shared_fixtures"
@@ -66,7 +67,7 @@ class SharedFixtures:
         from _pytest.fixtures import TopRequest
         from _pytest.outcomes import OutcomeException
 
-        started = time.monotonic()
+        started = clock.monotonic()
         state = self.session._setupstate
         state.stack.setdefault(self.session, ([self.session.teardown], None))
         capman: Any = self.session.config.pluginmanager.getplugin("capturemanager")
@@ -92,7 +93,7 @@ class SharedFixtures:
         for fixturedef, _ in self.defs.values():
             self._finalizers[id(fixturedef)] = list(fixturedef._finalizers)
             fixturedef._finalizers.clear()
-        self._announce(time.monotonic() - started, failed)
+        self._announce(clock.monotonic() - started, failed)
 
     def _announce(self, seconds: float, failed: list[str]) -> None:
         """One line under the run's header: what was set up, and what failed to."""

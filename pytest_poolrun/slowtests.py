@@ -18,12 +18,12 @@ controller's terminal reporter, between progress lines.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import pytest
 
+from pytest_poolrun import clock
 from pytest_poolrun.ledger import ItemLedger, Running
 from pytest_poolrun.workerset import LiveWorker
 
@@ -60,7 +60,7 @@ class SlowNotices:
     def until_next_notice(self, workers: Sequence[LiveWorker]) -> float | None:
         if self.threshold is None:
             return None
-        now = time.monotonic()
+        now = clock.monotonic()
         waits = []
         for worker in workers:
             current = self._ledger.current(worker.name, worker.slot)
@@ -83,7 +83,7 @@ class SlowNotices:
         """Say which tests crossed a new multiple of the threshold since the last call."""
         if self.threshold is None:
             return
-        now = time.monotonic()
+        now = clock.monotonic()
         for worker in workers:
             current = self._ledger.current(worker.name, worker.slot)
             if current is None:
@@ -103,7 +103,7 @@ class SlowNotices:
     ) -> None:
         """Keep the tests running now, slowest first, for the summary of an interrupted run
         (this object then takes part in the summary as a plugin)."""
-        now = time.monotonic()
+        now = clock.monotonic()
         running = [
             Unfinished(self._nodeid(current.item), worker.name, now - current.started)
             for worker in workers

@@ -25,9 +25,10 @@ goes to ``epoll``, which takes at most 2**31 - 1 milliseconds (about 24.8 days).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
+
+from pytest_poolrun import clock
 
 if TYPE_CHECKING:  # the plugin reads this module's range at start-up, before any run
     from pytest_poolrun.ledger import ItemLedger
@@ -64,14 +65,14 @@ class Timeouts:
             for worker in workers
             if (current := self._ledger.current(worker.name, worker.slot)) is not None
         ]
-        wait = self.timeout if not starts else min(starts) + self.timeout - time.monotonic()
+        wait = self.timeout if not starts else min(starts) + self.timeout - clock.monotonic()
         return min(max(MIN_WAKEUP, wait), MAX_TIMEOUT)
 
     def expire(self, workers: Sequence[LiveWorker]) -> list[str]:
         """Explain each test that overran the timeout; return the names of workers to kill."""
         if self.timeout is None:
             return []
-        now = time.monotonic()
+        now = clock.monotonic()
         overdue = []
         for worker in workers:
             current = self._ledger.current(worker.name, worker.slot)

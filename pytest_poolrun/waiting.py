@@ -26,11 +26,11 @@ This class knows nothing of workers or jobs: the manager gives it ``pump`` and `
 
 from __future__ import annotations
 
-import os
 import threading
-import time
 from collections.abc import Callable
+from os import getpid  # bound once: a test may patch os.getpid
 
+from pytest_poolrun import clock
 from pytest_poolrun.eventloop import Callbacks, EventLoop
 
 REENTRY_ERROR = (
@@ -59,7 +59,7 @@ class IoToken:
         self._callbacks = callbacks
         self._pump = pump
         self._stopped = stopped
-        self.owner_pid = os.getpid()
+        self.owner_pid = getpid()
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         # The thread that holds the token (drives the I/O), and how many others wait to take it
@@ -73,10 +73,10 @@ class IoToken:
         return self._stopped()
 
     def check_owner(self) -> None:
-        if os.getpid() != self.owner_pid:
+        if getpid() != self.owner_pid:
             raise RuntimeError(
                 f"this Pool belongs to process {self.owner_pid} and reached process "
-                f"{os.getpid()} through a fork, where it cannot work; create a new Pool here"
+                f"{getpid()} through a fork, where it cannot work; create a new Pool here"
             )
 
     def after_change(self) -> None:
@@ -132,7 +132,7 @@ class IoToken:
 
     def wait_until(self, done: Callable[[], bool], timeout: float | None) -> bool:
         """Wait until ``done()``; drive the I/O meanwhile whenever no other thread does."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if timeout is None else clock.monotonic() + timeout
         me = threading.get_ident()
         with self.lock:
             if done():
@@ -147,7 +147,7 @@ class IoToken:
                         return True
                     if self._stopped():
                         return done()
-                    remaining = None if deadline is None else deadline - time.monotonic()
+                    remaining = None if deadline is None else deadline - clock.monotonic()
                     if remaining is not None and remaining <= 0:
                         return False
                     if self._pumper is None and not self._token_wanted:

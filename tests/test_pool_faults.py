@@ -254,6 +254,17 @@ def test_timeout_kills_the_processes_the_task_started() -> None:
     wait_for_exit(children[0])
 
 
+def test_timeouts_run_out_while_a_test_freezes_time(pool: Pool) -> None:
+    """freezegun replaces the clocks a caller reads; the pool's deadlines still pass."""
+    freezegun = pytest.importorskip("freezegun")
+    with freezegun.freeze_time("2001-02-03 04:05:06"):
+        waiting = pool.apply_async(time.sleep, (LONG_TASK,))
+        with pytest.raises(multiprocessing.TimeoutError):
+            waiting.get(SHORT_TIMEOUT)
+        with pytest.raises(TaskTimeoutError):
+            pool.apply(time.sleep, (LONG_TASK,), timeout=SHORT_TIMEOUT)
+
+
 # --------------------------------------------------------------- what can be sent
 
 

@@ -89,6 +89,72 @@ def test_freezegun_freezes_time_in_every_test(pytester: pytest.Pytester, mode: s
     run(pytester, mode, *args).assert_outcomes(passed=7)
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_a_test_that_patches_os_getpid_runs_as_serially(
+    pytester: pytest.Pytester, mode: str
+) -> None:
+    """Pid-file and lock tests patch ``os.getpid``; the worker must not take the patched value
+    for a sign that the test forked (its guard ends a test's forked child)."""
+    pytester.makepyfile(
+        """
+        import os, pytest
+
+        @pytest.fixture(scope="module")
+        def fake_pid():
+            real = os.getpid
+            os.getpid = lambda: 42
+            yield
+            os.getpid = real
+
+        def test_patched(monkeypatch):
+            monkeypatch.setattr(os, "getpid", lambda: 42)
+            assert os.getpid() == 42
+
+        def test_patched_for_the_module(fake_pid):
+            print("printed while the pid is patched")
+            assert os.getpid() == 42
+        """
+    )
+    pytester.makepyfile(
+        test_later="def test_after():\n    import os\n    assert os.getpid() != 42\n"
+    )
+    result = run(pytester, mode, "-s")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["*printed while the pid is patched*"])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_clock_frozen_for_a_whole_module_does_not_delay_slow_test_notices(
+    pytester: pytest.Pytester, mode: str
+) -> None:
+    """freezegun also freezes the clocks of modules outside its ignore list; the worker's start
+    times stay on the real clock, so the first notice comes after the threshold."""
+    pytest.importorskip("freezegun")
+    pytester.makepyfile(
+        """
+        import time, pytest
+        from freezegun import freeze_time
+
+        @pytest.fixture(scope="module", autouse=True)
+        def frozen():
+            with freeze_time("2001-02-03 04:05:06"):
+                yield
+
+        def test_first():
+            pass
+
+        def test_slow():
+            time.sleep(2.5)
+        """
+    )
+    # One worker takes both tests: the second starts while the clock is frozen.
+    args = ("--pool-chunksize", "10") if mode == "pool" else ()
+    result = run(pytester, mode, "--pool-slow", "1", *args)
+    result.assert_outcomes(passed=2)
+    if mode == "pool":
+        result.stdout.fnmatch_lines(["SLOW: *test_slow still running on gw* after 1s"])
+
+
 def _exit_with(code: object) -> None:
     raise SystemExit(code)
 
