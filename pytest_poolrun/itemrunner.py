@@ -529,28 +529,35 @@ def run_chunk(indices: list[int], hold_last: bool = True) -> tuple[str, int | No
         # Every record in it went out over the socket by the end of the last chunk.
         _Shared.journal.truncate(info.slot)
     recycler = _Shared.recycler
-    for position, index in enumerate(indices):
-        if stop_requested():
-            break
-        if _Shared.held is not None:
-            if recycler.next_is_last(_Shared.tests_run):
-                return _retire(indices[position:])
-            # No longer held once it starts: if its protocol raises (pytest.exit, a plugin's
-            # hook), the worker's shutdown must not run it a second time.
-            held, _Shared.held = _Shared.held, None
-            _run(held, nextitem=items[index])
-            if recycler.memory_exceeded():
-                return _retire(indices[position:])
-        _Shared.held = index
-    if _Shared.held is not None and recycler.next_is_last(_Shared.tests_run):
-        return _retire(())
-    if not hold_last and _Shared.held is not None and not stop_requested():
-        boundary = _outside_module(_Shared.held)
-        if boundary is not None:  # in a one-file suite, holding is the only right teardown
-            last, _Shared.held = _Shared.held, None
-            _run(last, nextitem=boundary)
-            if recycler.memory_exceeded():
-                return _retire(())
+    try:
+        for position, index in enumerate(indices):
+            if stop_requested():
+                break
+            if _Shared.held is not None:
+                if recycler.next_is_last(_Shared.tests_run):
+                    return _retire(indices[position:])
+                # No longer held once it starts: if its protocol raises (pytest.exit, a plugin's
+                # hook), the worker's shutdown must not run it a second time.
+                held, _Shared.held = _Shared.held, None
+                _run(held, nextitem=items[index])
+                if recycler.memory_exceeded():
+                    return _retire(indices[position:])
+            _Shared.held = index
+        if _Shared.held is not None and recycler.next_is_last(_Shared.tests_run):
+            return _retire(())
+        if not hold_last and _Shared.held is not None and not stop_requested():
+            boundary = _outside_module(_Shared.held)
+            if boundary is not None:  # in a one-file suite, holding is the only right teardown
+                last, _Shared.held = _Shared.held, None
+                _run(last, nextitem=boundary)
+                if recycler.memory_exceeded():
+                    return _retire(())
+    except pytest.exit.Exception:
+        # A test called pytest.exit (its SessionExit went out first): this worker's session
+        # ends there, as a serial one does, with its fixtures torn down.  The chunk's items it
+        # never started go back: under collection order, tests collected before the exiting
+        # one still run and are reported before the run ends.
+        return _retire(indices)
     _flush()
     return info.name, _Shared.held
 
@@ -581,7 +588,10 @@ def finish_worker() -> None:
     held, _Shared.held = _Shared.held, None
     if held is not None and not stop_requested():
         # Run here, as run_chunk runs its items: a test is as many frames deep wherever it runs.
-        _run(held, nextitem=None)
+        try:
+            _run(held, nextitem=None)
+        except pytest.exit.Exception:
+            _tear_everything_down()  # the exit left that test's fixtures set up
         _flush()
     else:
         _tear_everything_down()

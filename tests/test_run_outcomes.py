@@ -333,6 +333,56 @@ def test_an_item_whose_protocol_raised_runs_once(
     assert pooled.ret == serial.ret != pytest.ExitCode.OK
 
 
+EXIT_AFTER_SLOW_TESTS = """
+import time, pytest
+
+@pytest.mark.parametrize("i", range(6))
+def test_before(i):
+    time.sleep(0.05)
+
+def test_exit():
+    pytest.exit("bye", returncode=5)
+
+@pytest.mark.parametrize("i", range(6))
+def test_after(i):
+    pass
+"""
+
+
+def _without_header_and_timing(result: pytest.RunResult) -> list[str]:
+    return [
+        re.sub(r" in [\d.]+s", "", line)
+        for line in result.outlines
+        if not line.startswith(("poolrun:", "rootdir:", "platform ", "plugins:"))
+    ]
+
+
+def test_pytest_exit_under_collection_order_reads_as_serially(pytester: pytest.Pytester) -> None:
+    """The tests collected before the exiting one run and are reported, those after it are not,
+    and the run ends with the exit's message and code: a serial run's output line for line."""
+    pytester.makepyfile(EXIT_AFTER_SLOW_TESTS)
+    args = ("-v", "-p", "no:cacheprovider", "-p", "no:randomly")
+    serial = pytester.runpytest_subprocess(*args, "-p", "no:pytest_poolrun")
+    pooled = pytester.runpytest_subprocess(
+        *POOL, *args, "--pool", "2", "--pool-report-order", "collection"
+    )
+    assert serial.ret == pooled.ret == 5
+    assert serial.parseoutcomes() == {"passed": 6}
+    assert _without_header_and_timing(pooled) == _without_header_and_timing(serial)
+
+
+def test_pytest_exit_under_completion_order_ends_the_run_with_its_code(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(EXIT_AFTER_SLOW_TESTS)
+    pooled = pytester.runpytest_subprocess(*POOL, "-rA", "-p", "no:randomly", "--pool", "2")
+    assert pooled.ret == 5
+    pooled.stdout.fnmatch_lines(["*! _pytest.outcomes.Exit: bye !*"])
+    pooled.stdout.no_fnmatch_line("*INTERNALERROR*")
+    reported = [line.split()[1] for line in pooled.outlines if line.startswith("PASSED ")]
+    assert len(reported) == len(set(reported)) > 0
+
+
 FAILING_COMPARISONS = """
 def test_lists(): assert [1, 2, 3, 4] == [1, 2, 5, 4]
 def test_dicts(): assert {"a": 1, "b": 2, "c": [1]} == {"a": 1, "b": 3, "d": [1]}
