@@ -139,9 +139,15 @@ def prepare(
     basetemp: Path | None,
     journal: SlotFiles,
     faults: SlotFiles,
-) -> None:
+) -> Callable[[], None]:
     """Called in the controller just before the pool forks its workers, before the run changes
-    any signal disposition."""
+    any signal disposition; returns what puts back the state it replaced, for the run's end.
+
+    That state is this process's own only while it is a worker: a test that runs a pytest
+    session with ``--pool`` in its worker's process (pytester's in-process runs) makes that
+    process a controller for a while, and the worker's state must come back after it.
+    """
+    replaced = {name: getattr(_Shared, name) for name in _PREPARED}
     _Shared.session, _Shared.board, _Shared.basetemp = session, board, basetemp
     _Shared.journal, _Shared.faults = journal, faults
     # Listed here, not in each forked worker: walking sys.modules there would touch (and copy)
@@ -156,6 +162,25 @@ def prepare(
             _Shared.dispositions[signum] = signal.getsignal(signum)
         except (OSError, ValueError):
             continue
+
+    def put_back() -> None:
+        for name, value in replaced.items():
+            setattr(_Shared, name, value)
+
+    return put_back
+
+
+# What prepare() sets.
+_PREPARED = (
+    "session",
+    "board",
+    "basetemp",
+    "journal",
+    "faults",
+    "own_modules",
+    "keyword_counts",
+    "dispositions",
+)
 
 
 def _plugin_modules() -> dict[str, object]:

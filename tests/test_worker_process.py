@@ -155,6 +155,34 @@ def test_a_clock_frozen_for_a_whole_module_does_not_delay_slow_test_notices(
         result.stdout.fnmatch_lines(["SLOW: *test_slow still running on gw* after 1s"])
 
 
+def test_a_test_running_a_pooled_session_in_its_worker_leaves_the_worker_intact(
+    pytester: pytest.Pytester,
+) -> None:
+    """pytester's in-process runs make the worker's process a controller for a while; the
+    worker's own run state comes back after it, and its later tests run and report as ever."""
+    pytester.makeconftest('pytest_plugins = ["pytester"]')
+    pytester.makepyfile(
+        """
+        def test_inner(pytester):
+            pytester.makepyfile(
+                "import pytest\\n"
+                "@pytest.mark.parametrize('i', range(20))\\n"
+                "def test_x(i): pass\\n"
+            )
+            inner = pytester.runpytest_inprocess("-p", "pytest_poolrun", "--pool", "2")
+            inner.assert_outcomes(passed=20)
+
+        def test_b(): pass
+        def test_c(): assert 0
+        def test_d(): pass
+        """
+    )
+    result = run(pytester, "pool", "--pool-chunksize", "10")
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.no_fnmatch_line("*INTERNALERROR*")
+    result.stdout.fnmatch_lines(["FAILED *::test_c - assert 0"])
+
+
 def _exit_with(code: object) -> None:
     raise SystemExit(code)
 
