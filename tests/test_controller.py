@@ -110,7 +110,7 @@ def drive(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> Callable[..., tuple[FakePool, Recorder, list[pytest.Item]]]:
     # The fake workers share nothing with this process: nothing to hand over before a fork.
-    monkeypatch.setattr(itemrunner, "prepare", lambda *args: None)
+    monkeypatch.setattr(itemrunner, "prepare", lambda *args: lambda: None)
 
     def run(
         script: Callable[[FakePool, list[pytest.Item]], None], report_order: str = "completion"
