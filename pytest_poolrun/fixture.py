@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from pytest_poolrun import txspecs
+
 if TYPE_CHECKING:  # imported by the first test that asks for the fixture, not at start-up
     from pytest_poolrun.pool import Pool
 
@@ -63,6 +65,7 @@ def add_fixture_options(parser: pytest.Parser) -> None:
         metavar="SPEC",
         action="append",
         default=[],
+        type=txspecs.option_value,
         help=tx_help,
     )
     parser.addini(TX_OPTION, tx_help, type="linelist", default=[])
@@ -117,14 +120,18 @@ def parse_size(text: str, origin: str, sharing: str | None) -> int:
 
 
 def check_ini_size(config: pytest.Config) -> None:
-    """A bad ini value is a usage error as the run is configured, not when a test first asks
-    for the fixture (``auto`` is resolved only then: it imports the pool's modules)."""
+    """A bad ini value (size, specs) is a usage error as the run is configured, not when a test
+    first asks for the fixture (``auto`` is resolved only then: it imports the pool's modules)."""
     try:
         ini = str(config.getini(OPTION)).strip()
     except ValueError:  # the plugin's options are not registered
         return
     if ini != AUTO:
         parse_size(ini, f"the ini key {OPTION}", None)
+    for spec in config.getini(TX_OPTION):
+        problem = txspecs.problem(str(spec))
+        if problem is not None:
+            raise pytest.UsageError(f"the ini key {TX_OPTION}: {problem}")
 
 
 def configured_size(config: pytest.Config) -> int:

@@ -45,18 +45,6 @@ if __name__ == "__channelexec__":
 """
 
 
-def expand_specs(specs: list[str]) -> list[str]:
-    """``["2*popen", "socket=h:1"]`` → ``["popen", "popen", "socket=h:1"]``."""
-    expanded: list[str] = []
-    for spec in specs:
-        count, star, rest = spec.partition("*")
-        if star and count.isdigit():
-            expanded.extend([rest] * int(count))
-        else:
-            expanded.append(spec)
-    return expanded
-
-
 def with_execmodel(spec: str) -> str:
     return spec if "execmodel=" in spec else f"{spec}//execmodel={EXECMODEL}"
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from pytest_poolrun import extraoptions, fixture, identity, runid, scheduling, sharding
+from pytest_poolrun import extraoptions, fixture, identity, runid, scheduling, sharding, txspecs
 from pytest_poolrun.durations import DurationRecorder, Durations
 from pytest_poolrun.timeouts import MAX_TIMEOUT, MIN_TIMEOUT
 
@@ -64,26 +64,6 @@ def _number_type(
     parse.__name__ = what  # argparse names the type in some messages
     return parse
 
-
-# The gateway types execnet knows: a --pool-tx spec must name one.
-_GATEWAY_TYPES = frozenset({"popen", "ssh", "socket", "vagrant_ssh"})
-
-
-def _tx_value(text: str) -> str:
-    """An argparse type for ``--pool-tx``: ``[N*]SPEC`` whose spec names a gateway type."""
-    count, star, spec = text.partition("*")
-    if not (star and count.isdigit()):
-        count, spec = "1", text
-    keys = {part.partition("=")[0] for part in spec.split("//")}
-    if int(count) < 1 or not keys & _GATEWAY_TYPES:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a gateway; use [N*]popen, [N*]ssh=HOST or [N*]socket=HOST:PORT, "
-            "each optionally followed by //python=..., //chdir=..."
-        )
-    return text
-
-
-_tx_value.__name__ = "a gateway"
 
 _workers_value = _number_type(
     int, lambda n: n >= 0, "a number of workers", "a whole number >= 0 or 'auto'", auto="auto"
@@ -179,7 +159,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--pool-tx",
         dest="pool_tx",
         metavar="SPEC",
-        type=_tx_value,
+        type=txspecs.option_value,
         action="append",
         default=[],
         help="Add a worker behind an execnet gateway (repeatable; N*SPEC for N): 'popen', "
@@ -196,6 +176,34 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     fixture.add_fixture_options(parser)
     extraoptions.add_options(parser, _number_type)
+
+
+# pytest-xdist's --dist modes and the --pool-dist that does the same.
+_XDIST_DIST_EQUIVALENTS = {
+    "load": "load",
+    "worksteal": "load",
+    "loadfile": "module",
+    "loadscope": "class",
+    "loadgroup": "group",
+}
+
+
+def _refuse_xdist_distribution(config: pytest.Config) -> None:
+    """pytest-xdist's own distribution options would hand the run to pytest-xdist (or be
+    ignored): a usage error naming this plugin's option instead."""
+    if config.getoption("distload", False) or config.getoption("tx", None):
+        raise pytest.UsageError(
+            "--pool and pytest-xdist's -d/--tx both ask for workers; use --pool-tx SPEC for "
+            "workers behind execnet gateways"
+        )
+    mode = config.getoption("dist", "no")
+    if mode and mode != "no":
+        equivalent = _XDIST_DIST_EQUIVALENTS.get(mode)
+        advice = f"use --pool-dist {equivalent}" if equivalent else "see --pool-dist"
+        raise pytest.UsageError(
+            f"--dist {mode} is pytest-xdist's and does not apply to --pool; {advice} "
+            "(--dist no overrides an ini file's addopts)"
+        )
 
 
 def _pool_requested(config: pytest.Config) -> bool:
@@ -220,6 +228,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(
             "--pool and pytest-xdist's -n both ask for parallel workers; use one of them"
         )
+    _refuse_xdist_distribution(config)
     extraoptions.read(config)  # a bad ini value is a usage error before anything runs
     for option, flag in (("usepdb", "--pdb"), ("trace", "--trace")):
         if config.getoption(option, False):
@@ -248,10 +257,9 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
         return None  # pytest's own loop interrupts the run as a serial run does
     # The runner's modules are imported only by a run that asks for workers: a serial run with
     # this plugin installed does not pay for them (about 20 ms).
-    from pytest_poolrun import gateway
     from pytest_poolrun.runner import Controller, RunOptions, resolve_workers
 
-    tx = gateway.expand_specs(config.getoption("pool_tx"))
+    tx = txspecs.expand(config.getoption("pool_tx"))
     local = resolve_workers(config.getoption("pool"), len(session.items) - len(tx))
     workers = local + len(tx)
     if workers == 0 or not session.items:

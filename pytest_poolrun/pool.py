@@ -48,9 +48,8 @@ from multiprocessing.pool import RUN
 from os import getpid  # bound once: a test may patch os.getpid
 from typing import Any, TypeVar
 
-from pytest_poolrun import workerset
+from pytest_poolrun import txspecs, workerset
 from pytest_poolrun.dispatch import Dispatcher, Feeder
-from pytest_poolrun.gateway import expand_specs
 from pytest_poolrun.manager import Manager
 from pytest_poolrun.manager import PoolHooks as PoolHooks
 from pytest_poolrun.poolargs import (
@@ -119,7 +118,11 @@ class Pool:
         tx: Sequence[str] = (),
         in_flight: int | None = None,
     ) -> None:
-        specs = expand_specs(list(tx))
+        for spec in tx:
+            problem = txspecs.problem(spec)
+            if problem is not None:
+                raise ValueError(f"tx: {problem}")
+        specs = txspecs.expand(list(tx))
         slot_specs = worker_slots(processes, specs, initializer, maxtasksperchild)
         method = resolve_start_method(start_method, context)
         hooks = hooks or PoolHooks()

@@ -265,6 +265,12 @@ def test_timeouts_run_out_while_a_test_freezes_time(pool: Pool) -> None:
             pool.apply(time.sleep, (LONG_TASK,), timeout=SHORT_TIMEOUT)
 
 
+def test_a_tx_spec_that_names_no_gateway_is_refused_at_once() -> None:
+    # Not a worker that "disconnects" at its first task, far from the typo.
+    with pytest.raises(ValueError, match="'bogus' is not a gateway"):
+        Pool(1, tx=["bogus"])
+
+
 # --------------------------------------------------------------- what can be sent
 
 

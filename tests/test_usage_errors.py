@@ -29,6 +29,13 @@ CASES = [
     (("--pool", "2", "--pdb"), "*--pdb cannot be used with --pool*"),
     (("--pool", "2", "--trace"), "*--trace cannot be used with --pool*"),
     (("--pool", "2", "-n", "2"), "*--pool and pytest-xdist's -n both ask*"),
+    (("--pool", "2", "-d", "--tx", "popen"), "*-d/--tx both ask for workers; use --pool-tx*"),
+    (
+        ("--pool", "2", "--dist", "loadfile"),
+        "*--dist loadfile is pytest-xdist's*--pool-dist module*",
+    ),
+    (("--pool-fixture-tx", "bogus"), "*--pool-fixture-tx: 'bogus' is not a gateway; use*"),
+    (("-o", "pool_fixture_tx=bogus"), "*the ini key pool_fixture_tx: 'bogus' is not a gateway*"),
 ]
 
 
