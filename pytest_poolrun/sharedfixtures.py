@@ -158,7 +158,12 @@ class SharedFixtures:
         if call.excinfo is None:
             return
         hook = last.ihook
-        report = hook.pytest_runtest_makereport(item=last, call=call)
+        try:
+            report = hook.pytest_runtest_makereport(item=last, call=call)
+        except Exception:
+            # A plugin's implementation that needs what its own protocol hooks left on the item
+            # (pytest-rerunfailures'), which ran in a worker, not here: pytest's own report.
+            report = pytest.TestReport.from_item_and_call(last, call)
         hook.pytest_runtest_logreport(report=report)
 
     def for_fresh_workers(self) -> dict[str, tuple[object, bytes | None, str | None]]:

@@ -388,6 +388,30 @@ def test_rerunfailures_reruns_like_serial(pytester: pytest.Pytester) -> None:
     assert pooled.ret == serial.ret == 0
 
 
+def test_rerunfailures_lets_a_shared_fixture_teardown_error_be_reported(
+    pytester: pytest.Pytester,
+) -> None:
+    """The report is made by the last test's makereport hooks, in the controller, where that
+    test never ran: a plugin's implementation that needs what its own protocol hooks left on
+    the item (pytest-rerunfailures') must not turn the error into an INTERNALERROR."""
+    pytester.makeconftest(
+        """
+        import pytest
+        @pytest.fixture(scope="session")
+        def res():
+            yield 1
+            raise RuntimeError("teardown boom")
+        """
+    )
+    pytester.makepyfile("def test_one(res): pass\ndef test_two(res): pass\n")
+    args = (*POOL, "-p", "no:randomly", "-rE", "--pool-shared-fixture", "res")
+    serial = pytester.runpytest_subprocess(*args, timeout=120)
+    pooled = pytester.runpytest_subprocess(*args, "--pool", "2", timeout=120)
+    assert pooled.ret == serial.ret == pytest.ExitCode.TESTS_FAILED
+    assert pooled.parseoutcomes() == serial.parseoutcomes() == {"passed": 2, "errors": 1}
+    pooled.stdout.fnmatch_lines(["ERROR *::test_two - RuntimeError: teardown boom"])
+
+
 def test_rerunfailures_reruns_a_crashed_test(pytester: pytest.Pytester) -> None:
     """A test that kills its worker the first time is rerun (pytest_handlecrashitem), as
     with pytest-xdist; a serial run cannot survive the crash, so xdist is the reference."""
