@@ -100,6 +100,7 @@ class _ThisWorker:
     end: End | None = None
     task_id: int = -1
     retire: bool = False
+    own_modules: dict[str, object] = {}  # this package's, as the worker started serving
     # Who receives the results and errors: the process that made the pool, which runs the main
     # script this worker runs (forked from it, or started to run it again), or, for a worker
     # behind an execnet gateway, a process whose main module is not this one's.
@@ -126,7 +127,15 @@ def emit(payload: object) -> None:
     """
     if _ThisWorker.end is None:
         raise RuntimeError("emit() is only available inside a pool worker")
+    _restore_own_modules()
     _ThisWorker.end.send(Event(_ThisWorker.task_id, pickle.dumps(payload, pickle.HIGHEST_PROTOCOL)))
+
+
+def _restore_own_modules() -> None:
+    """Put this package's modules back in sys.modules before a message is pickled: a task may
+    have dropped them (a test that unloads modules), pickle finds the messages' classes there,
+    and a module imported again has other classes."""
+    sys.modules.update(_ThisWorker.own_modules)  # type: ignore[arg-type]
 
 
 def _die_with_parent() -> None:
@@ -174,6 +183,11 @@ def serve(
             end.send(SetupFailed(codec.dump_error(exc, _ThisWorker.caller_main)))
             raise
     end.send(Ready())
+    _ThisWorker.own_modules = {
+        name: module
+        for name, module in list(sys.modules.items())
+        if name.partition(".")[0] == __name__.partition(".")[0]
+    }
     functions: dict[bytes, Callable[..., Any]] = {}
     done = 0
     while True:
@@ -210,6 +224,7 @@ def serve(
             ok, payload = _encode_value(value)
         seconds = clock.monotonic() - started
         _ThisWorker.task_id = -1
+        _restore_own_modules()
         end.send(Result(message.task_id, ok, payload, seconds))
         if fatal:
             sys.stdout.flush()

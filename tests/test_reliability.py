@@ -152,15 +152,19 @@ def test_purges_plugin_modules():
 """
 
 
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+@pytest.mark.parametrize("then", ["", "def test_after(): pass\n"], ids=["last", "then-another"])
 def test_a_test_that_unloads_the_plugin_modules_ends_with_serial_verdicts(
-    pytester: pytest.Pytester, pids: Path
+    pytester: pytest.Pytester, pids: Path, start: str, then: str
 ) -> None:
     """Once the worker could not pickle its events any more (their classes are no longer the ones in
-    sys.modules); as the last of its chunk it starts the same endless restart loop."""
-    pytester.makepyfile(test_purge=PURGE_PLUGIN_MODULES)
+    sys.modules); as the last of its chunk it starts the same endless restart loop.  A spawned
+    worker died at its next message."""
+    pytester.makepyfile(test_purge=PURGE_PLUGIN_MODULES + then)
     serial, serial_xml, pooled, pool_xml = run_serial_then_pooled(
-        pytester, "--pool", "1", timeout=20
+        pytester, "--pool", "1", "--pool-start", start, timeout=20
     )
+    assert "Traceback" not in pooled.stdout.str() + pooled.stderr.str()
     assert pooled.ret == serial.ret, pooled.stdout.str()[-2000:]
     assert verdicts(pool_xml) == verdicts(serial_xml)
     assert_no_process_left(pids)
