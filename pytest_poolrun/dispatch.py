@@ -163,13 +163,19 @@ class Dispatcher:
         on_result: OnResult,
         timeout: float | None,
         first: int = 0,
+        ahead: bool = False,
     ) -> None:
-        """Queue one task; ``first`` is a map chunk's position in its iterable, for messages."""
+        """Queue one task (``ahead``: before those waiting); ``first`` is a map chunk's
+        position in its iterable, for messages."""
         try:
             args_blob = codec.dumps((mode, args, dict(kwargs)), self.main_at_workers())
         except Exception:
             _raise_send_error(mode, args, kwargs, first)
-        self.queue.append(Job(next(self._ids), function, args_blob, on_result, timeout))
+        job = Job(next(self._ids), function, args_blob, on_result, timeout)
+        if ahead:
+            self.queue.appendleft(job)
+        else:
+            self.queue.append(job)
 
     def enqueue_chunks(
         self,

@@ -203,7 +203,10 @@ class Pool:
         error_callback: Callable[[BaseException], object] | None = None,
         *,
         timeout: float | None = None,
+        ahead: bool = False,
     ) -> AsyncResult[T]:
+        """``multiprocessing.Pool.apply_async``; ``ahead``: queued before the tasks already
+        waiting (work handed back that should run before what was queued after it)."""
         self._manager.check_submission(timeout)
         result: AsyncResult[T] = AsyncResult(self._manager.token, callback, error_callback)
         function = dump_function(func, self._remote, self._manager.workers.main_at_workers())
@@ -212,7 +215,7 @@ class Pool:
         self._manager.submit(
             timeout,
             lambda dispatcher: dispatcher.enqueue(
-                function, APPLY, args, kwargs, result.on_result, timeout
+                function, APPLY, args, kwargs, result.on_result, timeout, ahead=ahead
             ),
         )
         return result

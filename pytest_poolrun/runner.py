@@ -151,6 +151,8 @@ class RunnerPool(Protocol):
         kwds: None = None,
         callback: Callable[[Any], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
+        *,
+        ahead: bool = False,
     ) -> object: ...
 
     def cancel_queued(self) -> None: ...
@@ -200,6 +202,8 @@ class Controller:
         self.session_exit: events.SessionExit | None = None
         self.internal_error: BaseException | None = None
         self.interrupted: events.ItemAborted | None = None  # a test raised KeyboardInterrupt
+        # Workers that retired (recycling, pytest.exit) ─▶ the items they handed back.
+        self.retired_with: dict[str, list[int]] = {}
         self.pool: RunnerPool | None = None  # started by run(), after the board and prepare()
 
     # ------------------------------------------------------------------------------- running
@@ -299,13 +303,16 @@ class Controller:
         base: Path = factory.getbasetemp()
         return base
 
-    def _submit(self, chunk: list[int]) -> None:
+    def _submit(self, chunk: list[int], handed_back: bool = False) -> None:
+        """Send ``chunk`` out; ``handed_back`` (items a worker did not get to run, or ran
+        into a crash) goes ahead of the chunks waiting, which come after it in the plan."""
         assert self.pool is not None
         self.pool.apply_async(
             itemrunner.run_chunk,
             (chunk, not self._is_long_test(chunk)),
             callback=self._chunk_done,
             error_callback=partial(self._chunk_failed, self.ledger.dispatched(chunk), chunk),
+            ahead=handed_back,
         )
 
     def _is_long_test(self, chunk: list[int]) -> bool:
@@ -367,10 +374,10 @@ class Controller:
         self._stop()
 
     def _chunk_done(self, result: tuple[str, int | None] | Retired) -> None:
-        if isinstance(result, Retired):  # the worker leaves; what it did not run goes again
-            returned = self.ledger.unstarted(result.returned)
-            if returned and not self.replayer.stopped:
-                self._submit(returned)
+        if isinstance(result, Retired):
+            # The worker leaves; what it did not run goes out again once it has ended, ahead
+            # of the chunks it had been sent meanwhile, which the pool then puts back first.
+            self.retired_with[result.worker] = list(result.returned)
             return
         worker, held = result
         self.ledger.hold(worker, held)
@@ -399,7 +406,7 @@ class Controller:
                 self.replayer.report_not_run(index, str(error))
             return
         if unstarted:
-            self._submit(unstarted)
+            self._submit(unstarted, handed_back=True)
 
     def _replay_journal(self, ended: WorkerExit) -> int | None:
         """Replay what the dead worker journaled and did not send; the item of a torn record."""
@@ -436,8 +443,11 @@ class Controller:
             report = self.replayer.crash_report(left.running, why, sections)
             self._handle_crash_item(left.running, ended.name, report)
             self.replayer.report_crash(left.running, report)
+        returned = self.ledger.unstarted(self.retired_with.pop(ended.name, []))
+        if returned and not self.replayer.stopped:
+            self._submit(returned, handed_back=True)
         if left.held is not None and not self.replayer.stopped:
-            self._submit([left.held])
+            self._submit([left.held], handed_back=True)  # it comes before what was returned
         node = self.nodes.down(ended.name, None if ended.expected else ended.describe())
         adapters.worker_ended(self.config, node.workeroutput if node.reported else None)
 
@@ -452,7 +462,7 @@ class Controller:
             if crashed != nodeid:
                 raise ValueError(f"{crashed} is not the test that crashed ({nodeid})")
             self.ledger.requeue(item)
-            self._submit([item])
+            self._submit([item], handed_back=True)
 
         scheduler = SimpleNamespace(config=self.config, mark_test_pending=mark_test_pending)
         # The node only while the hook runs: pytest prints a node's worker info under a report

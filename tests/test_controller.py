@@ -57,6 +57,8 @@ class FakePool:
         kwds: None = None,
         callback: Any = None,
         error_callback: Any = None,
+        *,
+        ahead: bool = False,
     ) -> object:
         assert func is itemrunner.run_chunk
         self.submitted.append(Submitted(list(args[0]), callback, error_callback))

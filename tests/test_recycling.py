@@ -52,6 +52,31 @@ def test_workers_are_replaced_after_n_tests(pytester: pytest.Pytester, args: tup
     assert max(per_process.values()) <= 5, per_process
 
 
+@pytest.mark.parametrize(
+    "limit", [("--pool-max-tests-per-worker", "3"), ("--pool-max-worker-rss", "1")]
+)
+def test_one_worker_still_runs_the_tests_in_collection_order(
+    pytester: pytest.Pytester, limit: tuple[str, str]
+) -> None:
+    """The items a retiring worker hands back run before the chunks it had been sent
+    meanwhile (--pool-max-worker-rss 1: a new worker after every test)."""
+    order = pytester.path / "order.txt"
+    pytester.makepyfile(
+        test_ordered=f"""
+        import pytest
+        @pytest.mark.parametrize("n", range(12))
+        def test_noted(n):
+            with open({str(order)!r}, "a") as f:
+                f.write(f"{{n}}\\n")
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        *POOL, "-p", "no:randomly", "--pool", "1", "--pool-chunksize", "2", *limit, timeout=120
+    )
+    result.assert_outcomes(passed=12)
+    assert order.read_text().split() == [str(n) for n in range(12)]
+
+
 def test_fixtures_are_set_up_again_in_the_new_worker(pytester: pytest.Pytester) -> None:
     log = pytester.path / "log.txt"
     pytester.makepyfile(
