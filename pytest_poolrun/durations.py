@@ -33,9 +33,12 @@ import tempfile
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:  # shardround reads this module's cache folder name
+    from pytest_poolrun.shardround import ShardRound
 
 # pytest's cache folder (``cache.mkdir``) and the file in it.
 CACHE_DIR = "poolrun"
@@ -88,10 +91,14 @@ class Durations:
         """``get`` for each node id, in order."""
         return list(map(self.stored.get, nodeids))
 
+    def rounded_measurements(self) -> dict[str, float]:
+        """This run's measurements as ``save`` stores them."""
+        return {k: round(v, 6) for k, v in self.measured.items()}
+
     def save(self, config: pytest.Config) -> None:
         if not self.measured:
             return
-        merged = {**self.stored, **{k: round(v, 6) for k, v in self.measured.items()}}
+        merged = {**self.stored, **self.rounded_measurements()}
         path = durations_file(config)
         if path is not None:
             try:
@@ -203,6 +210,8 @@ class DurationRecorder:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.durations = Durations.load(config)
+        # The round of CI shards this run is one of, if it is a shard (set at collection).
+        self.shard_round: ShardRound | None = None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.durations.record(report)
@@ -210,3 +219,5 @@ class DurationRecorder:
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self) -> None:
         self.durations.save(self.config)
+        if self.shard_round is not None:
+            self.shard_round.finish(self.config, self.durations.rounded_measurements())

@@ -20,10 +20,12 @@ from typing import Any
 import pytest
 
 from pytest_poolrun import extraoptions, fixture, identity, runid, scheduling, sharding, txspecs
-from pytest_poolrun.durations import DurationRecorder, Durations
+from pytest_poolrun.durations import DurationRecorder, Durations, durations_file
+from pytest_poolrun.shardround import ShardRound
 from pytest_poolrun.timeouts import MAX_TIMEOUT, MIN_TIMEOUT
 
 durations_key = pytest.StashKey[Durations]()
+recorder_key = pytest.StashKey[DurationRecorder]()
 # Options whose output is written from inside the test protocol, to the terminal writer of the
 # process that runs the test: under --pool they would print nothing.
 SERIAL_ONLY_OPTIONS = {
@@ -216,6 +218,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[runid.testrun_uid_key] = runid.new_testrun_uid()
     recorder = DurationRecorder(config)
     config.stash[durations_key] = recorder.durations
+    config.stash[recorder_key] = recorder
     config.pluginmanager.register(recorder, "poolrun-durations")
     # Registered now, after every entry-point plugin, so these fixtures take precedence over
     # pytest-xdist's namesakes when both plugins are installed.
@@ -346,8 +349,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     shard = config.getoption("pool_shard", None)
     if shard is None:
         return
-    durations = config.stash[durations_key]
-    infos = [scheduling.ItemInfo(item.nodeid, durations.get(item.nodeid)) for item in items]
+    recorder = config.stash[recorder_key]
+    path = durations_file(config)
+    source = "the cache" if path is None else str(path.resolve())
+    shard_round = ShardRound.begin(config, recorder.durations.stored, shard, source)
+    recorder.shard_round = shard_round
+    basis = shard_round.basis
+    infos = [scheduling.ItemInfo(item.nodeid, basis.get(item.nodeid)) for item in items]
     mine = set(sharding.split(infos, shard.total)[shard.number - 1])
     kept = [item for index, item in enumerate(items) if index in mine]
     dropped = [item for index, item in enumerate(items) if index not in mine]

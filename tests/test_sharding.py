@@ -60,6 +60,27 @@ def test_shards_together_run_every_test_once(pytester: pytest.Pytester, pool) ->
     assert len(set(seen)) == 44
 
 
+@pytest.mark.parametrize("store", ["cache", "file"])
+def test_shards_run_one_after_another_in_one_checkout_run_every_test_once(
+    pytester: pytest.Pytester, store: str
+) -> None:
+    """Each shard writes back what it measured; the next shards of the round still split by
+    the durations the round started from.  Three rounds, the last in reverse order."""
+    pytester.makepyfile(test_skewed=SKEWED)
+    durations = pytester.path / "durations.json"
+    store_args = (f"--pool-durations={durations}",) if store == "file" else ()
+    pytester.runpytest_subprocess(*POOL, *store_args)  # durations to start from
+    for numbers in ((1, 2, 3), (1, 2, 3), (3, 2, 1)):
+        seen: list[str] = []
+        for number in numbers:
+            result = pytester.runpytest_subprocess(
+                *POOL, "-p", "no:randomly", "--pool-shard", f"{number}/3", "-v", *store_args
+            )
+            assert result.ret == 0
+            seen.extend(_ran(result))
+        assert len(seen) == len(set(seen)) == 44, sorted(seen)
+
+
 def test_durations_file_balances_shards_and_merges(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_skewed=SKEWED)
     durations = pytester.path / "durations.json"
