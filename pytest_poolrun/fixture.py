@@ -158,9 +158,16 @@ class SharedPool:
     def lease(self) -> Pool:
         pool = self._pool
         if pool is None or not pool.accepting:
+            from pytest_poolrun.forksafety import behind_execnet_gateway
             from pytest_poolrun.pool import Pool
 
-            pool = self._pool = Pool(self.size, name_prefix="pool-fixture-", tx=self.tx)
+            # Behind an execnet gateway its receiver thread runs, and a pool never forks past
+            # a thread: it starts its workers through a forkserver here, as a choice (with
+            # the default it would warn about the thread, an error under -W error).
+            method = "forkserver" if behind_execnet_gateway() else None
+            pool = self._pool = Pool(
+                self.size, name_prefix="pool-fixture-", tx=self.tx, start_method=method
+            )
         return pool
 
     def release(self) -> None:

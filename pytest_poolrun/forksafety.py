@@ -100,6 +100,27 @@ def fork_blockers() -> list[str]:
     return blockers
 
 
+def behind_execnet_gateway() -> bool:
+    """Every other Python thread is an execnet gateway's receiver: this process is a worker
+    behind a gateway (pytest-xdist's, or this runner's spawned and execnet workers), which
+    ``fork_blockers`` never lets fork (the receiver is not idle while it handles a message).
+    Native threads are not looked at: with the receiver running, no fork happens anyway."""
+    me = threading.get_ident()
+    others = [frame for ident, frame in sys._current_frames().items() if ident != me]
+    return bool(others) and all(map(_in_execnet_receiver, others))
+
+
+def _in_execnet_receiver(frame: FrameType | None) -> bool:
+    while frame is not None:
+        if (
+            frame.f_code.co_name == "_thread_receiver"
+            and frame.f_globals.get("__name__") == "execnet.gateway_base"
+        ):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _let_libraries_park_their_threads() -> bool:
     """Fork once, the child leaving at once, so that libraries that end their thread pools
     before every fork (OpenBLAS) do it now, in this process too (see the module docstring).

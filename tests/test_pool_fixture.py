@@ -180,3 +180,24 @@ def test_inside_the_runners_workers_the_cpus_are_shared(
     every_pid = {pid for entry in seen for pid in entry["pids"]}
     assert not [pid for pid in every_pid if alive(pid)]
     assert os.getpid() not in pools
+
+
+@pytest.mark.parametrize(
+    "workers",
+    [("--pool", "1", "--pool-start", "spawn"), ("--pool-tx", "popen"), ("-p", "xdist", "-n", "1")],
+    ids=["spawn", "execnet", "xdist"],
+)
+def test_behind_an_execnet_gateway_the_fixture_starts_its_pool_without_a_warning(
+    pytester: pytest.Pytester, workers: tuple[str, ...]
+) -> None:
+    """execnet's receiver thread runs in such a worker: the pool starts its workers through a
+    forkserver there by choice, with no warning about the thread (an error under -W error)."""
+    pytester.makepyfile(
+        """
+        def test_uses_the_pool(pool):
+            assert pool.map(abs, [-1, -2]) == [1, 2]
+            assert pool.start_method == "forkserver"
+        """
+    )
+    result = pytester.runpytest_subprocess(*POOL, "-W", "error", *workers, timeout=120)
+    result.assert_outcomes(passed=1)
