@@ -431,7 +431,9 @@ def passed_item(
     """The hook calls recorded while the item ``nodeid`` ran as one ``PassedItem``, when they
     are exactly a plainly passing item's: its logstart, three reports (setup, call, teardown),
     and logfinish, all for that item and its location.  The reports are the ``TestReport``
-    objects themselves, each found plainly passing (``is_plain_pass``) when it was recorded."""
+    objects themselves, each found plainly passing (``is_plain_pass``) when it was recorded;
+    their outcomes are looked at again, as a worker's plugin may fail a test's call report
+    once its teardown is done (``leaks``: ``--pool-leaks fail``)."""
     if len(recorded) != 5:
         return None
     start, setup, call, teardown, finish = recorded
@@ -445,6 +447,7 @@ def passed_item(
         and start.location == setup.location == call.location == teardown.location
         and finish.location == start.location
         and (setup.when, call.when, teardown.when) == _PHASE_ORDER
+        and setup.outcome == call.outcome == teardown.outcome == "passed"
     ):
         times = (setup.duration, setup.start, setup.stop, call.duration, call.start, call.stop)
         return PassedItem(

@@ -12,13 +12,15 @@ Data flow, in a runner worker (registered by ``itemrunner.start_worker``)::
            neither the fixtures' nor multiprocessing's own helpers, nor workers of a live Pool
         ─▶ warn: a LeakedProcessWarning on that test (the controller's warnings summary shows
            it; under -W error it fails the teardown as any warning would)
-           fail: the teardown report fails with the same text
+           fail: the test's call report fails with the same text (the teardown's, for a
+           test whose call never ran); the worker still holds it, unsent
         ─▶ the leaked processes and their descendants are killed before the next test
 
 Why after the teardown phase: a function fixture may stop what the test started (a list of
-processes it kills at teardown is common); only once it has run is a survivor a leak.  So with
-``fail`` the test is reported as an error at teardown, where pytest reports any failure found
-after a test's body.
+processes it kills at teardown is common); only once it has run is a survivor a leak.  With
+``fail`` the test itself then fails: the worker sends a test's reports once its teardown is
+done, so its call report can still take the verdict (a failed call keeps its own, with the
+leak as a section), and the user reads one failed test, not a passed test with an error.
 
 Why descendants: every process a test starts (``subprocess``, ``multiprocessing``, a shell
 pipeline) is a child of the worker or of such a child, and the worker does nothing else while a
@@ -179,6 +181,9 @@ class LeakWatch:
         # The descendants as last walked, and the pid mark then (a fixture's before and after).
         self.walked: set[int] = set()
         self.walked_at: int | None = None
+        # The running test's call report (--pool-leaks fail fails it); the worker holds a
+        # test's reports until its teardown is done, so it can still change.
+        self.call_report: pytest.TestReport | None = None
 
     def current(self) -> set[int]:
         """The worker's descendants; walked again only if a process may have started since."""
@@ -239,10 +244,15 @@ class LeakWatch:
         # (--pool-leaks fail).  A plain hook, not a makereport wrapper: it costs a function call
         # per report, and every test pays it.
         if report.when != "teardown":
+            if report.when == "call":
+                self.call_report = report
             return
+        call, self.call_report = self.call_report, None
         leaked = self.find_leaks()
         if leaked:
-            self._complain(report, leaked)
+            if call is not None and call.nodeid != report.nodeid:
+                call = None
+            self._complain(report, call, leaked)
             _kill(leaked)
 
     def find_leaks(self) -> list[int]:
@@ -257,7 +267,9 @@ class LeakWatch:
         self.clean_at = mark
         return living
 
-    def _complain(self, report: pytest.TestReport, leaked: list[int]) -> None:
+    def _complain(
+        self, report: pytest.TestReport, call: pytest.TestReport | None, leaked: list[int]
+    ) -> None:
         listed = "\n".join(f"  pid {pid}: {command_line(pid)}" for pid in leaked)
         count = f"{len(leaked)} process{'es' if len(leaked) != 1 else ''}"
         text = (
@@ -271,8 +283,10 @@ class LeakWatch:
                 warnings.warn_explicit(LeakedProcessWarning(text), None, path, (lineno or 0) + 1)
                 return
             except Warning:
-                pass  # -W error: the warning is an error, as for any warning of a test
-        _fail(report, text)
+                # -W error: the warning is an error, as for any warning of a test, at teardown.
+                _fail(report, text)
+                return
+        _fail(report if call is None else call, text)
 
 
 def _fail(report: pytest.TestReport, text: str) -> None:
