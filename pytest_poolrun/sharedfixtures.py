@@ -166,15 +166,19 @@ class SharedFixtures:
             report = pytest.TestReport.from_item_and_call(last, call)
         hook.pytest_runtest_logreport(report=report)
 
-    def for_fresh_workers(self) -> dict[str, tuple[object, bytes | None, str | None]]:
-        """Each shared value pickled, or why not: name ─▶ (cache key, pickled value, error).
+    def for_fresh_workers(
+        self,
+    ) -> dict[str, tuple[object, bytes | None, str | None, bytes | None]]:
+        """Each shared value pickled, or why not: name ─▶ (cache key, pickled value, error,
+        the exception its setup raised, pickled where it pickles: a skip stays a skip).
+        Plain tuples: a spawned worker's input travels through execnet's serializer.
 
         A fresh worker has pytest's own session fixtures (``tmp_path_factory``,
         ``pytestconfig``) already, made for it; they are not sent.  A dependency that cannot be
         pickled is not sent either: the fresh worker sets it up again if a test asks for it.
         Only a named fixture that cannot travel becomes an error, at setup of its tests.
         """
-        sent: dict[str, tuple[object, bytes | None, str | None]] = {}
+        sent: dict[str, tuple[object, bytes | None, str | None, bytes | None]] = {}
         for name, (fixturedef, _) in self.defs.items():
             cached = fixturedef.cached_result
             if cached is None or _from_pytest(fixturedef):
@@ -183,10 +187,15 @@ class SharedFixtures:
             if error is not None:
                 exc = error[0] if isinstance(error, tuple) else error  # pytest < 8.2: no tuple
                 text = f"{type(exc).__name__}: {exc}"
-                sent[name] = (key, None, f"failed when the controller set it up: {text}")
+                sent[name] = (
+                    key,
+                    None,
+                    f"failed when the controller set it up: {text}",
+                    _pickled_or_none(exc),
+                )
                 continue
             try:
-                sent[name] = (key, pickle.dumps(value, pickle.HIGHEST_PROTOCOL), None)
+                sent[name] = (key, pickle.dumps(value, pickle.HIGHEST_PROTOCOL), None, None)
             except Exception as exc:
                 if name not in self.names:
                     continue
@@ -196,6 +205,7 @@ class SharedFixtures:
                     f"its value ({type(value).__name__}) cannot be pickled: {exc}; make it "
                     "picklable, or run such tests in forked workers (drop --pool-start spawn "
                     "and --pool-tx), which share the value without pickling",
+                    None,
                 )
         return sent
 
@@ -212,7 +222,7 @@ def install(session: pytest.Session, workerinput: dict[str, Any]) -> None:
     sent = workerinput.get(SHARED_KEY)
     if not sent:
         return
-    for name, (key, blob, error) in sent.items():
+    for name, (key, blob, error, raised) in sent.items():
         users = [item for item in session.items if name in _fixture_names(item)]
         if not users:
             continue
@@ -220,13 +230,64 @@ def install(session: pytest.Session, workerinput: dict[str, Any]) -> None:
         if blob is not None:
             fixturedef.cached_result = (pickle.loads(blob), key, None)
             continue
-        exc = SharedFixtureError(
+        exc = _unpickled_or_none(raised) or SharedFixtureError(
             f"shared fixture {name!r} could not be sent to worker {workerinput.get('workerid')}"
             f": {error}"
         )
         # pytest 8.2 caches (exception, traceback), earlier versions the exception alone.
         cached_error = (exc, None) if pytest.version_tuple >= (8, 2) else exc
         fixturedef.cached_result = (None, key, cached_error)
+
+
+def _pickled_or_none(exc: BaseException) -> bytes | None:
+    """The exception a shared fixture's setup raised, as a worker can raise it again (its
+    traceback stays behind)."""
+    for kind, outcome in _OUTCOMES.items():
+        if type(exc) is outcome:  # their classes name the builtins module: no pickle finds them
+            return pickle.dumps(_Outcome(kind, str(exc.msg)), pickle.HIGHEST_PROTOCOL)  # type: ignore[attr-defined]
+    try:
+        blob = pickle.dumps(exc, pickle.HIGHEST_PROTOCOL)
+        pickle.loads(blob)
+    except Exception:
+        return None
+    return blob
+
+
+# pytest's outcome exceptions a fixture's setup may raise, by a name to rebuild them from.
+_OUTCOMES: dict[str, type[BaseException]] = {
+    "skip": pytest.skip.Exception,
+    "xfail": pytest.xfail.Exception,
+    "fail": pytest.fail.Exception,
+}
+
+
+class _Outcome:
+    """Pickles as pytest's outcome exception ``kind`` with its message."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        self.kind = kind
+        self.message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _outcome_exception, (self.kind, self.message)
+
+
+def _outcome_exception(kind: str, message: str) -> BaseException:
+    exc = _OUTCOMES[kind](message)
+    if kind == "skip":
+        # As pytest marks a skip raised in a fixture: reported at the test, not the fixture.
+        exc._use_item_location = True  # type: ignore[attr-defined]
+    return exc
+
+
+def _unpickled_or_none(blob: bytes | None) -> BaseException | None:
+    if blob is None:
+        return None
+    try:
+        exc = pickle.loads(blob)
+    except Exception:  # its class does not import in the worker
+        return None
+    return exc if isinstance(exc, BaseException) else None
 
 
 def _defined(session: pytest.Session, name: str) -> bool:

@@ -156,6 +156,39 @@ def test_setup_and_teardown_errors_are_reported_as_serially(pytester: pytest.Pyt
     pooled.stdout.fnmatch_lines(["*ERROR at teardown of test_fragile*", "*teardown went wrong*"])
 
 
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_a_skip_or_an_error_in_setup_reads_as_serially_in_every_kind_of_worker(
+    pytester: pytest.Pytester, start: str
+) -> None:
+    """A fresh worker gets the exception the controller's setup raised: a skip skips each test
+    where serially, an error shows as itself."""
+    pytester.makeconftest(
+        """
+        import pytest
+        @pytest.fixture(scope="session")
+        def absent():
+            pytest.skip("no server here")
+        @pytest.fixture(scope="session")
+        def broken():
+            raise RuntimeError("setup boom")
+        """
+    )
+    pytester.makepyfile(
+        "def test_one(absent): pass\ndef test_two(absent): pass\ndef test_three(broken): pass\n"
+    )
+    shared = ("--pool-shared-fixture", "absent", "--pool-shared-fixture", "broken", "-rsE")
+    serial = pytester.runpytest_subprocess(*POOL, *shared, timeout=120)
+    pooled = pytester.runpytest_subprocess(
+        *POOL, *shared, "--pool", "2", "--pool-start", start, timeout=120
+    )
+    assert pooled.parseoutcomes() == serial.parseoutcomes() == {"skipped": 2, "errors": 1}
+
+    def summary(result: pytest.RunResult) -> list[str]:
+        return sorted(line for line in result.outlines if line.startswith(("SKIPPED", "ERROR")))
+
+    assert summary(pooled) == summary(serial)
+
+
 @pytest.mark.parametrize(
     ("fixtures", "message"),
     [
