@@ -379,6 +379,10 @@ class Pool:
         _live_pools.discard(self)
         return True
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # As multiprocessing's: a pool lives in the process that made it.
+        raise NotImplementedError("pool objects cannot be passed between processes or pickled")
+
     def __enter__(self) -> Pool:
         if self._manager.state != RUN:
             raise ValueError("Pool not running: it was closed or terminated; create a new Pool")

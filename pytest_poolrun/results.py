@@ -169,8 +169,9 @@ class IMapIterator(Iterator[T]):
     def __iter__(self) -> IMapIterator[T]:
         return self
 
-    def __next__(self) -> T:
-        return self.next()
+    def __next__(self, timeout: float | None = None) -> T:
+        # As multiprocessing's (whose __next__ is its next): iterator.__next__(timeout) works.
+        return self.next(timeout)
 
     def next(self, timeout: float | None = None) -> T:
         """The next result; ``multiprocessing.TimeoutError`` if none arrives within ``timeout``."""

@@ -11,6 +11,7 @@ import itertools
 import multiprocessing
 import multiprocessing.pool
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -330,6 +331,8 @@ def test_imap_next_with_a_timeout(make_pool: MakePool, method: str) -> None:
     results = getattr(pool, method)(time.sleep, [LONG_TASK])
     with pytest.raises(multiprocessing.TimeoutError):
         results.next(timeout=0.01)
+    with pytest.raises(multiprocessing.TimeoutError):
+        results.__next__(0.01)  # multiprocessing's __next__ is its next
     results = getattr(pool, method)(square, [])
     with pytest.raises(StopIteration):
         results.next(timeout=NO_HANG)
@@ -375,6 +378,11 @@ def test_large_arguments_and_results_travel(make_pool: MakePool) -> None:
     size = 8 * 1024 * 1024
     assert pool.apply(length, (big(size),)) == size
     assert len(pool.apply(big, (size,))) == size
+
+
+def test_a_pool_refuses_to_be_pickled(make_pool: MakePool) -> None:
+    with pytest.raises(NotImplementedError, match="cannot be passed between processes"):
+        pickle.dumps(make_pool(1))
 
 
 def test_close_then_join_keeps_results_and_refuses_new_tasks(make_pool: MakePool) -> None:
