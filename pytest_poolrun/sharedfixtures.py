@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Iterable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -154,7 +155,7 @@ class SharedFixtures:
             return
         self.restore()
         state = self.session._setupstate
-        call = pytest.CallInfo.from_call(lambda: state.teardown_exact(None), when="teardown")
+        call = pytest.CallInfo.from_call(partial(_tear_down, state), when="teardown")
         if call.excinfo is None:
             return
         hook = last.ihook
@@ -237,6 +238,11 @@ def install(session: pytest.Session, workerinput: dict[str, Any]) -> None:
         # pytest 8.2 caches (exception, traceback), earlier versions the exception alone.
         cached_error = (exc, None) if pytest.version_tuple >= (8, 2) else exc
         fixturedef.cached_result = (None, key, cached_error)
+
+
+def _tear_down(state: Any) -> None:
+    __tracebackhide__ = True  # the error's traceback starts at the fixture, as serially
+    state.teardown_exact(None)
 
 
 def _pickled_or_none(exc: BaseException) -> bytes | None:
