@@ -383,7 +383,8 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
     runid.adopt(config, testrun_uid)
     _Shared.recycler = workerfeatures.start(_session(), workerinput, _Shared.forked)
     _Shared.junit = junitrecords.WorkerRecords.of(config, _Shared.forked)
-    if config.option.capture == "no":
+    # Options of pytest's own plugins, which a run may disable (-p no:capture, -p no:terminal).
+    if config.getoption("capture", None) == "no":
         # -s: what tests print reaches the controller's terminal, from every kind of worker
         # (a fresh one's standard output is not the terminal; a forked one's would be lost in
         # its buffer when the worker exits).
@@ -395,7 +396,7 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
     config.pluginmanager.register(forwarder, "poolrun-forwarder")
     _Shared.forwarder = forwarder
     config.pluginmanager.register(_ForkedChildGuard(config), "poolrun-forked-child-guard")
-    if config.option.tbstyle == "native":
+    if config.getoption("tbstyle", None) == "native":
         config.pluginmanager.register(_NativeTracebackTrim(), "poolrun-native-traceback")
     hookproxies.install(_session())
     # Last: the runner's report hook calls in this worker skip pluggy's general path.

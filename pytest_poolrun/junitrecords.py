@@ -46,7 +46,7 @@ class WorkerRecords:
     @classmethod
     def of(cls, config: pytest.Config, forked: bool) -> WorkerRecords | None:
         """The worker's writer's records; None without ``--junitxml``."""
-        if xml_key is None or not config.option.xmlpath:
+        if xml_key is None or not config.getoption("xmlpath", None):  # -p no:junitxml
             return None
         writer = config.stash.get(xml_key, None)
         if writer is None and not forked:

@@ -6,7 +6,7 @@ import os
 import re
 
 import pytest
-from helpers import POOL, broken_makereport_conftest
+from helpers import POOL, broken_makereport_conftest, junit_outcomes
 
 BROKEN_FIXTURES = """
 import pytest, warnings
@@ -381,6 +381,30 @@ def test_pytest_exit_under_completion_order_ends_the_run_with_its_code(
     pooled.stdout.no_fnmatch_line("*INTERNALERROR*")
     reported = [line.split()[1] for line in pooled.outlines if line.startswith("PASSED ")]
     assert len(reported) == len(set(reported)) > 0
+
+
+@pytest.mark.parametrize("disabled", ["terminal", "capture", "junitxml"])
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_a_run_without_one_of_pytests_own_plugins_gives_serial_verdicts(
+    pytester: pytest.Pytester, disabled: str, start: str
+) -> None:
+    """Their options are then not defined at all: the workers must not read them."""
+    pytester.makepyfile("def test_a(): pass\ndef test_b(): assert 0\ndef test_c(): assert 1 == 2\n")
+    xml = pytester.path / "report.xml"
+    args = ("-p", f"no:{disabled}", "-p", "no:randomly")
+    if disabled != "junitxml":
+        args += (f"--junitxml={xml}",)
+    serial = pytester.runpytest_subprocess(*POOL, *args, timeout=120)
+    serial_outcomes = junit_outcomes(xml) if xml.exists() else None
+    pooled = pytester.runpytest_subprocess(
+        *POOL, *args, "--pool", "2", "--pool-start", start, timeout=120
+    )
+    assert pooled.ret == serial.ret == pytest.ExitCode.TESTS_FAILED
+    assert "Traceback" not in pooled.stdout.str() + pooled.stderr.str()
+    if serial_outcomes is not None:
+        assert junit_outcomes(xml) == serial_outcomes
+    else:
+        assert pooled.parseoutcomes() == serial.parseoutcomes() == {"failed": 2, "passed": 1}
 
 
 FAILING_COMPARISONS = """
