@@ -34,6 +34,9 @@ from pytest_poolrun.workerset import WorkerProcess
 SOCKET, EXIT, WAKEUP = "socket", "exit", "wakeup"
 # Bytes drained from the wake-up socket at a time (each wake-up writes one).
 WAKEUP_DRAIN = 4096
+# The longest single wait, in seconds; a longer timeout waits again (epoll takes at most 2**31
+# ms, a lock at most threading.TIMEOUT_MAX: get(9999999) is a common way to wait for ever).
+LONGEST_WAIT = 3600.0
 
 Selected = list[tuple[selectors.SelectorKey, int]]
 
@@ -99,7 +102,7 @@ class EventLoop:
 
     def select(self, seconds: float | None) -> Selected:
         """Wait up to ``seconds`` for I/O (or a wake-up); the caller need not hold the lock."""
-        return self._selector.select(seconds)
+        return self._selector.select(None if seconds is None else min(seconds, LONGEST_WAIT))
 
     def collect(self, ready: Selected) -> Arrivals:
         """Flush writable sockets and read what arrived (under the pool's lock)."""

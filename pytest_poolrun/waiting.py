@@ -31,7 +31,7 @@ from collections.abc import Callable
 from os import getpid  # bound once: a test may patch os.getpid
 
 from pytest_poolrun import clock
-from pytest_poolrun.eventloop import Callbacks, EventLoop
+from pytest_poolrun.eventloop import LONGEST_WAIT, Callbacks, EventLoop
 
 REENTRY_ERROR = (
     "a callback waited for a pool result: callbacks run inside the pool's event loop, in the "
@@ -152,7 +152,7 @@ class IoToken:
                         return False
                     if self._pumper is None and not self._token_wanted:
                         break
-                    self.changed.wait(remaining)
+                    self.changed.wait(None if remaining is None else min(remaining, LONGEST_WAIT))
                 self._pumper = me
             try:
                 self._pump(remaining)

@@ -380,6 +380,15 @@ def test_large_arguments_and_results_travel(make_pool: MakePool) -> None:
     assert len(pool.apply(big, (size,))) == size
 
 
+def test_a_wait_longer_than_the_system_allows_at_once_returns_the_result(
+    make_pool: MakePool,
+) -> None:
+    """get(9999999) is the usual way to wait for ever yet stay interruptible."""
+    pool = make_pool(1)
+    assert pool.apply_async(square, (2,)).get(9999999) == 4
+    assert pool.map_async(square, [3]).get(9999999) == [9]
+
+
 def test_a_pool_refuses_to_be_pickled(make_pool: MakePool) -> None:
     with pytest.raises(NotImplementedError, match="cannot be passed between processes"):
         pickle.dumps(make_pool(1))

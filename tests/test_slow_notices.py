@@ -41,6 +41,20 @@ def test_the_ini_key_sets_the_threshold(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["SLOW: test_slow.py::test_sleeps still running on gw0 after 1s"])
 
 
+@pytest.mark.parametrize("threshold", ["1e20", "inf"])
+def test_a_threshold_past_any_run_turns_the_notices_off(
+    pytester: pytest.Pytester, threshold: str
+) -> None:
+    # Once, the next notice's deadline reached the selector unclamped: INTERNALERROR.
+    pytester.makepyfile("def test_one(): pass\ndef test_two(): pass\n")
+    result = pytester.runpytest_subprocess(
+        *POOL, "--pool", "2", "--pool-slow", threshold, timeout=60
+    )
+    assert result.ret == 0
+    result.assert_outcomes(passed=2)
+    assert "SLOW" not in result.stdout.str()
+
+
 def test_interrupted_summary_lists_the_unfinished_tests(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_hang="import time\ndef test_hangs(): time.sleep(60)\n")
     pytester.makepyfile(test_other="def test_quick(): pass\n")
