@@ -169,8 +169,16 @@ def _start_process_state_afresh() -> None:
 
 
 def _read_stdin_from_devnull() -> None:
-    """Several workers must not read the one terminal; descriptor 0 is left as it is."""
+    """Several workers must not read the one terminal; descriptor 0 is left as it is.
+
+    A stream that is no file (pytest's capture guard, which makes a test's read an error as
+    serially, or a StringIO) reads no terminal: it is kept.
+    """
     if sys.stdin is not None:
+        try:
+            sys.stdin.fileno()
+        except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation is an OSError
+            return
         try:
             sys.stdin.close()
         except (OSError, ValueError):

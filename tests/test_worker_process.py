@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from helpers import POOL
@@ -252,11 +253,30 @@ def test_the_sentinel_turns_readable_when_the_child_ends() -> None:
     assert process.exitcode == -signal.SIGKILL
 
 
-def test_stdin_of_the_child_reads_nothing() -> None:
-    # Here stdin is pytest's, which raises on reading; the child's reads /dev/null.
-    process = _started(_exit_unless_stdin_is_empty)
-    process.join(RUN_TIMEOUT)
+def test_stdin_of_the_child_reads_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # A stdin that is a file (the terminal, a pipe): the child's reads /dev/null instead.
+    typed = tmp_path / "typed.txt"
+    typed.write_text("what the user typed\n")
+    with typed.open() as stdin:
+        monkeypatch.setattr(sys, "stdin", stdin)
+        process = _started(_exit_unless_stdin_is_empty)
+        process.join(RUN_TIMEOUT)
     assert process.exitcode == 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_reading_stdin_while_output_is_captured_is_an_error_as_serially(
+    pytester: pytest.Pytester, mode: str
+) -> None:
+    pytester.makepyfile(
+        """
+        import sys, pytest
+        def test_reads():
+            with pytest.raises(OSError, match="reading from stdin while output is captured"):
+                sys.stdin.read()
+        """
+    )
+    run(pytester, mode).assert_outcomes(passed=1)
 
 
 def _exit_unless_stdin_is_empty() -> None:
