@@ -97,7 +97,14 @@ from pytest_poolrun import (
 )
 from pytest_poolrun.board import Board
 from pytest_poolrun.internalframes import internal
-from pytest_poolrun.poolworker import current_worker, emit, format_exception, retire_after_task
+from pytest_poolrun.poolworker import (
+    current_worker,
+    emit,
+    format_exception,
+    package_modules,
+    restore_package_modules,
+    retire_after_task,
+)
 from pytest_poolrun.recycling import Recycler, Retired
 from pytest_poolrun.slotfiles import SlotFiles
 from pytest_poolrun.workersetup import DUMP_SIGNAL as DUMP_SIGNAL
@@ -126,7 +133,6 @@ class _Shared:
     outside: dict[str, pytest.Item | None] = {}
     dispositions: dict[int, Any] = {}
     pid: int = 0
-    own_modules: dict[str, object] = {}
     keyword_counts: recording.KeywordCounts | None = None  # counted before forking (prepare)
     tests_run: int = 0
     recycler: Recycler = Recycler(None, None)
@@ -150,9 +156,7 @@ def prepare(
     replaced = {name: getattr(_Shared, name) for name in _PREPARED}
     _Shared.session, _Shared.board, _Shared.basetemp = session, board, basetemp
     _Shared.journal, _Shared.faults = journal, faults
-    # Listed here, not in each forked worker: walking sys.modules there would touch (and copy)
-    # a page of every module object for a reference count.
-    _Shared.own_modules = _plugin_modules()
+    package_modules(refresh=True)  # before the fork, with every module the run imported
     _Shared.keyword_counts = recording.KeywordCounts(session.items)
     _Shared.dispositions = {}
     for signum in signal.valid_signals():
@@ -177,18 +181,9 @@ _PREPARED = (
     "basetemp",
     "journal",
     "faults",
-    "own_modules",
     "keyword_counts",
     "dispositions",
 )
-
-
-def _plugin_modules() -> dict[str, object]:
-    return {
-        name: module
-        for name, module in sys.modules.items()
-        if name == __package__ or name.startswith(f"{__package__}.")
-    }
 
 
 def stop_requested() -> bool:
@@ -357,8 +352,7 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
     info = current_worker()
     assert info is not None
     _Shared.pid = getpid()
-    if not _Shared.own_modules:  # a fresh worker: a forked one inherits them (prepare)
-        _Shared.own_modules = _plugin_modules()
+    package_modules()  # a fresh worker lists them now; a forked one inherited the list
     os.environ["PYTEST_XDIST_WORKER"] = info.name
     os.environ["PYTEST_XDIST_WORKER_COUNT"] = str(worker_count)
     os.environ["PYTEST_XDIST_TESTRUNUID"] = testrun_uid
@@ -453,7 +447,7 @@ def _send(event: events.WorkerEvent) -> None:
     # A test may have dropped this plugin's modules from sys.modules; pickle finds the events'
     # classes through it, and a re-imported module's classes are other objects.  (A finished
     # item's record holds no class of ours, see events.encode: _send_finished skips this.)
-    sys.modules.update(_Shared.own_modules)  # type: ignore[arg-type]
+    restore_package_modules()
     _queue(events.encode(event))
 
 

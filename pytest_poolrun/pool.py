@@ -69,7 +69,7 @@ from pytest_poolrun.poolerrors import SendError as SendError
 from pytest_poolrun.poolerrors import TaskCancelledError as TaskCancelledError
 from pytest_poolrun.poolerrors import TaskTimeoutError as TaskTimeoutError
 from pytest_poolrun.poolerrors import WorkerLostError as WorkerLostError
-from pytest_poolrun.poolworker import APPLY, MAP, STARMAP, WorkerSetup
+from pytest_poolrun.poolworker import APPLY, MAP, STARMAP, WorkerSetup, package_modules
 from pytest_poolrun.results import AsyncResult as AsyncResult
 from pytest_poolrun.results import IMapIterator as IMapIterator
 from pytest_poolrun.results import MapResult as MapResult
@@ -139,6 +139,7 @@ class Pool:
         self._remote = bool(specs)
         dispatcher = Dispatcher(in_flight, workers.main_at_workers)
         self._manager = Manager(workers, dispatcher, hooks)
+        package_modules()  # listed here, before the workers fork (see there)
         try:
             started = workers.start_all()
         except BaseException:

@@ -100,7 +100,6 @@ class _ThisWorker:
     end: End | None = None
     task_id: int = -1
     retire: bool = False
-    own_modules: dict[str, object] = {}  # this package's, as the worker started serving
     # Who receives the results and errors: the process that made the pool, which runs the main
     # script this worker runs (forked from it, or started to run it again), or, for a worker
     # behind an execnet gateway, a process whose main module is not this one's.
@@ -127,15 +126,38 @@ def emit(payload: object) -> None:
     """
     if _ThisWorker.end is None:
         raise RuntimeError("emit() is only available inside a pool worker")
-    _restore_own_modules()
+    restore_package_modules()
     _ThisWorker.end.send(Event(_ThisWorker.task_id, pickle.dumps(payload, pickle.HIGHEST_PROTOCOL)))
 
 
-def _restore_own_modules() -> None:
+class _PackageModules:
+    """This package's modules by name, listed once in a process tree (see package_modules)."""
+
+    listed: dict[str, object] | None = None
+
+
+def package_modules(refresh: bool = False) -> dict[str, object]:
+    """This package's modules by name, as first listed (``refresh``: listed again now).
+
+    Listed in the process that makes a pool, before it forks: a forked worker inherits the
+    list, where walking sys.modules would touch (and copy) a page of every module object for a
+    reference count.  A fresh worker lists them as it starts serving.
+    """
+    if refresh or _PackageModules.listed is None:
+        package = __name__.partition(".")[0]
+        _PackageModules.listed = {
+            name: module
+            for name, module in list(sys.modules.items())
+            if name.partition(".")[0] == package
+        }
+    return _PackageModules.listed
+
+
+def restore_package_modules() -> None:
     """Put this package's modules back in sys.modules before a message is pickled: a task may
     have dropped them (a test that unloads modules), pickle finds the messages' classes there,
     and a module imported again has other classes."""
-    sys.modules.update(_ThisWorker.own_modules)  # type: ignore[arg-type]
+    sys.modules.update(package_modules())  # type: ignore[arg-type]
 
 
 def _die_with_parent() -> None:
@@ -183,11 +205,7 @@ def serve(
             end.send(SetupFailed(codec.dump_error(exc, _ThisWorker.caller_main)))
             raise
     end.send(Ready())
-    _ThisWorker.own_modules = {
-        name: module
-        for name, module in list(sys.modules.items())
-        if name.partition(".")[0] == __name__.partition(".")[0]
-    }
+    package_modules()  # a fresh worker lists them now, before a task can drop any
     functions: dict[bytes, Callable[..., Any]] = {}
     done = 0
     while True:
@@ -224,7 +242,7 @@ def serve(
             ok, payload = _encode_value(value)
         seconds = clock.monotonic() - started
         _ThisWorker.task_id = -1
-        _restore_own_modules()
+        restore_package_modules()
         end.send(Result(message.task_id, ok, payload, seconds))
         if fatal:
             sys.stdout.flush()
