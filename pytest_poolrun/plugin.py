@@ -20,11 +20,10 @@ from typing import Any
 import pytest
 
 from pytest_poolrun import extraoptions, fixture, identity, runid, scheduling, sharding, txspecs
-from pytest_poolrun.durations import DurationRecorder, Durations, durations_file
+from pytest_poolrun.durations import DurationRecorder, durations_file
 from pytest_poolrun.shardround import ShardRound
 from pytest_poolrun.timeouts import MAX_TIMEOUT, MIN_TIMEOUT
 
-durations_key = pytest.StashKey[Durations]()
 recorder_key = pytest.StashKey[DurationRecorder]()
 # Options whose output is written from inside the test protocol, to the terminal writer of the
 # process that runs the test: under --pool they would print nothing.
@@ -217,7 +216,6 @@ def _pool_requested(config: pytest.Config) -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[runid.testrun_uid_key] = runid.new_testrun_uid()
     recorder = DurationRecorder(config)
-    config.stash[durations_key] = recorder.durations
     config.stash[recorder_key] = recorder
     config.pluginmanager.register(recorder, "poolrun-durations")
     # Registered now, after every entry-point plugin, so these fixtures take precedence over
@@ -296,7 +294,7 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
         testrun_uid=config.stash[runid.testrun_uid_key],
         extras=extraoptions.read(config),
     )
-    Controller(session, options, config.stash[durations_key]).run()
+    Controller(session, options, config.stash[recorder_key].durations).run()
     if session.shouldfail:
         raise session.Failed(session.shouldfail)
     if session.shouldstop:
