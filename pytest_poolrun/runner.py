@@ -209,86 +209,87 @@ class Controller:
     # ------------------------------------------------------------------------------- running
 
     def run(self) -> None:
-        options = self.options
         self.shared.setup()  # before any fork: forked workers inherit the values
         restore_worker_state = itemrunner.prepare(
             self.session, self.board, self._basetemp(), self.journal, self.postmortem.fault_files
         )
         try:
-            workerinputs = self.nodes.inputs()
-            for workerinput in workerinputs.values():
-                adapters.add_coverage_input(self.config, workerinput)
-            self.shared.add_to(workerinputs, options.forked < options.workers)
-            # Spawned local workers are execnet popen gateways: they collect for themselves.
-            specs = options.worker_specs()[options.forked :]
-            # Read once, for the invocation and the plan (pytest 9 makes a node id at each read).
-            nodeids = tuple(item.nodeid for item in self.items)
-            invocation = itemrunner.Invocation(
-                tuple(self.config.invocation_params.args),
-                str(self.config.invocation_params.dir),
-                # A worker that collects for itself checks its tests against these: a spawned one,
-                # and a replacement started through a forkserver while a foreign thread runs.
-                nodeids,
-                workerinputs,
-            )
-            if options.forked:
-                gcpause.for_config(self.config).settle()
-            pool = self.pool = self._pool_factory(
-                options.forked,
-                initializer=itemrunner.start_worker,
-                initargs=(options.workers, options.testrun_uid, invocation),
-                tx=specs,
-                in_flight=CHUNKS_IN_FLIGHT,
-                # Forked without multiprocessing's bootstrap: tests see the main process, as
-                # serially.
-                context=PLAIN_FORK,
-                hooks=PoolHooks(self._on_event, self._on_worker_exit, itemrunner.finish_worker),
-                name_prefix=WORKER_PREFIX,
-                max_restarts=options.max_restarts,
-            )
-            previous_sigterm = _sigterm_interrupts()
-            restore_status_hook = directhooks.install_in_controller(self.config)
-            try:
-                # Planned while the workers start up (a tenth of a second at 50,000 tests): they
-                # need nothing of the plan but its chunks.
-                infos = iteminfo.describe(
-                    self.config, self.items, nodeids, self.durations, options.dist
-                )
-                chunks = scheduling.plan_chunks(
-                    infos, options.workers, options.chunksize, options.dist
-                )
-                del infos  # nothing of it is needed while the run lasts
-                for chunk in chunks:
-                    self._submit(chunk)
-                del chunks  # each goes once its task is done
-                pool.shutdown_idle()
-                while not pool.join(timeout=self._next_wakeup(pool.live_workers())):
-                    for worker in self.timeouts.expire(pool.live_workers()):
-                        pool.kill(worker)
-                    self.slow.announce(pool.live_workers())
-            except KeyboardInterrupt:
-                self.slow.interrupted(pool.live_workers(), self.config.pluginmanager)
-                raise
-            finally:
-                restore_status_hook()
-                pool.terminate()
-                self.shared.restore()  # no worker forks any more: the controller may tear down
-                self.postmortem.cleanup()
-                self.journal.close()
-                if previous_sigterm is not None:
-                    signal.signal(signal.SIGTERM, previous_sigterm)
-            self.shared.teardown(self.items[-1])
-            if self.internal_error is not None:
-                raise self.internal_error
-            if self.interrupted is not None:
-                # As serially: pytest prints its interrupted summary and exits with code 2.
-                last_line = self.interrupted.description.strip().splitlines()[-1]
-                raise KeyboardInterrupt(f"{self.items[self.interrupted.item].nodeid}: {last_line}")
-            if self.session_exit is not None:
-                raise pytest.exit.Exception(self.session_exit.message, self.session_exit.returncode)
+            self._run_prepared()
         finally:
             # This process was a worker of an outer run before (a test's in-process session).
             restore_worker_state()
+
+    def _run_prepared(self) -> None:
+        """The run, once ``itemrunner.prepare`` has handed the workers what they inherit."""
+        options = self.options
+        workerinputs = self.nodes.inputs()
+        for workerinput in workerinputs.values():
+            adapters.add_coverage_input(self.config, workerinput)
+        self.shared.add_to(workerinputs, options.forked < options.workers)
+        # Spawned local workers are execnet popen gateways: they collect for themselves.
+        specs = options.worker_specs()[options.forked :]
+        # Read once, for the invocation and the plan (pytest 9 makes a node id at each read).
+        nodeids = tuple(item.nodeid for item in self.items)
+        invocation = itemrunner.Invocation(
+            tuple(self.config.invocation_params.args),
+            str(self.config.invocation_params.dir),
+            # A worker that collects for itself checks its tests against these: a spawned one,
+            # and a replacement started through a forkserver while a foreign thread runs.
+            nodeids,
+            workerinputs,
+        )
+        if options.forked:
+            gcpause.for_config(self.config).settle()
+        pool = self.pool = self._pool_factory(
+            options.forked,
+            initializer=itemrunner.start_worker,
+            initargs=(options.workers, options.testrun_uid, invocation),
+            tx=specs,
+            in_flight=CHUNKS_IN_FLIGHT,
+            # Forked without multiprocessing's bootstrap: tests see the main process, as serially.
+            context=PLAIN_FORK,
+            hooks=PoolHooks(self._on_event, self._on_worker_exit, itemrunner.finish_worker),
+            name_prefix=WORKER_PREFIX,
+            max_restarts=options.max_restarts,
+        )
+        previous_sigterm = _sigterm_interrupts()
+        restore_status_hook = directhooks.install_in_controller(self.config)
+        try:
+            # Planned while the workers start up (a tenth of a second at 50,000 tests): they
+            # need nothing of the plan but its chunks.
+            infos = iteminfo.describe(
+                self.config, self.items, nodeids, self.durations, options.dist
+            )
+            chunks = scheduling.plan_chunks(infos, options.workers, options.chunksize, options.dist)
+            del infos  # nothing of it is needed while the run lasts
+            for chunk in chunks:
+                self._submit(chunk)
+            del chunks  # each goes once its task is done
+            pool.shutdown_idle()
+            while not pool.join(timeout=self._next_wakeup(pool.live_workers())):
+                for worker in self.timeouts.expire(pool.live_workers()):
+                    pool.kill(worker)
+                self.slow.announce(pool.live_workers())
+        except KeyboardInterrupt:
+            self.slow.interrupted(pool.live_workers(), self.config.pluginmanager)
+            raise
+        finally:
+            restore_status_hook()
+            pool.terminate()
+            self.shared.restore()  # no worker forks any more: the controller may tear down
+            self.postmortem.cleanup()
+            self.journal.close()
+            if previous_sigterm is not None:
+                signal.signal(signal.SIGTERM, previous_sigterm)
+        self.shared.teardown(self.items[-1])
+        if self.internal_error is not None:
+            raise self.internal_error
+        if self.interrupted is not None:
+            # As serially: pytest prints its interrupted summary and exits with code 2.
+            last_line = self.interrupted.description.strip().splitlines()[-1]
+            raise KeyboardInterrupt(f"{self.items[self.interrupted.item].nodeid}: {last_line}")
+        if self.session_exit is not None:
+            raise pytest.exit.Exception(self.session_exit.message, self.session_exit.returncode)
 
     def _next_wakeup(self, live: list[LiveWorker]) -> float | None:
         return earliest(self.timeouts.until_next_deadline(live), self.slow.until_next_notice(live))
