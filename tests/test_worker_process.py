@@ -181,7 +181,7 @@ def test_a_test_running_a_pooled_session_in_its_worker_leaves_the_worker_intact(
     result = run(pytester, "pool", "--pool-chunksize", "10")
     result.assert_outcomes(passed=3, failed=1)
     result.stdout.no_fnmatch_line("*INTERNALERROR*")
-    result.stdout.fnmatch_lines(["FAILED *::test_c - assert 0"])
+    result.stdout.fnmatch_lines(["FAILED *::test_c*"])  # the message only where the line has room
 
 
 def _exit_with(code: object) -> None:
