@@ -68,6 +68,7 @@ controller before the pool forks: nothing is pickled, imported or collected agai
 from __future__ import annotations
 
 import functools
+import io
 import os
 import signal
 import sys
@@ -137,6 +138,8 @@ class _Shared:
     tests_run: int = 0
     recycler: Recycler = Recycler(None, None)
     junit: junitrecords.WorkerRecords | None = None
+    # Under -s: the forwarded sys.stdout and sys.stderr, flushed as each test ends.
+    streams: tuple[IO[str], ...] = ()
 
 
 def prepare(
@@ -384,6 +387,7 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
         # its buffer when the worker exits).
         sys.stdout = _forwarded(sys.__stdout__)
         sys.stderr = _forwarded(sys.__stderr__)
+        _Shared.streams = (sys.stdout, sys.stderr)
     for error in adapters.worker_started(config, _Shared.forked):
         print(f"poolrun: worker {info.name} could not prepare a plugin: {error}")
     forwarder = recording.Forwarder(config, _session().items, _send_loose, _Shared.keyword_counts)
@@ -428,9 +432,19 @@ def _own_capture(config: pytest.Config) -> None:
     _flush()
 
 
-def _forwarded(original: IO[str] | None) -> forwarding.ForwardedText:
+def _forwarded(original: IO[str] | None) -> io.TextIOWrapper:
     """A stream whose text goes to the controller's terminal, tagged with the running test."""
-    return forwarding.ForwardedText(original, _send_output)
+    return forwarding.forwarded_text(original, _send_output)
+
+
+def _flush_streams() -> None:
+    """Under -s: what a test wrote without an ending newline (or as bytes) goes out as its
+    own, before the next test's output."""
+    for stream in _Shared.streams:
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # closed by the test, as a serial run's stream could be
 
 
 def _send_output(text: str) -> None:
@@ -523,6 +537,8 @@ def _run(index: int, nextitem: pytest.Item | None) -> None:
         _flush()
         raise
     finally:
+        if _Shared.streams:
+            _flush_streams()
         recorded = forwarder.end()
     _send_junit_records()
     _send_finished(events.ItemFinished(index, recorded), None if board is None else info.slot)
@@ -625,6 +641,7 @@ def finish_worker() -> None:
         print(f"poolrun: worker {_name()}: a plugin's pytest_sessionfinish failed: {exc!r}")
     for error in adapters.worker_finishing(config, output):
         print(f"poolrun: worker {_name()} could not hand its plugins' results over: {error}")
+    _flush_streams()
     _send(events.WorkerOutput(xdistnode.sendable(output)))
     _flush()
 

@@ -253,6 +253,38 @@ def test_no_capture_shows_prints_of_spawned_workers(pytester: pytest.Pytester) -
     pooled.stdout.fnmatch_lines_random(expected)
 
 
+STANDARD_STREAMS = """
+import sys
+import pytest
+
+@pytest.mark.parametrize("name", ["stdout", "stderr"])
+def test_stream_is_a_text_file(name):
+    stream = getattr(sys, name)
+    original = getattr(sys, "__" + name + "__")
+    assert (stream.encoding, stream.errors) == (original.encoding, original.errors)
+    assert stream.name == original.name
+    stream.reconfigure(line_buffering=True)
+
+def test_bytes_through_buffer():
+    sys.stdout.buffer.write("bytes through the buffer \\u2713\\n".encode(sys.stdout.encoding))
+
+def test_line_without_newline():
+    print("a line without its newline", end="")
+"""
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_no_capture_gives_tests_real_text_streams(pytester: pytest.Pytester, start: str) -> None:
+    # Under -s, tests use sys.stdout as the file it is serially: its buffer, encoding, errors,
+    # name and reconfigure; what they write, bytes and unfinished lines too, is shown.
+    pytester.makepyfile(test_streams=STANDARD_STREAMS)
+    expected = ["*bytes through the buffer \u2713*", "*a line without its newline*"]
+    run(pytester, "-s").stdout.fnmatch_lines_random(expected)
+    pooled = run(pytester, "-s", "--pool", "2", "--pool-start", start)
+    pooled.assert_outcomes(passed=4)
+    pooled.stdout.fnmatch_lines_random(expected)
+
+
 # ------------------------------------------------------------------------ --pool-dist module
 
 INTERLEAVE = """
