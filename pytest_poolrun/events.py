@@ -18,10 +18,10 @@ three floats (an item whose three phases all pass plainly as one ``PassedItem``,
 ``passed_item``), and the controller builds the report again from its own copy of the item with
 ``TestReport(...)``, as pytest's ``from_item_and_call`` does serially: the report shares the
 item's node id, location and keyword names, and costs the controller what it costs a serial
-run.  Any other plain ``TestReport``, in a run where only pytest itself implements those hooks,
-travels as its pickled attributes, so the controller gets the very objects a serial run would
-have (the hooks turn some failure representations, doctests' for one, into plain text), at a
-fraction of the cost.
+run.  Any other plain ``TestReport`` (or pytest's subtest report), in a run where only pytest
+itself implements those hooks, travels as its pickled attributes, so the controller gets the very
+objects a serial run would have (the hooks turn some failure representations, doctests' for one,
+into plain text, and quote a subtest's parameters again), at a fraction of the cost.
 Warnings travel as text with their category named by module and qualified name.
 
 **Records.**  A worker encodes each event once, when it is made, into a *record*: a header (the
@@ -92,9 +92,11 @@ class LogReport(NamedTuple):
 
 
 class PlainReport(NamedTuple):
-    """A plain ``TestReport``'s attributes, pickled (see the module docstring)."""
+    """A plain ``TestReport``'s attributes, pickled (see the module docstring); ``kind`` names
+    its class when that is one of pytest's own subclasses (``PLAIN_REPORT_CLASSES``)."""
 
     state: bytes
+    kind: str = ""
 
 
 class PassedReport(NamedTuple):
@@ -371,6 +373,16 @@ def _unsendable_report(
 # Plugins whose pytest_report_to_serializable leaves a plain TestReport to pytest's own code.
 BUILTIN_SERIALIZERS = frozenset({"reports", "subtests"})
 
+# The report classes whose attributes travel pickled (PlainReport.kind ─▶ class).  pytest 9's
+# subtest reports among them: their serialized form comes back with every parameter quoted
+# (``i='1'`` for ``i=1``), as pytest makes the parameters' text again from text.
+PLAIN_REPORT_CLASSES: dict[str, type[pytest.TestReport]] = {"": pytest.TestReport}
+try:
+    PLAIN_REPORT_CLASSES["subtest"] = importlib.import_module("_pytest.subtests").SubtestReport
+except (ImportError, AttributeError):  # pytest < 9: no subtests of its own
+    pass
+_PLAIN_KINDS = {cls: kind for kind, cls in PLAIN_REPORT_CLASSES.items()}
+
 
 def only_builtin_serializers(config: pytest.Config) -> bool:
     impls = config.hook.pytest_report_to_serializable.get_hookimpls()
@@ -380,12 +392,13 @@ def only_builtin_serializers(config: pytest.Config) -> bool:
 def capture_report(
     config: pytest.Config, report: pytest.TestReport, shortcut: bool
 ) -> LogReport | PlainReport:
-    if shortcut and type(report) is pytest.TestReport:
+    kind = _PLAIN_KINDS.get(type(report)) if shortcut else None
+    if kind is not None:
         try:
             state = pickle.dumps(report.__dict__, pickle.HIGHEST_PROTOCOL)
             if report.longrepr is not None:
                 pickle.loads(state)  # a failure's representation must also rebuild
-            return PlainReport(state)
+            return PlainReport(state, kind)
         except Exception:
             pass  # something a plugin attached does not pickle: take the hooks' way
     data = config.hook.pytest_report_to_serializable(config=config, report=report)
@@ -604,7 +617,8 @@ def replay(config: pytest.Config, event: HookEvent, hooks: directhooks.ReportHoo
     ``PassedReport``, which needs its item); the report hooks through ``hooks``."""
     hook = config.hook
     if isinstance(event, PlainReport):
-        report = pytest.TestReport.__new__(pytest.TestReport)
+        cls = PLAIN_REPORT_CLASSES[event.kind]
+        report = cls.__new__(cls)
         report.__dict__.update(pickle.loads(event.state))
         hooks.logreport(report=report)
     elif isinstance(event, LogReport):

@@ -161,11 +161,16 @@ def test_durations_report(pytester: pytest.Pytester) -> None:
 def test_subtests_reports_survive(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
+        import unittest
         def test_with_subtests(subtests):
             for n in range(3):
                 with subtests.test(msg="case", n=n):
                     assert n != 1
         def test_other(): pass
+        class TestCase(unittest.TestCase):
+            def test_sub(self):
+                with self.subTest(n=2):
+                    self.fail("two")
         """
     )
     serial = pytester.runpytest_subprocess(*POOL, "-rA")
@@ -173,6 +178,13 @@ def test_subtests_reports_survive(pytester: pytest.Pytester) -> None:
     assert pooled.ret == serial.ret == 1
     assert pooled.parseoutcomes() == serial.parseoutcomes()
     pooled.stdout.fnmatch_lines(["SUBFAILED*[[]case[]]*test_with_subtests*"])
+
+    # Each subtest's parameters as serially (n=1, not n='1'), in the summary and the headers.
+    def subtest_lines(result: pytest.RunResult) -> list[str]:
+        return sorted(line for line in result.outlines if "SUB" in line or "(n=" in line)
+
+    assert any("(n=1)" in line for line in subtest_lines(serial))
+    assert subtest_lines(pooled) == subtest_lines(serial)
 
 
 def test_verbose_progress_lists_every_test(pytester: pytest.Pytester) -> None:
