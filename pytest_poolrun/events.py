@@ -73,13 +73,15 @@ class ItemAborted(NamedTuple):
     ``interrupted``: it was a KeyboardInterrupt, which ends a serial run (exit code 2), so it
     ends this one too; anything else (a plugin's hook raising) ends it as an INTERNALERROR.
     ``recorded``: the hook calls the item made before that (its start, a setup report, the
-    warnings recorded while it ran), which a serial run made too.
+    warnings recorded while it ran), which a serial run made too.  ``crash``: the file and line
+    an interrupt was raised at (``interruption.crash_location``).
     """
 
     item: int
     description: str
     interrupted: bool = False
     recorded: tuple[HookEvent, ...] = ()
+    crash: tuple[str, int] | None = None
 
 
 class LogStart(NamedTuple):

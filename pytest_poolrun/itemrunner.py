@@ -88,6 +88,7 @@ from pytest_poolrun import (
     forwarding,
     gcpause,
     hookproxies,
+    interruption,
     junitrecords,
     leaks,
     recording,
@@ -533,7 +534,9 @@ def _run(index: int, nextitem: pytest.Item | None) -> None:
         raise
     except BaseException as exc:
         interrupted = isinstance(exc, KeyboardInterrupt)
-        _send(events.ItemAborted(index, format_exception(exc), interrupted, forwarder.end()))
+        crash = interruption.crash_location(exc) if interrupted else None
+        recorded = forwarder.end()
+        _send(events.ItemAborted(index, format_exception(exc), interrupted, recorded, crash))
         _flush()
         raise
     finally:

@@ -75,6 +75,7 @@ from pytest_poolrun import (
     directhooks,
     events,
     gcpause,
+    interruption,
     iteminfo,
     itemrunner,
     junitrecords,
@@ -285,9 +286,9 @@ class Controller:
         if self.internal_error is not None:
             raise self.internal_error
         if self.interrupted is not None:
-            # As serially: pytest prints its interrupted summary and exits with code 2.
-            last_line = self.interrupted.description.strip().splitlines()[-1]
-            raise KeyboardInterrupt(f"{self.items[self.interrupted.item].nodeid}: {last_line}")
+            # As serially: pytest prints its interrupted summary, naming the test's line, and
+            # exits with code 2.
+            interruption.raise_where_raised(self.interrupted.description, self.interrupted.crash)
         if self.session_exit is not None:
             raise pytest.exit.Exception(self.session_exit.message, self.session_exit.returncode)
 

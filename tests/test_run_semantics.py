@@ -122,7 +122,30 @@ def test_a_test_raising_keyboard_interrupt_interrupts_the_run(pytester: pytest.P
     assert serial.ret == pytest.ExitCode.INTERRUPTED
     pooled = run(pytester, "--pool", "2")
     assert pooled.ret == serial.ret, pooled.stdout.str()
-    pooled.stdout.fnmatch_lines(["*KeyboardInterrupt*"])
+    # The summary names where the test raised it, as serially, not a line of the plugin.
+    serial.stdout.fnmatch_lines([f"{pytester.path / 'test_kbi.py'}:*: KeyboardInterrupt"])
+    assert _interrupt_lines(pooled) == _interrupt_lines(serial)
+
+
+def _interrupt_lines(result: pytest.RunResult) -> list[str]:
+    return [line for line in result.outlines if "KeyboardInterrupt" in line]
+
+
+def test_an_interrupt_keeps_its_message_and_innermost_line(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        stopper="def stop(why):\n    raise KeyboardInterrupt(why)\n",
+        test_kbi="import stopper\ndef test_stops(): stopper.stop('enough')\n",
+    )
+    serial = run(pytester)
+    serial.stdout.fnmatch_lines(
+        [
+            "*! KeyboardInterrupt: enough !*",
+            f"{pytester.path / 'stopper.py'}:*: KeyboardInterrupt: enough",
+        ]
+    )
+    pooled = run(pytester, "--pool", "2", "--pool-start", "spawn")
+    assert pooled.ret == serial.ret == pytest.ExitCode.INTERRUPTED
+    assert _interrupt_lines(pooled) == _interrupt_lines(serial)
 
 
 # -------------------------------------------------------------------------------------- -x
