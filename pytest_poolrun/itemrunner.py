@@ -205,6 +205,31 @@ def stop_requested() -> bool:
     return _Shared.session is not None and bool(_Shared.session.shouldfail)
 
 
+class _TeardownAllOnStop:
+    """Once the run stops (``stop_requested``), the test running here is torn down as a serial
+    run tears down its last test: every fixture with it.
+
+    pytest tears a test down with every fixture (its ``nextitem`` None) when the session should
+    stop by the time its teardown starts.  A worker's session only knows of its own failures;
+    told of the stop here, before the teardown, it does the same: an error or output of a
+    module's or the session's teardown is that test's, as under pytest-xdist, and not a loose
+    line printed after the run.
+    """
+
+    def __init__(self, session: pytest.Session) -> None:
+        self._session = session
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        # The teardown follows the call, or a setup that did not pass (no call then).
+        last_before_teardown = report.when == "call" or (
+            report.when == "setup" and not report.passed
+        )
+        if last_before_teardown and stop_requested():
+            session = self._session
+            if not (session.shouldstop or session.shouldfail):
+                session.shouldstop = "the run stopped"
+
+
 def worker_name(session: pytest.Session) -> str | None:
     """This worker's name (``gw0``…) when ``session`` is the one it runs, else None."""
     info = current_worker()
@@ -395,6 +420,7 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
     config.pluginmanager.register(forwarder, "poolrun-forwarder")
     _Shared.forwarder = forwarder
     config.pluginmanager.register(_ForkedChildGuard(config), "poolrun-forked-child-guard")
+    config.pluginmanager.register(_TeardownAllOnStop(_session()), "poolrun-teardown-on-stop")
     if config.getoption("tbstyle", None) == "native":
         config.pluginmanager.register(_NativeTracebackTrim(), "poolrun-native-traceback")
     hookproxies.install(_session())

@@ -186,6 +186,55 @@ def test_exitfirst_reports_a_failure_that_was_already_running(pytester: pytest.P
     }
 
 
+STOP_WHILE_ANOTHER_MODULE_RUNS = {
+    "test_a": """
+import pathlib, time
+
+def test_fails_once_b_runs():
+    deadline = time.monotonic() + 10
+    while not pathlib.Path("b-started").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert False, "first failure"
+""",
+    "test_b": """
+import pathlib, time, pytest
+
+def teardown_module(module):
+    print("module b torn down")
+    raise ValueError("module b teardown failed")
+
+@pytest.mark.parametrize("n", range(3))
+def test_b(n):
+    pathlib.Path("b-started").touch()
+    time.sleep(0.5)
+""",
+}
+
+
+def test_exitfirst_tears_the_running_test_down_with_its_module(pytester: pytest.Pytester) -> None:
+    """A worker told to stop in the middle of a test tears every fixture down with it, as a
+    serial run does with its last test: a module's teardown error is that test's, never a loose
+    line; under collection order, nothing past the failure shows, as serially."""
+    pytester.makepyfile(**STOP_WHILE_ANOTHER_MODULE_RUNS)
+    args = ("-x", "-rA", "--pool", "2", "--pool-chunksize", "1", "-p", "no:randomly")
+    in_order = run(pytester, *args, "--pool-report-order", "collection")
+    assert in_order.ret == pytest.ExitCode.TESTS_FAILED
+    assert in_order.parseoutcomes() == {"failed": 1}
+    assert "module b" not in in_order.stdout.str()
+    (pytester.path / "b-started").unlink()
+    pooled = run(pytester, *args)
+    assert pooled.parseoutcomes() == {"failed": 1, "passed": 1, "errors": 1}
+    pooled.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_b[[]0[]]*",
+            "*Captured stdout teardown*",
+            "module b torn down",
+            "ERROR test_b.py::test_b[[]0[]]*",
+        ]
+    )
+    assert "poolrun: error while tearing" not in pooled.stdout.str()
+
+
 JUNIT_RECORDS = """
 import pytest
 
