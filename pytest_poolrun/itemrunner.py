@@ -685,5 +685,6 @@ def _tear_everything_down() -> None:
     try:
         session._setupstate.teardown_exact(None)
     except Exception as exc:
-        # A serial run stopped by -x reports such errors nowhere either; show them at least.
+        # Fixtures left set up when the stop came between two tests (_TeardownAllOnStop
+        # tears them down with a running test): no test is left to report this on.
         print(f"poolrun: error while tearing fixtures down after the run stopped: {exc!r}")
