@@ -47,6 +47,7 @@ from typing import Any, Literal, NamedTuple, Union
 import pytest
 
 from pytest_poolrun import directhooks
+from pytest_poolrun.interruption import Interrupt
 
 Location = tuple[str, Union[int, None], str]
 
@@ -70,18 +71,16 @@ class CaptureFiles(NamedTuple):
 class ItemAborted(NamedTuple):
     """pytest's protocol raised while the item ran: the item gets no verdict.
 
-    ``interrupted``: it was a KeyboardInterrupt, which ends a serial run (exit code 2), so it
-    ends this one too; anything else (a plugin's hook raising) ends it as an INTERNALERROR.
-    ``recorded``: the hook calls the item made before that (its start, a setup report, the
-    warnings recorded while it ran), which a serial run made too.  ``crash``: the file and line
-    an interrupt was raised at (``interruption.crash_location``).
+    ``interrupt``: it was a KeyboardInterrupt, which ends a serial run (exit code 2), so it
+    ends this one too; anything else (None: a plugin's hook raising) ends it as an
+    INTERNALERROR.  ``recorded``: the hook calls the item made before that (its start, a setup
+    report, the warnings recorded while it ran), which a serial run made too.
     """
 
     item: int
     description: str
-    interrupted: bool = False
+    interrupt: Interrupt | None = None
     recorded: tuple[HookEvent, ...] = ()
-    crash: tuple[str, int] | None = None
 
 
 class LogStart(NamedTuple):

@@ -2,11 +2,12 @@
 
 Data flow::
 
-    worker: a test raises KeyboardInterrupt ─▶ itemrunner: ItemAborted(description, crash=
-            crash_location(exc): the file and line of the innermost frame not hidden)
-    controller, once the pool has stopped ─▶ raise_where_raised(description, crash):
-            KeyboardInterrupt with the test's message, raised from a frame at that file and line
-            ─▶ pytest's interrupted summary
+    worker: a test raises KeyboardInterrupt ─▶ itemrunner: ItemAborted(..., interrupt=
+            Interrupt.of(exc): its message, and the file and line of the innermost frame of its
+            traceback that is not hidden)
+    controller, once the pool has stopped ─▶ raise_where_raised(interrupt): KeyboardInterrupt
+            with that message, raised from a frame at that file and line ─▶ pytest's
+            interrupted summary
 
 **Why.**  pytest's summary of an interrupted run names where the interrupt was raised
 (``test_api.py:12: KeyboardInterrupt``), from the innermost frame of its traceback that is not
@@ -19,15 +20,25 @@ and ``--fulltrace`` shows the test's line from the file.
 from __future__ import annotations
 
 from types import TracebackType
-from typing import NoReturn
-
-Location = tuple[str, int]
+from typing import NamedTuple, NoReturn
 
 
-def crash_location(exc: BaseException) -> Location | None:
+class Interrupt(NamedTuple):
+    """A test's ``KeyboardInterrupt``: its message (None: raised bare) and the file and line it
+    was raised at (None: no frame pytest would show)."""
+
+    message: str | None
+    location: tuple[str, int] | None
+
+    @classmethod
+    def of(cls, exc: BaseException) -> Interrupt:
+        return cls(str(exc) if exc.args else None, _innermost_shown(exc))
+
+
+def _innermost_shown(exc: BaseException) -> tuple[str, int] | None:
     """The file and line of the innermost frame of ``exc``'s traceback that pytest would show
     (none hidden by ``__tracebackhide__``)."""
-    found: Location | None = None
+    found: tuple[str, int] | None = None
     tb: TracebackType | None = exc.__traceback__
     while tb is not None:
         frame = tb.tb_frame
@@ -38,25 +49,13 @@ def crash_location(exc: BaseException) -> Location | None:
     return found
 
 
-def interrupt_like(description: str) -> KeyboardInterrupt:
-    """A ``KeyboardInterrupt`` whose text is the one ``description`` (a formatted traceback)
-    ends with: bare for a bare one, else with its message."""
-    lines = description.strip().splitlines()
-    last = lines[-1] if lines else ""
-    if last == "KeyboardInterrupt":
-        return KeyboardInterrupt()
-    prefix = "KeyboardInterrupt: "
-    return KeyboardInterrupt(last[len(prefix) :] if last.startswith(prefix) else last)
-
-
-def raise_where_raised(description: str, location: Location | None) -> NoReturn:
-    """Raise the interrupt ``description`` tells of, from ``location`` when it is known."""
-    interrupt = interrupt_like(description)
-    if location is None or location[1] < 1:
-        raise interrupt
-    path, lineno = location
-    # One frame at the test's file and line, with nothing of ours above it in the traceback's
-    # innermost entries.
+def raise_where_raised(interrupt: Interrupt) -> NoReturn:
+    """Raise ``interrupt`` again, from the file and line it was raised at when they are known."""
+    exc = KeyboardInterrupt() if interrupt.message is None else KeyboardInterrupt(interrupt.message)
+    if interrupt.location is None or interrupt.location[1] < 1:
+        raise exc
+    path, lineno = interrupt.location
+    # One frame at the test's file and line, the innermost of the traceback.
     code = compile("\n" * (lineno - 1) + "raise interrupt", path, "exec")
-    exec(code, {"interrupt": interrupt, "__name__": "__poolrun_interrupt__"})
+    exec(code, {"interrupt": exc, "__name__": "__poolrun_interrupt__"})
     raise AssertionError("unreachable: the compiled code raises")

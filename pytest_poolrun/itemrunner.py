@@ -88,7 +88,6 @@ from pytest_poolrun import (
     forwarding,
     gcpause,
     hookproxies,
-    interruption,
     junitrecords,
     leaks,
     recording,
@@ -99,6 +98,7 @@ from pytest_poolrun import (
 )
 from pytest_poolrun.board import Board
 from pytest_poolrun.internalframes import internal
+from pytest_poolrun.interruption import Interrupt
 from pytest_poolrun.poolworker import (
     current_worker,
     emit,
@@ -559,10 +559,8 @@ def _run(index: int, nextitem: pytest.Item | None) -> None:
         _flush()
         raise
     except BaseException as exc:
-        interrupted = isinstance(exc, KeyboardInterrupt)
-        crash = interruption.crash_location(exc) if interrupted else None
-        recorded = forwarder.end()
-        _send(events.ItemAborted(index, format_exception(exc), interrupted, recorded, crash))
+        interrupt = Interrupt.of(exc) if isinstance(exc, KeyboardInterrupt) else None
+        _send(events.ItemAborted(index, format_exception(exc), interrupt, forwarder.end()))
         _flush()
         raise
     finally:

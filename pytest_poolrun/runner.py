@@ -202,7 +202,7 @@ class Controller:
         )
         self.session_exit: events.SessionExit | None = None
         self.internal_error: BaseException | None = None
-        self.interrupted: events.ItemAborted | None = None  # a test raised KeyboardInterrupt
+        self.interrupted: interruption.Interrupt | None = None  # a test raised KeyboardInterrupt
         # Workers that retired (recycling, pytest.exit) ─▶ the items they handed back.
         self.retired_with: dict[str, list[int]] = {}
         self.pool: RunnerPool | None = None  # started by run(), after the board and prepare()
@@ -288,7 +288,7 @@ class Controller:
         if self.interrupted is not None:
             # As serially: pytest prints its interrupted summary, naming the test's line, and
             # exits with code 2.
-            interruption.raise_where_raised(self.interrupted.description, self.interrupted.crash)
+            interruption.raise_where_raised(self.interrupted)
         if self.session_exit is not None:
             raise pytest.exit.Exception(self.session_exit.message, self.session_exit.returncode)
 
@@ -353,8 +353,8 @@ class Controller:
             # At once, not in collection order: the run stops now (INTERNALERROR, or an
             # interrupt), and a stopped run replays no item that waits for its turn.
             self.replayer.replay(event.recorded, event.item)
-            if event.interrupted and self.interrupted is None:
-                self.interrupted = event
+            if event.interrupt is not None and self.interrupted is None:
+                self.interrupted = event.interrupt
                 self._stop()
         elif isinstance(event, events.SessionExit):
             self.ledger.finished(worker, event.item)
@@ -425,7 +425,7 @@ class Controller:
         left = self.ledger.ended(ended.name, ended.slot, ended.pid)
         overdue = self.timeouts.take(ended.name)
         aborted = left.aborted
-        if aborted is not None and not aborted.interrupted and self.internal_error is None:
+        if aborted is not None and aborted.interrupt is None and self.internal_error is None:
             # pytest's protocol raised while the test ran (a plugin's hook), here in the item a
             # worker held to its end: serially that is an INTERNALERROR, as in a chunk's item.
             nodeid = self.items[aborted.item].nodeid
