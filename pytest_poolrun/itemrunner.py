@@ -209,11 +209,11 @@ class _TeardownAllOnStop:
     """Once the run stops (``stop_requested``), the test running here is torn down as a serial
     run tears down its last test: every fixture with it.
 
-    pytest tears a test down with every fixture (its ``nextitem`` None) when the session should
-    stop by the time its teardown starts.  A worker's session only knows of its own failures;
-    told of the stop here, before the teardown, it does the same: an error or output of a
-    module's or the session's teardown is that test's, as under pytest-xdist, and not a loose
-    line printed after the run.
+    pytest (8.2 and later) tears a test down with every fixture (its ``nextitem`` None) when the
+    session should stop by the time its teardown starts.  A worker's session only knows of its
+    own failures; told of the stop here, before the teardown, it does the same: an error or
+    output of a module's or the session's teardown is that test's, as under pytest-xdist, and
+    not a loose line printed after the run.
     """
 
     def __init__(self, session: pytest.Session) -> None:
