@@ -48,6 +48,27 @@ class SendError(pickle.PicklingError):
     """An argument or result could not be pickled; the message names the object and its type."""
 
 
+# ``multiprocessing.pool``'s error for a result it cannot pickle (typeshed does not list it).
+MaybeEncodingError: type[Exception] = multiprocessing.pool.MaybeEncodingError  # type: ignore[attr-defined]
+
+
+class ResultSendError(SendError, MaybeEncodingError):  # type: ignore[misc,valid-type]
+    """A task's result could not be pickled: a ``SendError``, and ``multiprocessing``'s
+    ``MaybeEncodingError`` too, so that code written for ``multiprocessing.Pool`` catches it."""
+
+    def __init__(self, message: str) -> None:
+        Exception.__init__(self, message)
+        # MaybeEncodingError's fields: the reprs of the pickler's error and of what it refused.
+        self.exc = ""
+        self.value = ""
+
+    def __str__(self) -> str:
+        return Exception.__str__(self)
+
+    def __repr__(self) -> str:
+        return Exception.__repr__(self)
+
+
 # The traceback of an exception raised in a worker, as the worker formatted it (``.tb``): the
 # cause of the re-raised exception.  ``multiprocessing.pool``'s own class, so that code written
 # for ``multiprocessing.Pool`` recognises it.
@@ -213,8 +234,9 @@ def dump_value(
     what: str,
     advice: str = "pass something picklable",
     main: MainAtReceiver = OTHER_MAIN,
+    error_type: type[SendError] = SendError,
 ) -> bytes:
-    """Pickle ``obj``; on failure raise ``SendError`` naming the part of it that failed.
+    """Pickle ``obj``; on failure raise ``error_type`` naming the part of it that failed.
 
     ``what`` names ``obj`` as the user knows it (``"args"``, ``"iterable[3]"``, ``"the result"``);
     ``advice`` ends the message with what to do; ``main`` as for ``dumps``.
@@ -223,10 +245,13 @@ def dump_value(
         return dumps(obj, main)
     except Exception as exc:
         culprit, where = _find_unpicklable(obj, what)
-        raise SendError(
+        error = error_type(
             f"cannot pickle {where}: {_short_repr(culprit)} of type "
             f"{type(culprit).__qualname__} cannot be pickled ({exc}); {advice}"
-        ) from exc
+        )
+        if isinstance(error, ResultSendError):
+            error.exc, error.value = repr(exc), _short_repr(culprit)
+        raise error from exc
 
 
 def _find_unpicklable(obj: object, what: str) -> tuple[object, str]:

@@ -275,7 +275,7 @@ def _encode_value(value: Any) -> tuple[bool, bytes]:
     try:
         main = _ThisWorker.caller_main
         return True, codec.dump_value(
-            value, "the result", "return something picklable instead", main
+            value, "the result", "return something picklable instead", main, codec.ResultSendError
         )
     except codec.SendError as exc:
         return False, codec.dump_error(exc)

@@ -412,6 +412,19 @@ def test_unpicklable_result_is_named_with_its_type(pool: Pool) -> None:
     assert pool.apply(square, (2,)) == 4
 
 
+def test_unpicklable_result_is_caught_as_multiprocessing_catches_it(pool: Pool) -> None:
+    # Code written for multiprocessing.Pool catches its MaybeEncodingError.
+    with pytest.raises(multiprocessing.pool.MaybeEncodingError) as info:
+        pool.map(lambda x: return_lock() if x == 3 else x, range(5))
+    assert str(info.value).startswith("cannot pickle the result")
+    assert "of type lock cannot be pickled" in str(info.value)
+    assert "lock" in info.value.value
+    assert "lock" in info.value.exc
+    with pytest.raises(multiprocessing.pool.MaybeEncodingError):
+        pool.apply_async(return_lock).get(timeout=30)
+    assert pool.apply(square, (2,)) == 4
+
+
 def test_result_that_cannot_be_unpickled_here_fails_instead_of_hanging(pool: Pool) -> None:
     with pytest.raises(ReceiveError, match="No module named 'only_in_the_worker'"):
         pool.apply(return_worker_only_object)
