@@ -168,7 +168,8 @@ class Dispatcher:
         """Queue one task (``ahead``: before those waiting); ``first`` is a map chunk's
         position in its iterable, for messages."""
         try:
-            args_blob = codec.dumps((mode, args, dict(kwargs)), self.main_at_workers())
+            # ``first`` too: the worker names a map's result that does not pickle by its input.
+            args_blob = codec.dumps((mode, args, dict(kwargs), first), self.main_at_workers())
         except Exception:
             _raise_send_error(mode, args, kwargs, first)
         job = Job(next(self._ids), function, args_blob, on_result, timeout)

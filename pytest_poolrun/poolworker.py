@@ -221,7 +221,7 @@ def serve(
         fatal = False
         try:
             function = _decode_function(message.function, functions)
-            mode, args, kwargs = pickle.loads(message.args)
+            mode, args, kwargs, first = pickle.loads(message.args)
             value: Any
             if mode == APPLY:
                 value = function(*args, **kwargs)
@@ -239,7 +239,7 @@ def serve(
             ok, payload = False, codec.dump_error(exc, _ThisWorker.caller_main)
             fatal = not isinstance(exc, Exception)
         else:
-            ok, payload = _encode_value(value)
+            ok, payload = _encode_value(value, first if mode != APPLY else None)
         seconds = clock.monotonic() - started
         _ThisWorker.task_id = -1
         restore_package_modules()
@@ -270,13 +270,28 @@ def _decode_function(blob: bytes, cache: dict[bytes, Callable[..., Any]]) -> Cal
     return function
 
 
-def _encode_value(value: Any) -> tuple[bool, bytes]:
-    """(ok, pickled value), or (False, the error) when the value does not pickle."""
+def _encode_value(value: Any, first: int | None) -> tuple[bool, bytes]:
+    """(ok, pickled value), or (False, the error) when the value does not pickle.
+
+    ``first``: the value is a map chunk's list of results, of the inputs from ``first`` on; the
+    error then names the input whose result does not pickle (``iterable[3]``).
+    """
+    main = _ThisWorker.caller_main
     try:
-        main = _ThisWorker.caller_main
-        return True, codec.dump_value(
-            value, "the result", "return something picklable instead", main, codec.ResultSendError
-        )
+        return True, codec.dumps(value, main)
+    except Exception:
+        pass
+    parts = (
+        [(value, "the result")]
+        if first is None
+        else [(result, f"the result for iterable[{first + n}]") for n, result in enumerate(value)]
+    )
+    advice = "return something picklable instead"
+    try:
+        for part, what in parts:
+            codec.dump_value(part, what, advice, main, codec.ResultSendError)
+        # Each part pickles alone (only together they do not): the whole value, named.
+        return True, codec.dump_value(value, "the result", advice, main, codec.ResultSendError)
     except codec.SendError as exc:
         return False, codec.dump_error(exc)
 

@@ -413,14 +413,17 @@ def test_unpicklable_result_is_named_with_its_type(pool: Pool) -> None:
 
 
 def test_unpicklable_result_is_caught_as_multiprocessing_catches_it(pool: Pool) -> None:
-    # Code written for multiprocessing.Pool catches its MaybeEncodingError.
+    # Code written for multiprocessing.Pool catches its MaybeEncodingError; a map's result is
+    # named by its input.
     with pytest.raises(multiprocessing.pool.MaybeEncodingError) as info:
-        pool.map(lambda x: return_lock() if x == 3 else x, range(5))
-    assert str(info.value).startswith("cannot pickle the result")
+        pool.map(lambda x: return_lock() if x == 3 else x, range(8), 2)
+    assert str(info.value).startswith("cannot pickle the result for iterable[3]: <unlocked")
     assert "of type lock cannot be pickled" in str(info.value)
     assert "lock" in info.value.value
     assert "lock" in info.value.exc
-    with pytest.raises(multiprocessing.pool.MaybeEncodingError):
+    with pytest.raises(multiprocessing.pool.MaybeEncodingError, match=r"iterable\[6\]"):
+        list(pool.imap(lambda x: return_lock() if x == 6 else x, range(8), 4))
+    with pytest.raises(multiprocessing.pool.MaybeEncodingError, match=r"the result: "):
         pool.apply_async(return_lock).get(timeout=30)
     assert pool.apply(square, (2,)) == 4
 
