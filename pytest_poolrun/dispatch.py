@@ -21,11 +21,14 @@ started by a worker that dies go back to the queue.
 **Lazy imap.**  An ``imap``'s input is read a chunk at a time, only while the workers have room
 under their in-flight limit and the queue is empty (at least one chunk while none is
 outstanding; one read stops after ``READ_SECONDS``), round-robin across the imaps, so that an
-endless input does not starve other work.  The read-ahead is bounded: at most
-``READ_AHEAD_PER_WORKER`` chunks per worker slot read but not yet taken by the caller's
-iterator, so memory stays flat however long the input.  Once the pool is closing the bound is
-lifted: as with ``multiprocessing.Pool``, ``close`` and ``join`` then run the whole input
-without a reader.
+endless input does not starve other work.  The first chunk is read alone, and its result comes
+back before more is read; so do the results of an input much slower than its tasks
+(``Dispatcher._waits``): the input is read in the caller's thread, and a result must not wait
+there for the input's next item, which may even wait for that result.  The read-ahead is
+bounded: at most ``READ_AHEAD_PER_WORKER`` chunks per worker slot read but not yet taken by the
+caller's iterator, so memory stays flat however long the input.  Once the pool is closing the
+bound is lifted: as with ``multiprocessing.Pool``, ``close`` and ``join`` then run the whole
+input without a reader.
 """
 
 from __future__ import annotations
@@ -67,6 +70,9 @@ READ_AHEAD_PER_WORKER = 2 * MAX_IN_FLIGHT
 # first chunk): a slow input is then read a chunk or so at a time, and the results of what was
 # read meanwhile reach the caller, instead of waiting for a whole read-ahead.
 READ_SECONDS = 0.005
+# An input whose chunk takes this many times a task's time to read is read only once the
+# results of its chunks in flight are back (see Dispatcher._waits).
+SLOW_INPUT_RATIO = 10
 # The end of the message when an argument cannot be sent.
 SEND_ADVICE = "pass something picklable, or create it inside the task"
 
@@ -112,6 +118,8 @@ class Feeder:
     busy: bool = False
     ended: bool = False
     planned: int = field(default=0, repr=False)
+    # How long the slowest chunk of the last read took to read, in seconds.
+    read_seconds: float = 0.0
 
     @property
     def outstanding(self) -> int:
@@ -121,7 +129,9 @@ class Feeder:
     def read(self, count: int) -> Read:
         """Read up to ``count`` chunks (less after READ_SECONDS); an error replaces a chunk."""
         chunks: list[list[Any]] = []
-        stop = clock.monotonic() + READ_SECONDS
+        started = clock.monotonic()
+        stop = started + READ_SECONDS
+        self.read_seconds = 0.0
         for _ in range(count):
             if chunks and clock.monotonic() > stop:
                 break
@@ -129,6 +139,10 @@ class Feeder:
                 chunk = list(itertools.islice(self.items, self.size))
             except Exception as exc:
                 return Read(chunks, exc, True)
+            finally:
+                now = clock.monotonic()
+                self.read_seconds = max(self.read_seconds, now - started)
+                started = now
             if chunk:
                 chunks.append(chunk)
             if len(chunk) < self.size:
@@ -206,7 +220,10 @@ class Dispatcher:
         for feeder in idle:
             feeder.planned = 1 if feeder.outstanding == 0 else 0
             room -= feeder.planned
-        open_feeders = idle
+        # An input not read yet gives its first chunk alone.
+        open_feeders = [
+            feeder for feeder in idle if feeder.next_index and not self._waits(feeder, closing)
+        ]
         while room > 0 and open_feeders:
             still_open = []
             for feeder in open_feeders:
@@ -223,6 +240,25 @@ class Dispatcher:
         for feeder, _ in plan:
             feeder.busy = True
         return plan
+
+    def _waits(self, feeder: Feeder, closing: bool) -> bool:
+        """Whether ``feeder`` is better not read before the results of its chunks in flight
+        come back: its first result (the input's pace is not known yet), or results expected
+        well before its next chunk (an input much slower than the tasks).
+
+        The caller's thread reads the input, and while it waits there, results that came back
+        wait for it (``multiprocessing.Pool`` reads in a thread of its own).  Waiting for them
+        first hands each result out as soon as it is done, at the cost of a task's time, in
+        which the workers may idle, per chunk read: worth it for an input much slower than the
+        tasks, not for one about as fast (then the input and the tasks overlap, as before).
+        """
+        in_flight = feeder.next_index - feeder.results.delivered
+        if closing or in_flight == 0:
+            return False
+        if feeder.results.delivered == 0:
+            return True
+        task_seconds = self._task_seconds or 0.0
+        return feeder.read_seconds > max(READ_SECONDS, SLOW_INPUT_RATIO * task_seconds)
 
     def in_flight_limit(self) -> int:
         if self._in_flight is not None:

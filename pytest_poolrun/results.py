@@ -153,6 +153,11 @@ class IMapIterator(Iterator[T]):
         self.taken = 0
         self._current: Iterator[T] = iter(())
 
+    @property
+    def delivered(self) -> int:
+        """Chunks whose results arrived (taken by the caller or not)."""
+        return self.taken + len(self._arrived)
+
     def chunk_done(self, index: int) -> Callable[[bool, Any], None]:
         """The ``on_result`` of chunk ``index``."""
         return partial(self._chunk_arrived, index)

@@ -326,6 +326,20 @@ def test_imap_unordered_yields_before_its_input_is_exhausted(make_pool: MakePool
 
 
 @pytest.mark.parametrize("method", ["imap", "imap_unordered"])
+def test_imap_result_comes_while_the_input_waits_for_it(make_pool: MakePool, method: str) -> None:
+    # The input's second item waits until the caller has the first result: a producer that
+    # depends on what the consumer got must not deadlock (or here, wait out NO_HANG).
+    pool = make_pool(2)
+    got_first = threading.Event()
+    seen: list[bool] = []
+    results = getattr(pool, method)(square, input_gated_at(1, got_first, seen))
+    assert next(results) == 0
+    got_first.set()
+    assert list(results) == [1]
+    assert seen == [True]
+
+
+@pytest.mark.parametrize("method", ["imap", "imap_unordered"])
 def test_imap_next_with_a_timeout(make_pool: MakePool, method: str) -> None:
     pool = make_pool(1)
     results = getattr(pool, method)(time.sleep, [LONG_TASK])

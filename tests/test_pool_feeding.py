@@ -7,6 +7,7 @@ read of an input gives.
 from __future__ import annotations
 
 import itertools
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,13 +31,21 @@ class FakeWorker:
 
 @dataclass
 class Taken:
-    """Stands for the IMapIterator: only how many chunks its caller took."""
+    """Stands for the IMapIterator: how many chunks came back, and how many its caller took."""
 
     taken: int = 0
+    delivered: int = 0
 
 
 def feeder(items: Iterator[Any], size: int = 1, taken: int = 0) -> Feeder:
-    return Feeder(items, size, b"f", 1, None, Taken(taken))  # type: ignore[arg-type]
+    return Feeder(items, size, b"f", 1, None, Taken(taken, taken))  # type: ignore[arg-type]
+
+
+def going(items: Iterator[Any]) -> Feeder:
+    """An input past its first chunk, whose result the caller took."""
+    started = feeder(items, taken=1)
+    started.next_index = 1
+    return started
 
 
 def plan(dispatcher: Dispatcher, workers: list[FakeWorker], closing: bool = False) -> list[int]:
@@ -48,7 +57,7 @@ def plan(dispatcher: Dispatcher, workers: list[FakeWorker], closing: bool = Fals
 
 def test_reads_as_much_as_the_workers_have_room_for() -> None:
     dispatcher = Dispatcher(None)
-    dispatcher.feeders.append(feeder(itertools.count()))
+    dispatcher.feeders.append(going(itertools.count()))
     workers = [FakeWorker(), FakeWorker(deque([object()]))]
     assert plan(dispatcher, workers) == [2 * MIN_IN_FLIGHT - 1]
 
@@ -64,8 +73,49 @@ def test_reads_one_chunk_when_nothing_is_outstanding_even_without_room() -> None
 
 def test_room_is_shared_round_robin_across_inputs() -> None:
     dispatcher = Dispatcher(None)
-    dispatcher.feeders.extend([feeder(itertools.count()), feeder(itertools.count())])
+    dispatcher.feeders.extend([going(itertools.count()), going(itertools.count())])
     assert sorted(plan(dispatcher, [FakeWorker(), FakeWorker()])) == [2, 2]
+
+
+def test_a_new_input_gives_its_first_chunk_alone_and_its_result_comes_first() -> None:
+    dispatcher = Dispatcher(None)
+    new = feeder(itertools.count())
+    dispatcher.feeders.append(new)
+    workers = [FakeWorker(), FakeWorker()]
+    assert plan(dispatcher, workers) == [1]
+    new.next_index = 1  # read, its result not back yet
+    assert plan(dispatcher, workers) == []
+    assert plan(dispatcher, workers, closing=True) == [2 * MIN_IN_FLIGHT]
+    new.results.delivered = 1
+    assert plan(dispatcher, workers) == [2 * MIN_IN_FLIGHT]
+
+
+def test_an_input_much_slower_than_its_tasks_is_read_once_their_results_are_back() -> None:
+    dispatcher = Dispatcher(None)
+    dispatcher._task_seconds = 0.001
+    slow = going(itertools.count())
+    dispatcher.feeders.append(slow)
+    slow.next_index = 2  # one chunk in flight
+    slow.read_seconds = 1.0
+    workers = [FakeWorker(), FakeWorker()]
+    assert plan(dispatcher, workers) == []
+    slow.results.delivered = 2
+    room = 2 * dispatcher.in_flight_limit()
+    assert plan(dispatcher, workers) == [room]
+    slow.results.delivered = 1
+    slow.read_seconds = 0.008  # about as slow as its tasks: read on, the two overlap
+    assert plan(dispatcher, workers) == [room]
+
+
+def test_a_read_measures_its_slowest_chunk() -> None:
+    def slow_second() -> Iterator[int]:
+        yield 0
+        time.sleep(0.05)
+        yield 1
+
+    reader = feeder(slow_second())
+    assert reader.read(2).chunks == [[0], [1]]
+    assert reader.read_seconds >= 0.05
 
 
 def test_read_ahead_of_the_caller_is_bounded_until_the_pool_closes() -> None:
