@@ -41,7 +41,8 @@ every item that finished, and knows that every item before the one the board sho
 when the run began (the controller turns SIGTERM into KeyboardInterrupt while the run lasts,
 and replacement workers are forked from it then), so that a test and the processes it starts
 see what they would see serially.  Stack dumps come on ``DUMP_SIGNAL``, a real-time signal where
-there is one, which tests leave alone (a test's own SIGUSR1 handler once swallowed them).
+there is one, which tests leave alone (a test's own SIGUSR1 handler once swallowed them); under
+``--pool-timeout``, a handler of it then marks a test that ran past the timeout (``overrun``).
 
 **A test's forked child** that returns instead of calling ``os._exit`` leaves at once,
 silently, as soon as the phase implementation it forked in (the test's call, a fixture's setup
@@ -90,6 +91,7 @@ from pytest_poolrun import (
     hookproxies,
     junitrecords,
     leaks,
+    overrun,
     recording,
     runid,
     workerfeatures,
@@ -396,7 +398,12 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
         _Shared.forked = True
         workersetup.restore_dispositions(_Shared.dispositions)
         _own_capture(config)
-        workersetup.own_fault_file(_Shared.faults, info.slot)
+        overrun_mark = _overrun_mark(config, info.slot)
+        workersetup.own_fault_file(
+            _Shared.faults, info.slot, None if overrun_mark is None else overrun_mark.on_dump
+        )
+        if overrun_mark is not None:
+            config.pluginmanager.register(overrun_mark, "poolrun-overrun-mark")
         workersetup.own_tmp_path(config, _Shared.basetemp, info.name)
         workersetup.silence_terminal(config, _forwarded(sys.__stdout__))
         workersetup.become_xdist_worker(config, workerinput)
@@ -426,6 +433,17 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
     hookproxies.install(_session())
     # Last: the runner's report hook calls in this worker skip pluggy's general path.
     directhooks.install_in_worker(config)
+
+
+def _overrun_mark(config: pytest.Config, slot: int) -> overrun.OverrunMark | None:
+    """Under ``--pool-timeout``, what fails a test that ended as its stacks were taken."""
+    timeout = config.getoption("pool_timeout", None)
+    board = _Shared.board
+    if timeout is None or board is None:
+        return None
+    return overrun.OverrunMark(
+        timeout, _session().items, functools.partial(board.running, slot, _Shared.pid)
+    )
 
 
 def _send_loose(event: events.HookEvent) -> None:

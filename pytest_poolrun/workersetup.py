@@ -4,7 +4,8 @@ Data flow, in the worker (``itemrunner.start_worker`` calls these)::
 
     forked after collection: the controller's session, as it was at the fork
       restore_dispositions ─▶ the signal handlers a serial run's test would see
-      own_fault_file       ─▶ fatal tracebacks and stack dumps to the slot's fault file
+      own_fault_file       ─▶ fatal tracebacks and stack dumps to the slot's fault file (then,
+                              under --pool-timeout, overrun.OverrunMark's handler)
       own_tmp_path         ─▶ a tmp_path base of its own (<basetemp>/popen-gw0)
       silence_terminal     ─▶ no reporting here (the controller replays), a muted reporter
       become_xdist_worker  ─▶ config.workerinput / workeroutput, as pytest-xdist gives
@@ -27,6 +28,7 @@ import itertools
 import os
 import signal
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -183,13 +185,18 @@ def restore_dispositions(dispositions: dict[int, Any]) -> None:
             continue
 
 
-def own_fault_file(faults: SlotFiles | None, slot: int) -> None:
-    """Send fatal-error tracebacks and on-demand stack dumps to the slot's fault file."""
+def own_fault_file(
+    faults: SlotFiles | None, slot: int, after_dump: Callable[[int, Any], None] | None = None
+) -> None:
+    """Send fatal-error tracebacks and on-demand stack dumps to the slot's fault file; with
+    ``after_dump``, that handler of DUMP_SIGNAL runs (in Python) after each dump."""
     fd = None if faults is None else faults.fd(slot)
     if fd is None:
         return
     faulthandler.enable(file=fd, all_threads=True)
-    faulthandler.register(DUMP_SIGNAL, file=fd, all_threads=True)
+    if after_dump is not None:
+        signal.signal(DUMP_SIGNAL, after_dump)  # faulthandler chains to the handler it finds
+    faulthandler.register(DUMP_SIGNAL, file=fd, all_threads=True, chain=after_dump is not None)
 
 
 def own_tmp_path(config: pytest.Config, basetemp: Path | None, name: str) -> None:

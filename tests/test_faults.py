@@ -195,6 +195,33 @@ def test_timed_out_test_shows_its_output_once(pytester: pytest.Pytester, pid_fil
     assert_no_process_left(pid_file)
 
 
+def test_test_that_ends_as_its_stacks_are_taken_still_times_out(
+    pytester: pytest.Pytester, pid_file: Path
+) -> None:
+    # The signal that takes the stacks cuts the C library's sleep short; the test then ends,
+    # and once passed, though it ran past the timeout.  The test after it is not touched.
+    pytester.makepyfile(
+        test_guilty="""
+        import ctypes
+        def test_sleeps_in_c():
+            ctypes.CDLL(None).sleep(30)
+        def test_after_it(): pass
+        """
+    )
+    result, outcomes = _run(pytester, "--pool", "1", "--pool-timeout", "1", "-rA")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert outcomes["test_guilty::test_sleeps_in_c"][0] == "failure"
+    assert outcomes["test_guilty::test_after_it"] == ("passed", "")
+    result.stdout.fnmatch_lines(
+        [
+            "Timeout: the test ran longer than --pool-timeout=1s; it ended while its worker's "
+            "stacks were being taken.",
+        ]
+    )
+    result.stdout.fnmatch_lines(["*= 1 failed, 9 passed in *"])
+    assert_no_process_left(pid_file)
+
+
 def test_exitfirst_stops_every_worker(pytester: pytest.Pytester, pid_file: Path) -> None:
     pytester.makepyfile(
         test_guilty="""
