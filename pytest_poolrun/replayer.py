@@ -16,7 +16,9 @@ Data flow, in the controller's thread::
 is replayed (``collection``), so that the output is a serial run's line for line.  Once the run
 stops (``-x``, ``--maxfail``), collection order replays nothing more (the items past the
 failing one would not have run serially); completion order goes on reporting the tests that
-were running and ran to their end, since they did run.
+were running and ran to their end, since they did run.  A test that raises KeyboardInterrupt
+stops the run at once, but in collection order it is replayed in its turn: the tests before it
+that ran are reported first (``interrupted_by``, ``release_through``).
 
 **Whose hooks.**  A serial run calls an item's report hooks through ``item.ihook``: the
 plugins, and the conftests of the item's directory and those above it, not a conftest of
@@ -91,6 +93,29 @@ class Replayer:
         while self._next in self._pending and not self.stopped:
             self._pending.pop(self._next)()
             self._next += 1
+
+    def interrupted_by(self, item: int, replay: Callable[[], None]) -> None:
+        """Test ``item`` interrupted the run (KeyboardInterrupt): ``replay`` runs, and the run
+        stops, at once in completion order; in collection order in its turn (``release_through``
+        at the latest), after the tests before it that ran, and nothing after it is replayed
+        (serially, nothing past it ran)."""
+
+        def replay_and_stop() -> None:
+            replay()
+            self.stop()
+
+        if self._in_collection_order:
+            self.in_order(item, replay_and_stop)
+        else:
+            replay_and_stop()
+
+    def release_through(self, item: int) -> None:
+        """At the run's end, in collection order: the replays of the items up to ``item`` that
+        wait for an earlier item, which never ran, in order."""
+        for index in sorted(index for index in self._pending if index <= item):
+            if self.stopped:
+                break
+            self._pending.pop(index)()
 
     def finished(self, event: events.ItemFinished) -> None:
         self.in_order(event.item, partial(self.replay, event.events, event.item))

@@ -203,6 +203,7 @@ class Controller:
         self.session_exit: events.SessionExit | None = None
         self.internal_error: BaseException | None = None
         self.interrupted: interruption.Interrupt | None = None  # a test raised KeyboardInterrupt
+        self.interrupted_item = -1  # that test
         # Workers that retired (recycling, pytest.exit) ─▶ the items they handed back.
         self.retired_with: dict[str, list[int]] = {}
         self.pool: RunnerPool | None = None  # started by run(), after the board and prepare()
@@ -282,6 +283,8 @@ class Controller:
             self.journal.close()
             if previous_sigterm is not None:
                 signal.signal(signal.SIGTERM, previous_sigterm)
+        if self.interrupted is not None:
+            self.replayer.release_through(self.interrupted_item)
         self.shared.teardown(self.items[-1])
         if self.internal_error is not None:
             raise self.internal_error
@@ -326,8 +329,10 @@ class Controller:
 
     def _stop(self) -> None:
         """-x, --maxfail or a plugin asked to stop: no new item starts anywhere."""
-        if not self.replayer.stop():
-            return
+        if self.replayer.stop():
+            self._halt()
+
+    def _halt(self) -> None:
         self.board.request_stop()
         assert self.pool is not None
         self.pool.cancel_queued()
@@ -350,12 +355,14 @@ class Controller:
             self.postmortem.keep_capture_files(worker, event)
         elif isinstance(event, events.ItemAborted):
             self.ledger.aborted(worker, event)
-            # At once, not in collection order: the run stops now (INTERNALERROR, or an
-            # interrupt), and a stopped run replays no item that waits for its turn.
-            self.replayer.replay(event.recorded, event.item)
+            replay = partial(self.replayer.replay, event.recorded, event.item)
             if event.interrupt is not None and self.interrupted is None:
-                self.interrupted = event.interrupt
-                self._stop()
+                # No test starts any more; the tests that ran before it are still reported.
+                self.interrupted, self.interrupted_item = event.interrupt, event.item
+                self._halt()
+                self.replayer.interrupted_by(event.item, replay)
+            else:
+                replay()  # at once: the run stops now (INTERNALERROR)
         elif isinstance(event, events.SessionExit):
             self.ledger.finished(worker, event.item)
             self.replayer.in_order(event.item, partial(self._exit_session, event))

@@ -127,6 +127,41 @@ def test_a_test_raising_keyboard_interrupt_interrupts_the_run(pytester: pytest.P
     assert _interrupt_lines(pooled) == _interrupt_lines(serial)
 
 
+INTERRUPTS_AFTER_TESTS_THAT_RUN = """
+import pathlib, time, pytest
+
+RAN = pathlib.Path(__file__).with_name("ran")
+
+@pytest.mark.parametrize("i", range(10))
+def test_before(i):
+    time.sleep(0.05)
+    with RAN.open("a") as ran:
+        ran.write(f"test_before[{i}]\\n")
+
+def test_interrupts(): raise KeyboardInterrupt
+
+@pytest.mark.parametrize("i", range(10))
+def test_after(i): time.sleep(0.05)
+"""
+
+
+def test_an_interrupt_in_collection_order_reports_the_tests_before_it_that_ran(
+    pytester: pytest.Pytester,
+) -> None:
+    """Serially every test before the interrupting one ran and is reported, then the run ends.
+    Under --pool a test before it may not have started (the stop came first); every one that
+    ran is reported, in collection order, and none after it."""
+    pytester.makepyfile(test_kbi=INTERRUPTS_AFTER_TESTS_THAT_RUN)
+    pooled = run(
+        pytester, "--pool", "2", "--pool-report-order", "collection", "-v", "-p", "no:randomly"
+    )
+    assert pooled.ret == pytest.ExitCode.INTERRUPTED
+    ran = set((pytester.path / "ran").read_text().split())
+    reported = re.findall(r"^test_kbi.py::(\S+) PASSED", pooled.stdout.str(), re.MULTILINE)
+    assert reported == [f"test_before[{i}]" for i in range(10) if f"test_before[{i}]" in ran]
+    assert len(reported) >= 5, pooled.stdout.str()
+
+
 def _interrupt_lines(result: pytest.RunResult) -> list[str]:
     return [line for line in result.outlines if "KeyboardInterrupt" in line]
 
