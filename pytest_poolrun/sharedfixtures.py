@@ -115,9 +115,18 @@ class SharedFixtures:
             return
         users = [item for item in self.session.items if name in _fixture_names(item)]
         if not users:
-            if not _defined(self.session, name):
+            # No collected test uses it (a -k run, say): nothing to set up, but a name that
+            # could never be shared is still a mistake.
+            anywhere = _all_definitions(self.session, name)
+            if anywhere is not None and not anywhere:
                 raise pytest.UsageError(
                     f"{context}: there is no fixture named {name!r}; name a session fixture"
+                )
+            if anywhere and all(fixture.scope != "session" for fixture in anywhere):
+                raise pytest.UsageError(
+                    f"{context}: fixture {name!r} has scope {anywhere[0].scope!r}; only "
+                    "session fixtures can be shared (make it scope='session' or drop it from "
+                    "the option)"
                 )
             return
         definitions = {id(_definition(item, name)): _definition(item, name) for item in users}
@@ -296,12 +305,21 @@ def _unpickled_or_none(blob: bytes | None) -> BaseException | None:
     return exc if isinstance(exc, BaseException) else None
 
 
-def _defined(session: pytest.Session, name: str) -> bool:
-    """Whether a fixture ``name`` is defined anywhere (the manager's map is private and named
-    differently across pytest versions)."""
+def _all_definitions(session: pytest.Session, name: str) -> list[Any] | None:
+    """Every definition of fixture ``name`` anywhere (conftests, test modules, plugins); None
+    where pytest's fixture manager has none of the maps known here (they are private: name ─▶
+    definitions before pytest 9, name ─▶ node or node id ─▶ definitions since)."""
     manager = session._fixturemanager
     maps = ("_arg2fixturedefs", "_arg2node2fixturedefs", "_arg2nodeid2fixturedefs")
-    return any(name in getattr(manager, attr, {}) for attr in maps)
+    found: list[Any] | None = None
+    for mapping in (getattr(manager, attr, None) for attr in maps):
+        if not isinstance(mapping, dict):
+            continue
+        found = found or []
+        entry = mapping.get(name, ())
+        for definitions in entry.values() if isinstance(entry, dict) else [entry]:
+            found += list(definitions)
+    return found
 
 
 def _from_pytest(fixturedef: Any) -> bool:

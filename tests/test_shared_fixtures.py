@@ -214,6 +214,37 @@ def test_what_cannot_be_shared_is_a_usage_error(
     result.stderr.fnmatch_lines([message])
 
 
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("per_test", "*fixture 'per_test' has scope 'function'*"),
+        ("tmp_path", "*fixture 'tmp_path' has scope 'function'*"),
+        ("nowhere", "*there is no fixture named 'nowhere'*"),
+    ],
+)
+def test_what_cannot_be_shared_is_a_usage_error_also_when_no_test_uses_it(
+    pytester: pytest.Pytester, name: str, message: str
+) -> None:
+    pytester.makepyfile(
+        test_one="""
+        import pytest
+        @pytest.fixture
+        def per_test(): pass
+        @pytest.fixture(scope="session")
+        def server(): pass
+        def test_one(per_test, server): pass
+        def test_two(): pass
+        """
+    )
+    selected = ("--pool", "1", "-k", "test_two", "--pool-shared-fixture")
+    result = pytester.runpytest_subprocess(*POOL, *selected, name, timeout=60)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+    # A session fixture that only deselected tests use: nothing to set up, no error.
+    result = pytester.runpytest_subprocess(*POOL, *selected, "server", timeout=60)
+    result.assert_outcomes(passed=1, deselected=1)
+
+
 def test_without_pool_the_option_changes_nothing(pytester: pytest.Pytester) -> None:
     log = _suite(pytester)
     result = pytester.runpytest_subprocess(*POOL, "--pool-shared-fixture", "server", timeout=60)
