@@ -132,6 +132,9 @@ class WarningRecorded(NamedTuple):
     when: str
     nodeid: str
     location: Location | None
+    # Whether the warning named the object it is about (``warnings.warn(source=…)``, a
+    # ResourceWarning's): pytest's summary then adds how to find where it was allocated.
+    had_source: bool = False
 
 
 HookEvent = Union[
@@ -482,6 +485,7 @@ def capture_warning(
         when=when,
         nodeid=nodeid,
         location=location,
+        had_source=message.source is not None,
     )
 
 
@@ -507,7 +511,10 @@ def rebuild_warning(event: WarningRecorded) -> warnings.WarningMessage:
         message: Warning = category(event.message)
     except Exception:
         message = UserWarning(event.message)
-    return warnings.WarningMessage(message, category, event.filename, event.lineno)
+    # The object itself stays in the worker.  A stand-in that the allocation tracer never saw
+    # (a built-in type) gives the summary's hint as the worker's would without tracemalloc.
+    source = object if event.had_source else None
+    return warnings.WarningMessage(message, category, event.filename, event.lineno, source=source)
 
 
 # Phase names as constants, as in the reports pytest makes, rather than a string per report.

@@ -65,6 +65,28 @@ def test_every_outcome_matches_serial(pytester: pytest.Pytester, run_both) -> No
     )
 
 
+def test_the_warnings_summary_reads_as_serially(pytester: pytest.Pytester, run_both) -> None:
+    # A warning about an object (source=) gets pytest's hint on finding where it was allocated.
+    pytester.makepyfile(
+        test_warns="""
+        import warnings
+        class Handle: pass
+        def test_about_an_object():
+            warnings.warn("handle left open", ResourceWarning, source=Handle())
+        def test_plain(): warnings.warn("plain")
+        """
+    )
+    serial, pooled, _, _ = run_both("-W", "default", "-p", "no:randomly")
+
+    def summary(result: pytest.RunResult) -> list[str]:
+        text = result.stdout.str()
+        section = text[text.index("warnings summary") : text.index("-- Docs")]
+        return sorted(section.splitlines())
+
+    assert any("Enable tracemalloc" in line for line in summary(serial))
+    assert summary(pooled) == summary(serial)
+
+
 def test_captured_output_and_logs_of_a_failing_test(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
