@@ -276,7 +276,7 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
                 "is serial; drop it to run in parallel"
             )
         return None
-    start, why_not_fork = _start_method(config.getoption("pool_start"))
+    start, why_not_fork = _start_method(config, config.getoption("pool_start"))
     if reporter is not None and config.get_verbosity() >= -1:
         reporter.write_line(_header(local, tx, start, len(session.items), why_not_fork))
     max_restarts = config.getoption("pool_max_restarts")
@@ -310,21 +310,30 @@ def _report_order(config: pytest.Config) -> str:
     return str(config.getoption("pool_report_order"))
 
 
-def _start_method(asked: str | None) -> tuple[str, str | None]:
+def _start_method(config: pytest.Config, asked: str | None) -> tuple[str, str | None]:
     """How local workers start, and why they are not forked when fork was possible.
 
     Forking after collection is the default wherever the platform allows it; a thread that
     ``forksafety`` does not know to be idle makes the run spawn its workers instead (also when
     ``--pool-start fork`` asked for a fork: a fork then could deadlock the worker), and the
-    header names that thread.
+    header names that thread.  So does, unless ``--pool-start fork`` asked for a fork, a plugin
+    that configures each worker in ``pytest_configure_node`` (``xdistnode``): spawned workers
+    run its ``pytest_configure`` with their own ``workerinput``, as pytest-xdist's do.
     """
     from pytest_poolrun.forksafety import fork_blockers, platform_forks_safely
+    from pytest_poolrun.xdistnode import plugins_configuring_workers
 
     if asked == "spawn" or not platform_forks_safely():
         return "spawn", None
     blockers = fork_blockers()
     if blockers:
         return "spawn", f"{', '.join(blockers)} running, and a fork copies no thread"
+    configuring = [] if asked == "fork" else plugins_configuring_workers(config)
+    if configuring:
+        return "spawn", (
+            f"{', '.join(configuring)} configures each worker in pytest_configure_node; "
+            "--pool-start fork forks anyway"
+        )
     return "fork", None
 
 

@@ -2,6 +2,8 @@
 
 Data flow::
 
+    plugin, choosing how local workers start ─▶ plugins_configuring_workers: a plugin that
+        hands each worker its input for its own pytest_configure ─▶ they are spawned
     controller, before the pool starts its workers
       WorkerNodes(config, names, testrun_uid): one WorkerNode per worker name, its workerinput
         {workerid, workercount, testrunuid, mainargv} ─▶ pytest_configure_node(node) (xdist's
@@ -87,6 +89,31 @@ class WorkerNode:
 
 def xdist_hooks_present(config: pytest.Config) -> bool:
     return hasattr(config.hook, "pytest_configure_node")
+
+
+# Packages whose pytest_configure_node a forked worker needs nothing more for: pytest-xdist's,
+# this runner's, and those its adapters serve (their keys are the same for every worker, or
+# read where a forked worker has them).
+NODE_HOOKS_SERVED = ("pytest_cov", "pytest_randomly", "pytest_rerunfailures", "xdist")
+
+
+def plugins_configuring_workers(config: pytest.Config) -> list[str]:
+    """The modules of the plugins that give workers their ``workerinput`` in
+    ``pytest_configure_node`` for their own ``pytest_configure`` to read, as far as can be told:
+    every implementation of the hook but those of ``NODE_HOOKS_SERVED``.  A forked worker was
+    configured once, as the controller, and would never read them (SQLAlchemy's plugin gives
+    each worker a database of its own that way)."""
+    caller = getattr(config.hook, "pytest_configure_node", None)
+    if caller is None:
+        return []
+    modules = []
+    for impl in caller.get_hookimpls():
+        module = str(getattr(impl.function, "__module__", ""))
+        package = module.partition(".")[0]
+        if impl.plugin_name == COVERAGE_PLUGIN or package in (*NODE_HOOKS_SERVED, __package__):
+            continue
+        modules.append(module)
+    return modules
 
 
 def call_node_hook(config: pytest.Config, name: str, **kwargs: Any) -> None:

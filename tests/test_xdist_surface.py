@@ -54,6 +54,52 @@ def test_workers_get_workerinput_and_hand_back_workeroutput(
     assert ran == [0, 1, 2, 3]
 
 
+CONFIGURED_PER_WORKER = """
+import pytest
+
+IDENT = None
+
+def pytest_configure(config):
+    global IDENT
+    if hasattr(config, "workerinput"):
+        IDENT = config.workerinput["ident"]
+
+def pytest_configure_node(node):
+    node.workerinput["ident"] = "db-" + node.gateway.id
+
+@pytest.fixture
+def database(worker_id):
+    return IDENT
+"""
+
+
+def test_a_plugin_that_configures_each_worker_gets_spawned_workers(
+    pytester: pytest.Pytester,
+) -> None:
+    """SQLAlchemy's pattern: pytest_configure_node hands each worker an id, which the worker's
+    own pytest_configure reads.  A forked worker ran no pytest_configure of its own."""
+    pytester.makeconftest(CONFIGURED_PER_WORKER)
+    pytester.makepyfile(
+        """
+        import pytest
+        @pytest.mark.parametrize("n", range(4))
+        def test_has_its_own_database(database, worker_id, n):
+            assert database == "db-" + worker_id
+        """
+    )
+    result = pytester.runpytest_subprocess(*POOL, "--pool", "2")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(
+        [
+            "poolrun: 2 workers, spawned, collecting for themselves (conftest configures each "
+            "worker in pytest_configure_node; --pool-start fork forks anyway), for 4 items"
+        ]
+    )
+    forked = pytester.runpytest_subprocess(*POOL, "--pool", "2", "--pool-start", "fork")
+    forked.stdout.fnmatch_lines(["poolrun: 2 workers, forked after collection, for 4 items"])
+    forked.assert_outcomes(failed=4)
+
+
 SESSIONFINISH_FILLS_OUTPUT = """
 import os
 
@@ -110,7 +156,8 @@ def test_a_crashed_worker_goes_down_with_an_error_and_no_output(pytester: pytest
         def test_fine(): pass
         """
     )
-    result = pytester.runpytest_subprocess(*POOL, "--pool", "1")
+    # Forked: a worker that a fork started says how it ended (a spawned one's gateway does not).
+    result = pytester.runpytest_subprocess(*POOL, "--pool", "1", "--pool-start", "fork")
     result.assert_outcomes(passed=1, failed=1)
     downs = [
         json.loads(line) for line in (pytester.path / "nodes-down.jsonl").read_text().splitlines()
