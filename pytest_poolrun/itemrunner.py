@@ -13,6 +13,7 @@ Data flow, in a worker forked from the controller after collection::
                                         ├─▶ the slot's journal (one os.write, before the next item)
                                         └─▶ the outbox ─▶ emit(tuple of records), every 50 ms
     finalizer finish_worker() ─▶ the held item runs with nextitem=None (fixtures torn down)
+                              ─▶ processes tests left that still run: warned about, killed
 
 **nextitem at a chunk's end.**  pytest decides which fixtures to tear down after an item by
 looking at the next item.  A worker that reaches the end of a chunk does not know its next item
@@ -676,9 +677,10 @@ def finish_worker() -> None:
         _flush()
     else:
         _tear_everything_down()
-    _send_junit_records()  # a session fixture's, recorded at its teardown
     session = _session()
     config = session.config
+    leaks.report_survivors(config)  # every fixture is torn down: what still runs is a leak
+    _send_junit_records()  # a session fixture's, recorded at its teardown
     output: dict[str, Any] = getattr(config, "workeroutput", {})
     try:
         xdistnode.finish_session(session, output)

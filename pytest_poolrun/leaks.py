@@ -9,18 +9,30 @@ Data flow, in a runner worker (registered by ``itemrunner.start_worker``)::
     pytest_runtest_logreport of the teardown phase, first of all plugins (every fixture the
         test needed is finalized)
         ─▶ find_leaks: the worker's descendants (/proc/<pid>/task/<tid>/children) that are
-           neither the fixtures' nor multiprocessing's own helpers, nor workers of a live Pool
-        ─▶ warn: a LeakedProcessWarning on that test (the controller's warnings summary shows
-           it; under -W error it fails the teardown as any warning would)
-           fail: the test's call report fails with the same text (the teardown's, for a
-           test whose call never ran); the worker still holds it, unsent
-        ─▶ the leaked processes and their descendants are killed before the next test
+           neither the fixtures' nor multiprocessing's own helpers, nor workers of a live Pool,
+           nor suspects already
+        ─▶ warn: each is a suspect of that test, left running (report_survivors, below)
+           fail: the test's call report fails naming them (the teardown's, for a test whose
+           call never ran; the worker still holds it, unsent); they and their descendants are
+           killed before the next test
+    itemrunner.finish_worker, every fixture torn down ─▶ report_survivors: the suspects still
+        running ─▶ a LeakedProcessWarning on the test that started them, through pytest's
+        warning capture for that test (its filters: -W, filterwarnings; the controller's
+        warnings summary shows it) ─▶ killed
 
 Why after the teardown phase: a function fixture may stop what the test started (a list of
 processes it kills at teardown is common); only once it has run is a survivor a leak.  With
 ``fail`` the test itself then fails: the worker sends a test's reports once its teardown is
 done, so its call report can still take the verdict (a failed call keeps its own, with the
 leak as a section), and the user reads one failed test, not a passed test with an error.
+
+Why suspects under ``warn``: a session object may start a helper process lazily, during
+whichever test needs it first, keep it for later tests and stop it at the session's end (execnet's
+own suite keeps its gateways so).  Killed after that test, it would fail every later test that
+uses it, where serial runs and pytest-xdist pass them.  The default mode must not change a
+verdict, so it waits: what still runs once the worker has torn every fixture down is a leak.  A
+warning then cannot fail the test (its reports went out long before), so ``-W error`` shows it
+in the summary like any other; ``fail`` is the mode that fails tests, at once.
 
 Why descendants: every process a test starts (``subprocess``, ``multiprocessing``, a shell
 pipeline) is a child of the worker or of such a child, and the worker does nothing else while a
@@ -46,9 +58,10 @@ import warnings
 from collections.abc import Callable, Generator, Iterable, Sequence
 from os import getpid  # bound once: a test may patch os.getpid
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
+from _pytest.warnings import catch_warnings_for_item
 
 from pytest_poolrun.internalframes import internal
 
@@ -58,6 +71,8 @@ LOADAVG = PROC / "loadavg"
 # arguments are not in place yet): a test that starts one just before it returns is common.
 CMDLINE_TRIES = 20
 CMDLINE_PAUSE = 0.001
+# The LeakWatch plugin's name in a worker.
+LEAK_WATCH = "poolrun-leaks"
 
 
 class LeakedProcessWarning(pytest.PytestWarning):
@@ -167,13 +182,23 @@ def _helpers() -> set[int]:
     return pids
 
 
+class Suspect(NamedTuple):
+    """A process a test left running (``warn``): a leak if it still runs at the worker's end."""
+
+    nodeid: str
+    command: str  # read when it was found: by the end it may have changed or be gone
+
+
 class LeakWatch:
     """The worker's plugin; ``mode`` is ``warn`` or ``fail``."""
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, items: Sequence[pytest.Item] = ()) -> None:
         self.mode = mode
+        self.items = items
         self.pid = getpid()
         self.owned: set[int] = set()
+        # warn: processes tests left running, by pid, until the worker's end (report_survivors).
+        self.suspects: dict[int, Suspect] = {}
         self.pid_mark = PidMark()
         # The pid mark when find_leaks last walked and every process it found was known (owned,
         # a helper, or killed as a leak); None: walk at the next check.
@@ -249,44 +274,74 @@ class LeakWatch:
             return
         call, self.call_report = self.call_report, None
         leaked = self.find_leaks()
-        if leaked:
-            if call is not None and call.nodeid != report.nodeid:
-                call = None
-            self._complain(report, call, leaked)
-            _kill(leaked)
+        if not leaked:
+            return
+        if self.mode == "warn":
+            for pid in leaked:
+                self.suspects[pid] = Suspect(report.nodeid, command_line(pid))
+            return
+        if call is not None and call.nodeid != report.nodeid:
+            call = None
+        _fail(report if call is None else call, _leak_text(report.nodeid, leaked, "killed now"))
+        _kill(leaked)
 
     def find_leaks(self) -> list[int]:
         mark = self.pid_mark.read()
         if mark is not None and mark == self.clean_at:
             return []  # no process started since the last walk found nothing unknown
-        found = descendants(self.pid, skip=self.owned | _helpers())
+        found = descendants(self.pid, skip=self.owned | self.suspects.keys() | _helpers())
         living = [pid for pid in found if running(pid)]
-        self.owned &= self.current()  # forget fixture processes that ended
+        current = self.current()
+        self.owned &= current  # forget fixture processes that ended
+        if self.suspects:  # and suspects that ended, before another process takes their pid
+            self.suspects = {pid: s for pid, s in self.suspects.items() if pid in current}
         # Read before the walk: a process started during it moves the mark, so the next check
-        # walks again.  Leaks found now are killed by the caller before the next test.
+        # walks again.  Leaks found now are killed or become suspects before the next test.
         self.clean_at = mark
         return living
 
-    def _complain(
-        self, report: pytest.TestReport, call: pytest.TestReport | None, leaked: list[int]
-    ) -> None:
-        listed = "\n".join(f"  pid {pid}: {command_line(pid)}" for pid in leaked)
-        count = f"{len(leaked)} process{'es' if len(leaked) != 1 else ''}"
-        text = (
-            f"{report.nodeid} left {count} running after it ended (killed now):\n{listed}\n"
-            "Stop what a test starts before it returns (or in a fixture's teardown); "
-            "--pool-leaks ignore turns this check off."
+    def report_survivors(self) -> None:
+        """At the worker's end, every fixture torn down (``warn``): the suspects still running
+        are leaks, each warned about on its test, then killed."""
+        survivors = {pid: s for pid, s in self.suspects.items() if running(pid)}
+        self.suspects = {}
+        if not survivors:
+            return
+        by_nodeid = {item.nodeid: item for item in self.items}
+        for nodeid in dict.fromkeys(suspect.nodeid for suspect in survivors.values()):
+            pids = {pid: s.command for pid, s in survivors.items() if s.nodeid == nodeid}
+            text = _leak_text(nodeid, pids, "still running as its worker finished, killed then")
+            item = by_nodeid.get(nodeid)
+            if item is not None:
+                _warn_on(item, text)
+        _kill(list(survivors))
+
+
+def _leak_text(nodeid: str, pids: Iterable[int] | dict[int, str], fate: str) -> str:
+    """What a user reads about a test's leaked processes (``pids``, or their command lines)."""
+    commands = pids if isinstance(pids, dict) else {pid: command_line(pid) for pid in pids}
+    listed = "\n".join(f"  pid {pid}: {command}" for pid, command in commands.items())
+    count = f"{len(commands)} process{'es' if len(commands) != 1 else ''}"
+    return (
+        f"{nodeid} left {count} running after it ended ({fate}):\n{listed}\n"
+        "Stop what a test starts before it returns (or in a fixture's teardown); "
+        "--pool-leaks ignore turns this check off."
+    )
+
+
+def _warn_on(item: pytest.Item, text: str) -> None:
+    """A ``LeakedProcessWarning`` on ``item``, as if raised during it: pytest's capture applies
+    the run's filters and the item's marks, and records it for the controller's summary."""
+    path, lineno, _ = item.location
+    try:
+        with catch_warnings_for_item(item.config, item.ihook, "runtest", item):
+            warnings.warn_explicit(LeakedProcessWarning(text), None, path, (lineno or 0) + 1)
+    except Warning as error:
+        # An "error" filter raised it: too late to fail the test, so it is shown as a warning.
+        message = warnings.WarningMessage(error, type(error), path, (lineno or 0) + 1)
+        item.ihook.pytest_warning_recorded.call_historic(
+            kwargs=dict(warning_message=message, when="runtest", nodeid=item.nodeid, location=None)
         )
-        if self.mode == "warn":
-            path, lineno, _ = report.location
-            try:
-                warnings.warn_explicit(LeakedProcessWarning(text), None, path, (lineno or 0) + 1)
-                return
-            except Warning:
-                # -W error: the warning is an error, as for any warning of a test, at teardown.
-                _fail(report, text)
-                return
-        _fail(report if call is None else call, text)
 
 
 def _fail(report: pytest.TestReport, text: str) -> None:
@@ -318,9 +373,16 @@ def _reap(pid: int) -> None:
         pass  # not our child (a grandchild is reaped by its parent, or by init)
 
 
+def report_survivors(config: pytest.Config) -> None:
+    """At the worker's end, once every fixture is torn down: see ``LeakWatch.report_survivors``."""
+    watch = config.pluginmanager.get_plugin(LEAK_WATCH)
+    if isinstance(watch, LeakWatch):
+        watch.report_survivors()
+
+
 def register(config: pytest.Config, mode: str, items: Sequence[pytest.Item]) -> None:
     """Watch this worker's tests for leaks, unless ``mode`` is ``ignore`` or /proc is missing."""
     if mode != "ignore" and available():
-        watch = LeakWatch(mode)
-        config.pluginmanager.register(watch, "poolrun-leaks")
+        watch = LeakWatch(mode, items)
+        config.pluginmanager.register(watch, LEAK_WATCH)
         watch.own_collector_processes(items)

@@ -1,6 +1,7 @@
-"""--pool-leaks: a process a test leaves running is named (warn) or fails the test (fail), and
-is killed before the worker's next test; the processes of wider fixtures, of the pool fixture
-and of multiprocessing's helpers are no leaks."""
+"""--pool-leaks: a process a test leaves running fails the test and is killed before the
+worker's next test (fail), or, still running when the worker has torn every fixture down, is
+named in a warning on its test and killed then (warn, the default: no verdict changes); the
+processes of wider fixtures, of the pool fixture and of multiprocessing's helpers are no leaks."""
 
 from __future__ import annotations
 
@@ -59,24 +60,62 @@ def test_warn_mode_names_the_test_in_a_warning(pytester: pytest.Pytester, args: 
     assert_no_process_left(pid_file)
 
 
-def test_the_ini_key_can_fail_and_w_error_fails_a_warning(pytester: pytest.Pytester) -> None:
+def test_the_ini_key_can_fail_and_warning_filters_apply(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\npool_leaks = fail\n")
     pid_file = _leaky_suite(pytester)
     result = pytester.runpytest_subprocess(*POOL, "--pool", "2", timeout=60)
     result.assert_outcomes(passed=3, failed=1)
-    warned = pytester.runpytest_subprocess(
-        *POOL,
-        "--pool",
-        "2",
-        "--pool-leaks",
-        "warn",
-        "-W",
-        "error::pytest_poolrun.leaks.LeakedProcessWarning",
-        timeout=60,
+    category = "pytest_poolrun.leaks.LeakedProcessWarning"
+    # The warning comes once the test's reports are out: -W error cannot fail the test any
+    # more, so the warning is shown as it is; -W ignore silences it.
+    errors = pytester.runpytest_subprocess(
+        *POOL, "--pool", "2", "--pool-leaks", "warn", "-W", f"error::{category}", timeout=60
     )
-    warned.assert_outcomes(passed=4, errors=1)
-    warned.stdout.fnmatch_lines(["*left 1 process running after it ended*", "*pid *: sleep 30"])
+    errors.assert_outcomes(passed=4, warnings=1)
+    errors.stdout.fnmatch_lines(["*left 1 process running after it ended*", "*pid *: sleep 30"])
+    ignored = pytester.runpytest_subprocess(
+        *POOL, "--pool", "2", "--pool-leaks", "warn", "-W", f"ignore::{category}", timeout=60
+    )
+    ignored.assert_outcomes(passed=4)
+    assert "left 1 process running" not in ignored.stdout.str()
     assert_no_process_left(pid_file)
+
+
+def test_warn_mode_leaves_a_helper_that_a_session_fixture_stops(pytester: pytest.Pytester) -> None:
+    """A function fixture starts a helper process lazily and a session fixture keeps it for
+    later tests and stops it at the session's end (execnet's own suite keeps its gateways so):
+    serially every test passes, so under the default mode too, with no warning."""
+    pytester.makeconftest(
+        """
+        import subprocess, pytest
+
+        @pytest.fixture(scope="session")
+        def cache():
+            kept = {}
+            yield kept
+            for process in kept.values():
+                process.kill()
+                process.wait()
+
+        @pytest.fixture
+        def helper(cache):
+            if "helper" not in cache:
+                cache["helper"] = subprocess.Popen(["sleep", "30"])
+            return cache["helper"]
+        """
+    )
+    pytester.makepyfile(
+        test_helper="""
+        import pytest
+
+        @pytest.mark.parametrize("n", range(6))
+        def test_helper_alive(helper, n):
+            assert helper.poll() is None, f"helper ended: {helper.returncode}"
+        """
+    )
+    result = pytester.runpytest_subprocess(*POOL, "--pool", "2", "--pool-dist", "load", timeout=60)
+    result.assert_outcomes(passed=6)
+    assert "LeakedProcessWarning" not in result.stdout.str()
 
 
 def test_ignore_mode_says_nothing(pytester: pytest.Pytester) -> None:
