@@ -259,6 +259,7 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     # The runner's modules are imported only by a run that asks for workers: a serial run with
     # this plugin installed does not pay for them (about 20 ms).
     from pytest_poolrun.runner import Controller, RunOptions, resolve_workers
+    from pytest_poolrun.sharedfixtures import SharedFixtures
 
     tx = txspecs.expand(config.getoption("pool_tx"))
     local = resolve_workers(config.getoption("pool"), len(session.items) - len(tx))
@@ -276,6 +277,11 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
                 "is serial; drop it to run in parallel"
             )
         return None
+    extras = extraoptions.read(config)
+    # Set up before the start method is chosen: a thread a shared fixture starts (a server's)
+    # makes the run spawn, as any other thread does; and a usage error comes before the header.
+    shared = SharedFixtures(session, extras.shared_fixtures)
+    shared.setup()
     start, why_not_fork = _start_method(config, config.getoption("pool_start"))
     if reporter is not None and config.get_verbosity() >= -1:
         reporter.write_line(_header(local, tx, start, len(session.items), why_not_fork))
@@ -292,9 +298,9 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
         start=start,
         report_order=_report_order(config),
         testrun_uid=config.stash[runid.testrun_uid_key],
-        extras=extraoptions.read(config),
+        extras=extras,
     )
-    Controller(session, options, config.stash[recorder_key].durations).run()
+    Controller(session, options, config.stash[recorder_key].durations, shared=shared).run()
     if session.shouldfail:
         raise session.Failed(session.shouldfail)
     if session.shouldstop:

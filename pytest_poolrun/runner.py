@@ -181,6 +181,7 @@ class Controller:
         options: RunOptions,
         durations: Durations | None = None,
         pool_factory: PoolFactory = Pool,
+        shared: SharedFixtures | None = None,
     ) -> None:
         self.session = session
         self.config = session.config
@@ -194,7 +195,8 @@ class Controller:
         self.replayer = Replayer(session, options.report_order, self._stop)
         self.postmortem = PostMortem(options.forked)
         self.timeouts = Timeouts(options.timeout, self.ledger, self.postmortem)
-        self.shared = SharedFixtures(session, options.extras.shared_fixtures)
+        # Set up already where the plugin chose how workers start (see sharedfixtures).
+        self.shared = shared or SharedFixtures(session, options.extras.shared_fixtures)
         self.console = Console(self.config)
         self.slow = SlowNotices(options.extras.slow, self.ledger, self._nodeid, self.console.say)
         self.nodes = WorkerNodes(
@@ -212,6 +214,7 @@ class Controller:
 
     def run(self) -> None:
         self.shared.setup()  # before any fork: forked workers inherit the values
+        self.shared.announce()
         restore_worker_state = itemrunner.prepare(
             self.session, self.board, self._basetemp(), self.journal, self.postmortem.fault_files
         )

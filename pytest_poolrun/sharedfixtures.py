@@ -2,7 +2,7 @@
 
 Data flow::
 
-    controller, after collection, before the pool forks (Controller.run):
+    controller, after collection, before the run chooses fork or spawn (plugin) and forks:
       SharedFixtures.setup ─▶ check: session scope, one definition, not parametrized, depends
                               only on session fixtures (they are shared too) ─ else UsageError
                            ─▶ pytest's own FixtureDef.execute, through a request of the first
@@ -56,11 +56,17 @@ class SharedFixtures:
         self.defs: dict[str, tuple[Any, pytest.Item]] = {}
         self._entry: Any = None  # the session's SetupState entry, while it is set aside
         self._finalizers: dict[int, list[Any]] = {}  # each FixtureDef's, while set aside
+        self._set_up = False
+        # What setup() took and what failed, for announce() to print under the run's header.
+        self._outcome: tuple[float, list[str]] | None = None
 
     def setup(self) -> None:
-        """Check and set up every shared fixture a collected test uses (before any fork)."""
-        if not self.names:
+        """Check and set up every shared fixture a collected test uses (before any fork, and
+        before the run chooses how workers start: a thread a fixture starts makes it spawn
+        them); once, however often it is called."""
+        if not self.names or self._set_up:
             return
+        self._set_up = True
         for name in self.names:
             self._resolve(name, f"--pool-shared-fixture {name}")
         if not self.defs:
@@ -94,10 +100,14 @@ class SharedFixtures:
         for fixturedef, _ in self.defs.values():
             self._finalizers[id(fixturedef)] = list(fixturedef._finalizers)
             fixturedef._finalizers.clear()
-        self._announce(clock.monotonic() - started, failed)
+        self._outcome = (clock.monotonic() - started, failed)
 
-    def _announce(self, seconds: float, failed: list[str]) -> None:
-        """One line under the run's header: what was set up, and what failed to."""
+    def announce(self) -> None:
+        """One line under the run's header: what setup() set up, and what failed to (once)."""
+        if self._outcome is None:
+            return
+        seconds, failed = self._outcome
+        self._outcome = None
         config = self.session.config
         reporter: Any = config.pluginmanager.getplugin("terminalreporter")
         if reporter is None or config.get_verbosity() < -1:
@@ -213,8 +223,9 @@ class SharedFixtures:
                     key,
                     None,
                     f"its value ({type(value).__name__}) cannot be pickled: {exc}; make it "
-                    "picklable, or run such tests in forked workers (drop --pool-start spawn "
-                    "and --pool-tx), which share the value without pickling",
+                    "picklable, or run such tests in forked workers, which share the value "
+                    "without pickling (the run's header says why it spawned: --pool-start "
+                    "spawn, --pool-tx, or a thread running, which may be this fixture's own)",
                     None,
                 )
         return sent

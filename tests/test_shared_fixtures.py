@@ -125,6 +125,67 @@ def test_a_value_that_cannot_be_pickled_is_a_clear_error_for_spawned_workers(
     )
 
 
+def test_a_fixture_that_starts_a_thread_makes_the_run_spawn_and_says_so(
+    pytester: pytest.Pytester,
+) -> None:
+    """A shared fixture's server thread runs in the controller from its setup on: the run
+    spawns its workers, as for any other thread, and the header says so; a value that pickles
+    (the server's address) reaches them."""
+    pytester.makeconftest(
+        """
+        import socketserver, threading, pytest
+
+        class Echo(socketserver.BaseRequestHandler):
+            def handle(self):
+                self.request.sendall(self.request.recv(64))
+
+        @pytest.fixture(scope="session")
+        def echo_address():
+            server = socketserver.TCPServer(("127.0.0.1", 0), Echo)
+            thread = threading.Thread(target=server.serve_forever, name="echo-server")
+            thread.start()
+            yield server.server_address
+            server.shutdown()
+            thread.join()
+            server.server_close()
+        """
+    )
+    pytester.makepyfile(
+        test_echo="""
+        import socket, pytest
+
+        @pytest.mark.parametrize("n", range(4))
+        def test_echo(echo_address, n):
+            with socket.create_connection(echo_address, timeout=10) as connection:
+                connection.sendall(b"ping %d" % n)
+                assert connection.recv(64) == b"ping %d" % n
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        *POOL, "--pool", "2", "--pool-shared-fixture", "echo_address", timeout=120
+    )
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(
+        [
+            "poolrun: 2 workers, spawned, collecting for themselves (thread 'echo-server'*",
+            "poolrun: shared fixtures set up once, in the controller: echo_address*",
+        ]
+    )
+    assert "forkserver" not in result.stdout.str() + result.stderr.str()
+
+
+def test_a_usage_error_comes_before_the_header(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_one="import pytest\n@pytest.fixture\ndef per_test(): pass\n"
+        "def test_one(per_test): pass\n"
+    )
+    result = pytester.runpytest_subprocess(
+        *POOL, "--pool", "1", "--pool-shared-fixture", "per_test", timeout=60
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "poolrun: 1 worker" not in result.stdout.str()
+
+
 def test_setup_and_teardown_errors_are_reported_as_serially(pytester: pytest.Pytester) -> None:
     log = pytester.path / "log.txt"
     pytester.makepyfile(
