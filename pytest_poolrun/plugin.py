@@ -14,8 +14,9 @@ Without ``--pool`` (or with ``--pool 0``) nothing here changes the run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -23,6 +24,9 @@ from pytest_poolrun import extraoptions, fixture, identity, runid, scheduling, s
 from pytest_poolrun.durations import DurationRecorder, durations_file
 from pytest_poolrun.shardround import ShardRound
 from pytest_poolrun.timeouts import MAX_TIMEOUT, MIN_TIMEOUT
+
+if TYPE_CHECKING:  # imported where a run asks for workers (see pytest_runtestloop)
+    from pytest_poolrun.xdistnode import WorkerNodes
 
 recorder_key = pytest.StashKey[DurationRecorder]()
 # Options whose output is written from inside the test protocol, to the terminal writer of the
@@ -260,6 +264,7 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     # this plugin installed does not pay for them (about 20 ms).
     from pytest_poolrun.runner import Controller, RunOptions, resolve_workers
     from pytest_poolrun.sharedfixtures import SharedFixtures
+    from pytest_poolrun.xdistnode import WorkerNodes
 
     tx = txspecs.expand(config.getoption("pool_tx"))
     local = resolve_workers(config.getoption("pool"), len(session.items) - len(tx))
@@ -282,9 +287,6 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     # makes the run spawn, as any other thread does; and a usage error comes before the header.
     shared = SharedFixtures(session, extras.shared_fixtures)
     shared.setup()
-    start, why_not_fork = _start_method(config, config.getoption("pool_start"))
-    if reporter is not None and config.get_verbosity() >= -1:
-        reporter.write_line(_header(local, tx, start, len(session.items), why_not_fork))
     max_restarts = config.getoption("pool_max_restarts")
     if max_restarts is None:
         max_restarts = RESTARTS_PER_WORKER * workers
@@ -295,12 +297,21 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
         timeout=config.getoption("pool_timeout"),
         dist=config.getoption("pool_dist"),
         tx=tuple(tx),
-        start=start,
+        start="fork",  # until _start_method says otherwise
         report_order=_report_order(config),
         testrun_uid=config.stash[runid.testrun_uid_key],
         extras=extras,
     )
-    Controller(session, options, config.stash[recorder_key].durations, shared=shared).run()
+    # Configured before the start method is chosen: what plugins give each worker tells.
+    nodes = WorkerNodes(config, options.worker_names(), options.worker_specs(), options.testrun_uid)
+    start, why_not_fork = _start_method(config, config.getoption("pool_start"), nodes)
+    if start != options.start:
+        options = dataclasses.replace(options, start=start)
+        nodes.respec(options.worker_specs())
+    if reporter is not None and config.get_verbosity() >= -1:
+        reporter.write_line(_header(local, tx, start, len(session.items), why_not_fork))
+    durations = config.stash[recorder_key].durations
+    Controller(session, options, durations, shared=shared, nodes=nodes).run()
     if session.shouldfail:
         raise session.Failed(session.shouldfail)
     if session.shouldstop:
@@ -316,25 +327,27 @@ def _report_order(config: pytest.Config) -> str:
     return str(config.getoption("pool_report_order"))
 
 
-def _start_method(config: pytest.Config, asked: str | None) -> tuple[str, str | None]:
+def _start_method(
+    config: pytest.Config, asked: str | None, nodes: WorkerNodes
+) -> tuple[str, str | None]:
     """How local workers start, and why they are not forked when fork was possible.
 
     Forking after collection is the default wherever the platform allows it; a thread that
     ``forksafety`` does not know to be idle makes the run spawn its workers instead (also when
     ``--pool-start fork`` asked for a fork: a fork then could deadlock the worker), and the
     header names that thread.  So does, unless ``--pool-start fork`` asked for a fork, a plugin
-    that configures each worker in ``pytest_configure_node`` (``xdistnode``): spawned workers
-    run its ``pytest_configure`` with their own ``workerinput``, as pytest-xdist's do.
+    that gave ``nodes`` inputs that differ from worker to worker in ``pytest_configure_node``
+    (``xdistnode``): spawned workers run its ``pytest_configure`` with their own
+    ``workerinput``, as pytest-xdist's do.
     """
     from pytest_poolrun.forksafety import fork_blockers, platform_forks_safely
-    from pytest_poolrun.xdistnode import plugins_configuring_workers
 
     if asked == "spawn" or not platform_forks_safely():
         return "spawn", None
     blockers = fork_blockers()
     if blockers:
         return "spawn", f"{', '.join(blockers)} running, and a fork copies no thread"
-    configuring = [] if asked == "fork" else plugins_configuring_workers(config)
+    configuring = [] if asked == "fork" else nodes.plugins_configuring_each_worker()
     if configuring:
         return "spawn", (
             f"{', '.join(configuring)} configures each worker in pytest_configure_node; "

@@ -182,6 +182,7 @@ class Controller:
         durations: Durations | None = None,
         pool_factory: PoolFactory = Pool,
         shared: SharedFixtures | None = None,
+        nodes: WorkerNodes | None = None,
     ) -> None:
         self.session = session
         self.config = session.config
@@ -196,12 +197,16 @@ class Controller:
         self.postmortem = PostMortem(options.forked)
         self.timeouts = Timeouts(options.timeout, self.ledger, self.postmortem)
         # Set up already where the plugin chose how workers start (see sharedfixtures).
-        self.shared = shared or SharedFixtures(session, options.extras.shared_fixtures)
+        self.shared = (
+            SharedFixtures(session, options.extras.shared_fixtures) if shared is None else shared
+        )
         self.console = Console(self.config)
         self.slow = SlowNotices(options.extras.slow, self.ledger, self._nodeid, self.console.say)
-        self.nodes = WorkerNodes(
-            self.config, options.worker_names(), options.worker_specs(), options.testrun_uid
-        )
+        # Configured already where the plugin chose how workers start (see xdistnode).
+        if nodes is None:
+            names, specs = options.worker_names(), options.worker_specs()
+            nodes = WorkerNodes(self.config, names, specs, options.testrun_uid)
+        self.nodes = nodes
         self.session_exit: events.SessionExit | None = None
         self.internal_error: BaseException | None = None
         self.interrupted: interruption.Interrupt | None = None  # a test raised KeyboardInterrupt

@@ -2,12 +2,14 @@
 
 Data flow::
 
-    plugin, choosing how local workers start ─▶ plugins_configuring_workers: a plugin that
-        hands each worker its input for its own pytest_configure ─▶ they are spawned
-    controller, before the pool starts its workers
-      WorkerNodes(config, names, testrun_uid): one WorkerNode per worker name, its workerinput
-        {workerid, workercount, testrunuid, mainargv} ─▶ pytest_configure_node(node) (xdist's
-        hook, called when pytest-xdist is installed: plugins add their keys)
+    plugin, before it chooses how local workers start
+      WorkerNodes(config, names, specs, testrun_uid): one WorkerNode per worker name, its
+        workerinput {workerid, workercount, testrunuid, mainargv} ─▶ pytest_configure_node(node)
+        (xdist's hook, called when pytest-xdist is installed: plugins add their keys, noted by
+        plugin module)
+      ─▶ plugins_configuring_each_worker(): a plugin whose keys differ from worker to worker
+         (a database each) configures each worker for its own pytest_configure ─▶ spawned
+         workers (respec); keys the same for all (a shared path) are what a forked worker has
       ─▶ inputs(): worker name → workerinput, handed to every worker (inherited by a fork,
          pickled in the pool's initargs for a fresh one)
     worker: itemrunner sets config.workerinput and config.workeroutput = {} (a fresh worker
@@ -37,11 +39,12 @@ import os
 import pickle
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
+import pluggy
 import pytest
 
 WorkerInput = dict[str, Any]
@@ -92,32 +95,30 @@ def xdist_hooks_present(config: pytest.Config) -> bool:
 
 
 # Packages whose pytest_configure_node a forked worker needs nothing more for: pytest-xdist's,
-# this runner's, and those its adapters serve (their keys are the same for every worker, or
-# read where a forked worker has them).
+# this runner's, and those its adapters serve (read where a forked worker has them).
 NODE_HOOKS_SERVED = ("pytest_cov", "pytest_randomly", "pytest_rerunfailures", "xdist")
 
 
-def plugins_configuring_workers(config: pytest.Config) -> list[str]:
-    """The modules of the plugins that give workers their ``workerinput`` in
-    ``pytest_configure_node`` for their own ``pytest_configure`` to read, as far as can be told:
-    every implementation of the hook but those of ``NODE_HOOKS_SERVED``.  A forked worker was
-    configured once, as the controller, and would never read them (SQLAlchemy's plugin gives
-    each worker a database of its own that way)."""
-    caller = getattr(config.hook, "pytest_configure_node", None)
-    if caller is None:
-        return []
-    modules = []
-    for impl in caller.get_hookimpls():
-        module = str(getattr(impl.function, "__module__", ""))
-        package = module.partition(".")[0]
-        if impl.plugin_name == COVERAGE_PLUGIN or package in (*NODE_HOOKS_SERVED, __package__):
-            continue
-        modules.append(module)
-    return modules
+def _served(impl: pluggy.HookImpl) -> bool:
+    package = str(getattr(impl.function, "__module__", "")).partition(".")[0]
+    return impl.plugin_name == COVERAGE_PLUGIN or package in (*NODE_HOOKS_SERVED, __package__)
 
 
-def call_node_hook(config: pytest.Config, name: str, **kwargs: Any) -> None:
-    """Call each plugin's pytest-xdist hook ``name``; one that fails is named in a warning.
+def _same(first: object, second: object) -> bool:
+    try:
+        return bool(first == second)
+    except Exception:  # a value that cannot be compared: count it as one per worker
+        return False
+
+
+def call_node_hook(
+    config: pytest.Config,
+    name: str,
+    after_each: Callable[[pluggy.HookImpl], None] | None = None,
+    **kwargs: Any,
+) -> None:
+    """Call each plugin's pytest-xdist hook ``name``; one that fails is named in a warning;
+    ``after_each`` is told of each implementation once it returned or failed.
 
     A plugin may expect what its own ``pytest_configure`` put in a worker's output, which a
     forked worker (configured once, in the controller) never ran: its failure must not end
@@ -136,6 +137,8 @@ def call_node_hook(config: pytest.Config, name: str, **kwargs: Any) -> None:
                 ),
                 stacklevel=1,
             )
+        if after_each is not None:
+            after_each(impl)
 
 
 class WorkerNodes:
@@ -148,6 +151,8 @@ class WorkerNodes:
         self._xdist = xdist_hooks_present(config)
         self._inputs: dict[str, WorkerInput] = {}
         self._nodes: dict[str, WorkerNode] = {}
+        # Plugin module ─▶ worker name ─▶ the keys its pytest_configure_node set, with values.
+        self._given: dict[str, dict[str, WorkerInput]] = {}
         for name, spec in zip(names, specs):
             workerinput: WorkerInput = {
                 "workerid": name,
@@ -157,9 +162,43 @@ class WorkerNodes:
             }
             node = WorkerNode(config, NodeGateway(name, spec), workerinput)
             if self._xdist:
-                call_node_hook(config, "pytest_configure_node", node=node)
+                call_node_hook(config, "pytest_configure_node", self._noting(node), node=node)
             self._inputs[name] = node.workerinput
             self._nodes[name] = node
+
+    def _noting(self, node: WorkerNode) -> Callable[[pluggy.HookImpl], None]:
+        """What notes, after each implementation, the keys it set on ``node``'s input."""
+        before = dict(node.workerinput)
+
+        def note(impl: pluggy.HookImpl) -> None:
+            nonlocal before
+            now = node.workerinput
+            added = {key: value for key, value in now.items() if before.get(key, now) is not value}
+            if added and not _served(impl):
+                module = str(getattr(impl.function, "__module__", ""))
+                self._given.setdefault(module, {}).setdefault(node.gateway.id, {}).update(added)
+            before = dict(now)
+
+        return note
+
+    def plugins_configuring_each_worker(self) -> list[str]:
+        """The modules of the plugins that gave workers different inputs in
+        ``pytest_configure_node`` (not those ``NODE_HOOKS_SERVED``), for their own
+        ``pytest_configure`` to read, as far as can be told: a forked worker was configured
+        once, as the controller, and never reads them (SQLAlchemy's plugin gives each worker a
+        database of its own that way).  Inputs the same for every worker (pytest-mypy's results
+        path) are what a forked worker has already; with one worker nothing can differ."""
+        found = []
+        for module, by_worker in self._given.items():
+            given = [by_worker.get(name) for name in self._nodes]
+            if any(not _same(given[0], other) for other in given[1:]):
+                found.append(module)
+        return found
+
+    def respec(self, specs: Sequence[str]) -> None:
+        """The workers start otherwise than the nodes were made for (spawned, not forked)."""
+        for node, spec in zip(self._nodes.values(), specs):
+            node.gateway = NodeGateway(node.gateway.id, spec)
 
     def inputs(self) -> dict[str, WorkerInput]:
         return dict(self._inputs)

@@ -100,6 +100,44 @@ def test_a_plugin_that_configures_each_worker_gets_spawned_workers(
     forked.assert_outcomes(failed=4)
 
 
+CONFIGURED_ALIKE = """
+import os, random, pytest
+
+RESULTS = None
+
+def pytest_configure(config):
+    global RESULTS
+    RESULTS = config.workerinput["results"] if hasattr(config, "workerinput") else str(os.getpid())
+
+def pytest_configure_node(node):
+    node.workerinput["results"] = RESULTS
+
+@pytest.fixture
+def results():
+    return RESULTS
+"""
+
+
+def test_a_plugin_that_gives_every_worker_the_same_input_keeps_the_fork(
+    pytester: pytest.Pytester,
+) -> None:
+    """pytest-mypy's and pytest-testmon's pattern: pytest_configure_node hands every worker the
+    controller's value (a results path), which a forked worker has already.  The fork stays,
+    so tests whose ids differ from process to process (random parameters) still run."""
+    pytester.makeconftest(CONFIGURED_ALIKE)
+    pytester.makepyfile(
+        """
+        import os, random, pytest
+        @pytest.mark.parametrize("n", [random.random() for _ in range(4)])
+        def test_sees_the_controllers_value(results, n):
+            assert results != str(os.getpid())
+        """
+    )
+    result = pytester.runpytest_subprocess(*POOL, "--pool", "2")
+    result.stdout.fnmatch_lines(["poolrun: 2 workers, forked after collection, for 4 items"])
+    result.assert_outcomes(passed=4)
+
+
 SESSIONFINISH_FILLS_OUTPUT = """
 import os
 
