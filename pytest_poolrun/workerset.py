@@ -424,7 +424,7 @@ class WorkerSet:
 
     def exhausted_reason(self) -> str:
         if len(self.disabled) == self.slots:
-            return "every worker failed to start (its initializer raised; see above)"
+            return "every worker failed to start (each said why, above)"
         return f"{self.restarts} died, more than the limit of {self.max_restarts} restarts"
 
     @staticmethod
