@@ -304,7 +304,7 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     )
     # Configured before the start method is chosen: what plugins give each worker tells.
     nodes = WorkerNodes(config, options.worker_names(), options.worker_specs(), options.testrun_uid)
-    start, why_not_fork = _start_method(config, config.getoption("pool_start"), nodes)
+    start, why_not_fork = _start_method(config.getoption("pool_start"), nodes)
     if start != options.start:
         options = dataclasses.replace(options, start=start)
         nodes.respec(options.worker_specs())
@@ -327,9 +327,7 @@ def _report_order(config: pytest.Config) -> str:
     return str(config.getoption("pool_report_order"))
 
 
-def _start_method(
-    config: pytest.Config, asked: str | None, nodes: WorkerNodes
-) -> tuple[str, str | None]:
+def _start_method(asked: str | None, nodes: WorkerNodes) -> tuple[str, str | None]:
     """How local workers start, and why they are not forked when fork was possible.
 
     Forking after collection is the default wherever the platform allows it; a thread that
