@@ -2,8 +2,10 @@
 
 Data flow, in the controller before the run::
 
-    session.items, stored durations, the config (--ff, --nf, the cache)
-        ─▶ describe(...) ─▶ [scheduling.ItemInfo(nodeid, seconds, xdist_group, asked first)]
+    session.items, stored durations, the config (--ff, --nf, the cache, pytest-dependency's
+    marks)
+        ─▶ describe(...) ─▶ [scheduling.ItemInfo(nodeid, seconds, xdist_group, asked first,
+                                                 tie: dependencies.ties)]
 
 ``scheduling`` stays a module of pure functions over these records.
 """
@@ -14,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from pytest_poolrun import scheduling
+from pytest_poolrun import dependencies, scheduling
 from pytest_poolrun.durations import Durations
 
 
@@ -34,7 +36,8 @@ def describe(
     # Only --pool-dist group reads an item's group; looking its marks up costs per test.
     groups = [group(item) for item in items] if dist == "group" else [None] * count
     asked = [first(nodeid) for nodeid in nodeids] if first is not None else [False] * count
-    columns = zip(nodeids, durations.seconds_of(nodeids), groups, asked)
+    ties = dependencies.ties(config, items, nodeids) or [None] * count
+    columns = zip(nodeids, durations.seconds_of(nodeids), groups, asked, ties)
     return list(map(scheduling.ItemInfo._make, columns))
 
 

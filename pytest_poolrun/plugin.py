@@ -20,7 +20,16 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_poolrun import extraoptions, fixture, identity, runid, scheduling, sharding, txspecs
+from pytest_poolrun import (
+    dependencies,
+    extraoptions,
+    fixture,
+    identity,
+    runid,
+    scheduling,
+    sharding,
+    txspecs,
+)
 from pytest_poolrun.durations import DurationRecorder, durations_file
 from pytest_poolrun.shardround import ShardRound
 from pytest_poolrun.timeouts import MAX_TIMEOUT, MIN_TIMEOUT
@@ -379,7 +388,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     shard_round = ShardRound.begin(config, recorder.durations.stored, shard, source)
     recorder.shard_round = shard_round
     basis = shard_round.basis
-    infos = [scheduling.ItemInfo(item.nodeid, basis.get(item.nodeid)) for item in items]
+    nodeids = [item.nodeid for item in items]
+    ties = dependencies.ties(config, items, nodeids) or [None] * len(items)
+    infos = [
+        scheduling.ItemInfo(nodeid, basis.get(nodeid), tie=tie)
+        for nodeid, tie in zip(nodeids, ties)
+    ]
     mine = set(sharding.split(infos, shard.total)[shard.number - 1])
     kept = [item for index, item in enumerate(items) if index in mine]
     dropped = [item for index, item in enumerate(items) if index not in mine]

@@ -2,10 +2,12 @@
 
 Data flow::
 
-    items as ItemInfo (node id, module, class, xdist_group, estimated seconds, asked first),
-    worker count, distribution mode, fixed or automatic chunk size
+    items as ItemInfo (node id, module, class, xdist_group, estimated seconds, asked first,
+    tie), worker count, distribution mode, fixed or automatic chunk size
         ─▶ units: runs of items that share a module (load, longest), or that must stay on one
                   worker (module, class, group modes: wherever their items stand)
+        ─▶ tied: the units holding items of one tie (a test and the tests it depends on)
+                 merged into one, at the first one's place, which no chunk boundary cuts
         ─▶ order: the items asked for first (--ff, --nf) ahead of everything; then collection
                   order, or in the longest mode, once durations are known, each long test and
                   then each unit longest first (longest-processing-time first)
@@ -39,6 +41,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from pytest_poolrun.disjointsets import DisjointSets
+
 DIST_MODES = ("load", "longest", "module", "class", "group")
 # Each chunk takes about 1/(SHARE_DIVISOR * workers) of the time still to hand out: large enough
 # to keep messages few, small enough that the last chunks of all workers end close together.
@@ -71,12 +75,16 @@ class ItemInfo(NamedTuple):
     ``first``: the user asked for this item to run before the others (``--ff``'s previous
     failures, ``--nf``'s new tests); such items go out first, in collection order, and
     durations order only the rest.
+
+    ``tie``: items with the same tie run on one worker, in the order given, whatever the mode
+    (``dependencies``: a test and the tests it depends on).
     """
 
     nodeid: str
     seconds: float | None = None
     group: str | None = None
     first: bool = False
+    tie: str | None = None
 
     @property
     def module(self) -> str:
@@ -148,58 +156,88 @@ def plan_chunks(
     """
     if dist not in DIST_MODES:
         raise ValueError(f"unknown distribution mode {dist!r}; use one of {', '.join(DIST_MODES)}")
-    first = [index for index, item in enumerate(items) if item.first]
+    # An item tied to others keeps its place among them: serially it runs where --ff or --nf
+    # put it, and so it does in its tie's unit.
+    first = [index for index, item in enumerate(items) if item.first and item.tie is None]
     divisible = dist in ("load", "longest")  # a unit may be cut across chunks
     if first and divisible:
         # Each item the user asked to see first is a chunk of its own, ahead of everything, so
         # that the workers start on them at once; the rest is planned as usual.
-        others = [index for index, item in enumerate(items) if not item.first]
+        chosen = set(first)
+        others = [index for index in range(len(items)) if index not in chosen]
         planned = plan_chunks([items[index] for index in others], workers, chunksize, dist)
         return [[index] for index in first] + [[others[i] for i in chunk] for chunk in planned]
     seconds = estimates(items)
-    grouped = units(items, "load" if divisible else dist)
+    grouped, whole = tied(units(items, "load" if divisible else dist), items)
     timed = any(item.seconds is not None for item in items)
     if timed and dist == "longest":
-        long_items, rest = _isolate_long_items(grouped, seconds, max(workers, 1))
+        long_items, rest = _isolate_long_items(grouped, whole, seconds, max(workers, 1))
         # Longest work first (LPT): each long test, longest first, then the divisible units
         # (cut into chunks as needed), longest first; sorted() is stable, so ties keep
         # collection order.
-        grouped = sorted(long_items, key=lambda unit: -seconds[unit[0]]) + sorted(
-            rest, key=lambda unit: -sum(map(seconds.__getitem__, unit))
+        ordered = sorted(long_items, key=lambda unit: -seconds[unit[0][0]]) + sorted(
+            rest, key=lambda unit: -sum(map(seconds.__getitem__, unit[0]))
         )
+        grouped, whole = [unit for unit, _ in ordered], [keep for _, keep in ordered]
     if not divisible and first:
         # Units holding an item asked for first keep their place ahead of the rest.
         grouped = sorted(grouped, key=lambda unit: not any(items[i].first for i in unit))
     if not divisible:
         return _whole_units(grouped, chunksize)
     if chunksize is not None:
-        order = [index for unit in grouped for index in unit]
-        return [order[start : start + chunksize] for start in range(0, len(order), chunksize)]
+        return _fixed(grouped, whole, chunksize)
     scopes = [scope_key(item.nodeid) for item in items]
-    return _guided(grouped, seconds, scopes, max(workers, 1), timed)
+    return _guided(grouped, whole, seconds, scopes, max(workers, 1), timed)
+
+
+def tied(grouped: list[list[int]], items: Sequence[ItemInfo]) -> tuple[list[list[int]], list[bool]]:
+    """The units holding items of one tie, merged into one unit at the first one's place:
+    (units, whether each must stay whole).  A unit holding a tied item stays whole, so that a
+    test runs after the tests it depends on, on their worker, in the order given."""
+    if all(item.tie is None for item in items):
+        return grouped, [False] * len(grouped)
+    holder: dict[str, int] = {}  # tie → the first unit holding one of its items
+    sets = DisjointSets(len(grouped))
+    for position, unit in enumerate(grouped):
+        for index in unit:
+            tie = items[index].tie
+            if tie is not None:
+                sets.join(position, holder.setdefault(tie, position))
+    merged: dict[int, list[int]] = {}
+    for position, unit in enumerate(grouped):
+        merged.setdefault(sets.leader(position), []).extend(unit)
+    tied_units = {sets.leader(position) for position in holder.values()}
+    return (
+        [sorted(unit) if lead in tied_units else unit for lead, unit in merged.items()],
+        [lead in tied_units for lead in merged],
+    )
 
 
 def _isolate_long_items(
-    grouped: list[list[int]], seconds: list[float], workers: int
-) -> tuple[list[list[int]], list[list[int]]]:
-    """Make each long test a unit of its own, so that LPT can start it early: (long, rest).
+    grouped: list[list[int]], whole: list[bool], seconds: list[float], workers: int
+) -> tuple[list[tuple[list[int], bool]], list[tuple[list[int], bool]]]:
+    """Make each long test a unit of its own, so that LPT can start it early: (long, rest),
+    each unit with whether it must stay whole.
 
     A test longer than a guided chunk would be cut around anyway; keeping it inside its module's
     unit would leave it wherever the module happens to fall, often at the end of the run.  Tests
-    shorter than the smallest chunk stay with their module.
+    shorter than the smallest chunk stay with their module, and tied tests with their tie.
     """
     threshold = max(MIN_CHUNK_SECONDS, sum(seconds) / (SHARE_DIVISOR * workers * LONG_ITEM_DIVISOR))
-    long_items: list[list[int]] = []
-    rest_units: list[list[int]] = []
-    for unit in grouped:
+    long_items: list[tuple[list[int], bool]] = []
+    rest_units: list[tuple[list[int], bool]] = []
+    for unit, keep in zip(grouped, whole):
+        if keep:
+            rest_units.append((unit, True))
+            continue
         rest: list[int] = []
         for index in unit:
             if seconds[index] >= threshold:
-                long_items.append([index])
+                long_items.append(([index], False))
             else:
                 rest.append(index)
         if rest:
-            rest_units.append(rest)
+            rest_units.append((rest, False))
     return long_items, rest_units
 
 
@@ -216,8 +254,26 @@ def _whole_units(grouped: list[list[int]], chunksize: int | None) -> list[list[i
     return chunks
 
 
+def _fixed(grouped: list[list[int]], whole: list[bool], chunksize: int) -> list[list[int]]:
+    """Chunks of ``chunksize`` items in the units' order; a unit that must stay whole starts a
+    chunk of its own where it would not fit in the current one, and is never cut."""
+    chunks: list[list[int]] = [[]]
+    for unit, keep in zip(grouped, whole):
+        if keep:
+            if chunks[-1] and len(chunks[-1]) + len(unit) > chunksize:
+                chunks.append([])
+            chunks[-1].extend(unit)
+            continue
+        for index in unit:
+            if len(chunks[-1]) >= chunksize:
+                chunks.append([])
+            chunks[-1].append(index)
+    return [chunk for chunk in chunks if chunk]
+
+
 def _guided(
     grouped: list[list[int]],
+    whole: list[bool],
     seconds: list[float],
     scopes: list[str],
     workers: int,
@@ -251,6 +307,12 @@ def _guided(
                 if taken >= target:
                     break
                 continue
+            if whole[position]:
+                # Never cut: the chunk ends before it, or is this unit alone.
+                if not chunk:
+                    chunk, taken = list(unit), unit_seconds
+                    position += 1
+                break
             if not chunk:
                 # A class whose first test takes this long carries a setup (None: any may).
                 setup_first = unit_seconds / len(unit) + fine_floor if timed else None

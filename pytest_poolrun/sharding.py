@@ -2,9 +2,11 @@
 
 Data flow::
 
-    collected items + durations (pytest's cache, or --pool-durations FILE)
-        ─▶ split(): longest-processing-time first, each test to the shard with the least work
-           so far (ties: lowest shard number; equal durations keep collection order)
+    collected items + durations (pytest's cache, or --pool-durations FILE) + their ties
+    (``dependencies``: a test and the tests it depends on)
+        ─▶ split(): longest-processing-time first, each test (each tie's tests together) to the
+           shard with the least work so far (equal loads: lowest shard number; equal durations
+           keep collection order)
         ─▶ pytest_collection_modifyitems keeps shard K's items, reports the rest as deselected
 
 Every machine computes the same split from the same collection and the same durations, so N CI
@@ -46,13 +48,25 @@ def parse_shard(text: str) -> Shard:
 
 
 def split(items: list[ItemInfo], count: int) -> list[list[int]]:
-    """Item indices of each of ``count`` shards, in collection order within each shard."""
+    """Item indices of each of ``count`` shards, in collection order within each shard; the
+    items of one tie go to one shard."""
     seconds = estimates(items)
-    order = sorted(range(len(items)), key=lambda index: (-seconds[index], index))
+    groups: list[list[int]] = []
+    by_tie: dict[str, list[int]] = {}
+    for index, item in enumerate(items):
+        if item.tie is None:
+            groups.append([index])
+        elif item.tie in by_tie:
+            by_tie[item.tie].append(index)
+        else:
+            by_tie[item.tie] = [index]
+            groups.append(by_tie[item.tie])
+    weights = [sum(map(seconds.__getitem__, group)) for group in groups]
+    order = sorted(range(len(groups)), key=lambda number: (-weights[number], groups[number][0]))
     loads = [(0.0, shard) for shard in range(count)]
     shards: list[list[int]] = [[] for _ in range(count)]
-    for index in order:
+    for number in order:
         load, shard = heapq.heappop(loads)
-        shards[shard].append(index)
-        heapq.heappush(loads, (load + seconds[index], shard))
+        shards[shard].extend(groups[number])
+        heapq.heappush(loads, (load + weights[number], shard))
     return [sorted(shard) for shard in shards]

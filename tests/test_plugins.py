@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -475,6 +476,59 @@ def test_json_report_matches_serial(pytester: pytest.Pytester) -> None:
     serial = outcomes("serial.json")
     assert serial["test_mixed.py::test_bad"] == "failed"
     assert outcomes("pool.json", "--pool", "2") == serial
+
+
+DEPENDENCY_FILLER = "\n".join(f"def test_filler_{n}():\n    pass\n" for n in range(30))
+
+
+def test_pytest_dependency_runs_each_test_after_its_dependencies_as_serially(
+    pytester: pytest.Pytester,
+) -> None:
+    """A dependency that ran on the other worker left its dependent skipped (as under xdist)."""
+    pytester.makepyfile(
+        test_a="""
+        import pytest
+
+        @pytest.mark.dependency()
+        def test_base():
+            pass
+
+        @pytest.mark.dependency()
+        def test_broken():
+            assert False
+        """
+    )
+    module_b = """
+        import pytest
+
+        FILLER
+        @pytest.mark.dependency(depends=["test_a.py::test_base"], scope="session")
+        def test_uses_base():
+            pass
+
+        @pytest.mark.dependency(depends=["test_a.py::test_broken"], scope="session")
+        def test_uses_broken():
+            pass
+
+        class TestFlow:
+            @pytest.mark.dependency(name="made")
+            def test_make(self):
+                pass
+
+        MORE
+        @pytest.mark.dependency(depends=["made"])
+        def test_after_make():
+            pass
+        """
+    module_b = textwrap.dedent(module_b).replace("FILLER", DEPENDENCY_FILLER)
+    pytester.makepyfile(test_b=module_b.replace("MORE", DEPENDENCY_FILLER.replace("fill", "more")))
+    serial = run(pytester, "-rs")
+    assert verdicts(serial) == {"passed": 64, "failed": 1, "skipped": 1}
+    skip_lines = [line for line in serial.outlines if line.startswith("SKIPPED")]
+    for args in (("--pool-chunksize", "4"), ("--pool-dist", "longest"), ("--pool-dist", "class")):
+        pooled = run(pytester, "--pool", "2", "-rs", *args)
+        assert verdicts(pooled) == verdicts(serial), (args, pooled.stdout.str())
+        assert [line for line in pooled.outlines if line.startswith("SKIPPED")] == skip_lines
 
 
 def test_github_annotations_are_printed_once(

@@ -244,3 +244,47 @@ def test_scope_modes_keep_an_interleaved_module_on_one_chunk(dist: str) -> None:
     order = ["a.py::test_1", "b.py::test_1", "a.py::test_2", "b.py::test_2", "a.py::test_3"]
     chunks = plan_chunks([ItemInfo(nodeid) for nodeid in order], workers=2, dist=dist)
     assert sorted(chunks) == [[0, 2, 4], [1, 3]]
+
+
+def tied_suite() -> list[ItemInfo]:
+    """Two modules of 20 tests; test_b.py's 15th test depends on test_a.py's 3rd one."""
+    items = suite(2, 20, 0.01)
+    tie = items[2].nodeid
+    items[2] = items[2]._replace(tie=tie)
+    items[35] = items[35]._replace(tie=tie)
+    return items
+
+
+def worker_of(chunks: list[list[int]], index: int) -> list[int]:
+    return next(chunk for chunk in chunks if index in chunk)
+
+
+@pytest.mark.parametrize("dist", ["load", "longest", "module", "class", "group"])
+@pytest.mark.parametrize("chunksize", [None, 1, 7])
+def test_tied_items_share_a_chunk_in_order_in_every_mode(dist: str, chunksize: int | None) -> None:
+    items = tied_suite()
+    chunks = plan_chunks(items, 2, chunksize, dist)
+    assert covers_each_once(chunks, len(items))
+    chunk = worker_of(chunks, 2)
+    assert 35 in chunk
+    assert chunk.index(2) < chunk.index(35)
+
+
+def test_a_tie_keeps_its_modules_whole_and_leaves_the_rest_divisible() -> None:
+    items = tied_suite() + suite(1, 20, 0.01)
+    items[40:] = [item._replace(nodeid=item.nodeid.replace("m0", "m9")) for item in items[40:]]
+    chunks = plan_chunks(items, 2, 5)
+    assert worker_of(chunks, 2) == list(range(40))
+    assert [chunk for chunk in chunks if chunk[0] >= 40] == [
+        [40, 41, 42, 43, 44],
+        *([n, n + 1, n + 2, n + 3, n + 4] for n in range(45, 60, 5)),
+    ]
+
+
+def test_a_tied_item_asked_for_first_stays_with_its_tie() -> None:
+    items = tied_suite()
+    items[35] = items[35]._replace(first=True)
+    items[10] = items[10]._replace(first=True)
+    chunks = plan_chunks(items, 2)
+    assert chunks[0] == [10]
+    assert 2 in worker_of(chunks, 35)

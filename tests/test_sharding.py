@@ -109,3 +109,13 @@ def test_durations_file_balances_shards_and_merges(pytester: pytest.Pytester) ->
     )
     assert "merged 2 files" in merged.stdout
     assert len(json.loads(durations.read_text())) == 44
+
+
+def test_split_keeps_the_tests_of_a_tie_in_one_shard() -> None:
+    items = [ItemInfo(f"t::a[{n}]", 0.01) for n in range(40)]
+    items[3] = items[3]._replace(tie="t::a[3]")
+    items[31] = items[31]._replace(tie="t::a[3]")
+    items[32] = items[32]._replace(tie="t::a[3]")
+    shards = split(items, 4)
+    assert sorted(i for shard in shards for i in shard) == list(range(40))
+    assert any({3, 31, 32} <= set(shard) for shard in shards)
