@@ -531,6 +531,33 @@ def test_pytest_dependency_runs_each_test_after_its_dependencies_as_serially(
         assert [line for line in pooled.outlines if line.startswith("SKIPPED")] == skip_lines
 
 
+def test_pytest_check_failure_reads_as_serially(pytester: pytest.Pytester) -> None:
+    """pytest-check made its message in a worker's other shape (pytest-xdist's too): the summary
+    line read '- FAILURE: assert 1 == 2' and the failure lost its first line."""
+    pytester.makepyfile(
+        test_checks="""
+        from pytest_check import check
+
+        def test_two_checks():
+            with check:
+                assert 1 == 2
+            check.equal(3, 4, "three is not four")
+        """
+    )
+
+    def failure_text(result: pytest.RunResult) -> list[str]:
+        lines = result.outlines
+        start = next(n for n, line in enumerate(lines) if "FAILURES" in line)
+        return [line for line in lines[start:] if not line.startswith("=")]
+
+    serial = run(pytester)
+    assert "FAILED test_checks.py::test_two_checks - assert 1 == 2" in serial.outlines
+    for start in ("fork", "spawn"):
+        pooled = run(pytester, "--pool", "2", "--pool-start", start)
+        assert failure_text(pooled) == failure_text(serial), start
+        assert pooled.ret == serial.ret == 1
+
+
 def test_github_annotations_are_printed_once(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
