@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_poolrun import (
+    bddscenarios,
     checkmessages,
     dependencies,
     extraoptions,
@@ -246,6 +247,7 @@ def pytest_configure(config: pytest.Config) -> None:
     _refuse_xdist_distribution(config)
     extraoptions.read(config)  # a bad ini value is a usage error before anything runs
     checkmessages.register(config)
+    bddscenarios.register(config)
     for option, flag in (("usepdb", "--pdb"), ("trace", "--trace")):
         if config.getoption(option, False):
             raise pytest.UsageError(

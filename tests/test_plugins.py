@@ -558,6 +558,74 @@ def test_pytest_check_failure_reads_as_serially(pytester: pytest.Pytester) -> No
         assert pooled.ret == serial.ret == 1
 
 
+BDD_FEATURE = """\
+Feature: Cart
+    Scenario: Add one
+        Given an empty cart
+        When I add an apple
+        Then the cart holds 1 items
+
+    Scenario: Add two
+        Given an empty cart
+        When I add an apple
+        And I add an apple
+        Then the cart holds 3 items
+"""
+
+BDD_STEPS = """
+from pytest_bdd import given, parsers, scenarios, then, when
+
+scenarios("cart.feature")
+
+@given("an empty cart", target_fixture="cart")
+def cart():
+    return []
+
+@when("I add an apple")
+def add(cart):
+    cart.append("apple")
+
+@then(parsers.parse("the cart holds {count:d} items"))
+def holds(cart, count):
+    assert len(cart) == count
+"""
+
+
+def test_pytest_bdd_cucumber_json_and_gherkin_lines_match_serial(
+    pytester: pytest.Pytester,
+) -> None:
+    """pytest-bdd keeps a report's scenario in the memory of the process that made the report:
+    the controller's cucumber JSON held no feature, its gherkin reporter showed plain lines."""
+    pytester.path.joinpath("cart.feature").write_text(BDD_FEATURE)
+    pytester.makepyfile(test_cart=BDD_STEPS)
+
+    def scenarios(name: str, *args: str) -> list[tuple[str, str, list[str]]]:
+        run(pytester, f"--cucumberjson={name}", *args)
+        features = json.loads((pytester.path / name).read_text())
+        return [
+            (
+                feature["name"],
+                element["name"],
+                [step["result"]["status"] for step in element["steps"]],
+            )
+            for feature in features
+            for element in feature["elements"]
+        ]
+
+    def gherkin_lines(*args: str) -> list[str]:
+        result = run(pytester, "--gherkin-terminal-reporter", "-v", *args)
+        return [line for line in result.outlines if "Scenario:" in line or "Feature:" in line]
+
+    serial = scenarios("serial.json")
+    assert ("Cart", "Add two", ["passed", "passed", "passed", "failed"]) in serial
+    serial_lines = gherkin_lines()
+    assert "    Scenario: Add two FAILED" in serial_lines
+    for start in ("fork", "spawn"):
+        pool = ("--pool", "2", "--pool-start", start, "--pool-report-order", "collection")
+        assert scenarios(f"{start}.json", *pool) == serial, start
+        assert gherkin_lines(*pool) == serial_lines, start
+
+
 def test_github_annotations_are_printed_once(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
