@@ -53,8 +53,9 @@ them from one frozen ``RunOptions``; it takes a pool factory, so tests drive it 
 After each replay the replayer looks at ``session.shouldfail``/``shouldstop`` (``-x``,
 ``--maxfail``, plugins) and, once set, the controller stops handing out work and tells the
 workers to stop between items.  Ctrl-C (and SIGTERM, turned into KeyboardInterrupt while the run
-lasts) kills the workers with their process groups at once; pytest then prints its usual
-interrupted summary.
+lasts) kills the workers with their process groups at once, once the results their journals
+hold and the socket had not brought are reported; pytest then prints its usual interrupted
+summary.
 """
 
 from __future__ import annotations
@@ -281,7 +282,9 @@ class Controller:
                     pool.kill(worker)
                 self.slow.announce(pool.live_workers())
         except KeyboardInterrupt:
-            self.slow.interrupted(pool.live_workers(), self.config.pluginmanager)
+            live = pool.live_workers()
+            self.slow.interrupted(live, self.config.pluginmanager)
+            self._salvage_journals(live)
             raise
         finally:
             restore_status_hook()
@@ -432,6 +435,19 @@ class Controller:
             if not self.ledger.is_done(item):
                 self._on_worker_event(ended.name, events.decode(record))
         return torn
+
+    def _salvage_journals(self, live: list[LiveWorker]) -> None:
+        """On Ctrl-C: report the tests that finished and whose results had not come yet (a
+        worker sends a batch after a test, once it is due, so a quick test's result waits
+        while the next test runs), as a serial run reports every test before the interrupted
+        one; then what waited for an earlier test that will not finish (collection order)."""
+        for worker in live:
+            records, _ = events.split_records(self.journal.read(worker.slot))
+            for item, record in records:
+                if not self.ledger.is_done(item):
+                    self._on_worker_event(worker.name, events.decode(record))
+        if self.items:
+            self.replayer.release_through(len(self.items) - 1)
 
     def _on_worker_exit(self, ended: WorkerExit) -> None:
         if ended.setup_error is not None:

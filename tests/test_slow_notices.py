@@ -3,6 +3,7 @@ when the run is interrupted; bad values are usage errors."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -128,3 +129,38 @@ def test_a_multiple_crossed_just_after_an_announce_is_due_at_once() -> None:
     assert wait is not None and wait <= 0.05
     notices.announce(workers)
     assert said == ["SLOW: t.py::test_3 still running on gw0 after 1s"]
+
+
+def test_ctrl_c_reports_the_tests_that_finished_before_it(pytester: pytest.Pytester) -> None:
+    """A worker sends a quick test's result with a later batch; a Ctrl-C while the next test
+    ran lost it ("no tests ran"), where a serial run reports that test's failure."""
+    pytester.makepyfile(
+        test_order="""
+        import time
+
+        def test_fails_fast():
+            assert 1 == 2
+
+        def test_hangs():
+            time.sleep(60)
+
+        def test_after():
+            pass
+        """
+    )
+    args = [sys.executable, "-m", "pytest", *POOL, "--pool", "1", "--pool-chunksize", "3"]
+    process = pytester.popen(
+        [*args, "--pool-slow", "0.5"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    assert process.stdout is not None
+    seen = []
+    for line in process.stdout:
+        seen.append(line.decode())
+        if seen[-1].startswith("SLOW: test_order.py::test_hangs"):
+            break
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=30)
+    text = "".join(seen) + process.stdout.read().decode()
+    assert process.returncode == pytest.ExitCode.INTERRUPTED, text
+    assert "FAILED test_order.py::test_fails_fast - assert 1 == 2" in text, text
+    assert text.splitlines()[-1].startswith("=") and " 1 failed in " in text.splitlines()[-1]
