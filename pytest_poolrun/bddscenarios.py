@@ -41,13 +41,15 @@ class ScenarioCarrier:
         self._config = config
         self._registry = registry
 
-    @pytest.hookimpl(hookwrapper=True, tryfirst=True)
-    def pytest_runtest_makereport(self) -> Generator[None, Any, None]:
-        outcome = yield
-        report = outcome.get_result()
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_makereport(self) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        # A new-style wrapper: a plugin's error inside passes through it unchanged, with no
+        # warning of pluggy's naming this wrapper.
+        report = yield
         context = self._registry.get(report)
         if context is not None:
             setattr(report, CARRIED, context)
+        return report
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Generator
-from typing import Any
 
 import pytest
 
@@ -32,11 +31,11 @@ WORKER_VARIABLE = "PYTEST_XDIST_WORKER"
 class CheckMessages:
     """Hides the worker's name from every makereport implementation while they run."""
 
-    @pytest.hookimpl(hookwrapper=True, tryfirst=True)
-    def pytest_runtest_makereport(self) -> Generator[None, Any, None]:
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_makereport(self) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         name = os.environ.pop(WORKER_VARIABLE, None)
         try:
-            yield
+            return (yield)
         finally:
             if name is not None:
                 os.environ[WORKER_VARIABLE] = name
