@@ -27,6 +27,7 @@ from pytest_poolrun import (
     extraoptions,
     fixture,
     identity,
+    inlinesnapshots,
     runid,
     scheduling,
     sharding,
@@ -248,6 +249,7 @@ def pytest_configure(config: pytest.Config) -> None:
     extraoptions.read(config)  # a bad ini value is a usage error before anything runs
     checkmessages.register(config)
     bddscenarios.register(config)
+    inlinesnapshots.check(config)
     for option, flag in (("usepdb", "--pdb"), ("trace", "--trace")):
         if config.getoption(option, False):
             raise pytest.UsageError(

@@ -626,6 +626,40 @@ def test_pytest_bdd_cucumber_json_and_gherkin_lines_match_serial(
         assert gherkin_lines(*pool) == serial_lines, start
 
 
+INLINE_SNAPSHOTS = """
+from inline_snapshot import snapshot
+
+def test_sum():
+    assert 1 + 2 == snapshot()
+
+def test_word():
+    assert "ab" == snapshot("xx")
+"""
+
+
+def test_inline_snapshot_edits_are_refused_and_its_missing_report_is_said(
+    pytester: pytest.Pytester,
+) -> None:
+    """inline-snapshot keeps what each snapshot() saw in the worker that ran it:
+    --inline-snapshot=create ended as serially and wrote nothing, and the default run's report
+    was missing, both without a word."""
+    source = pytester.makepyfile(test_snaps=INLINE_SNAPSHOTS)
+    original = source.read_text()
+    created = run(pytester, "--pool", "2", "--inline-snapshot=create")
+    assert created.ret == pytest.ExitCode.USAGE_ERROR
+    created.stderr.fnmatch_lines(
+        ["ERROR: inline-snapshot's create cannot be combined with --pool*"]
+    )
+    assert source.read_text() == original
+    serial = run(pytester, "--inline-snapshot=report")
+    pooled = run(pytester, "--pool", "2", "--inline-snapshot=report")
+    assert verdicts(pooled) == verdicts(serial) and pooled.ret == serial.ret == 1
+    notice = "poolrun: inline-snapshot's report is not shown under --pool"
+    assert any(line.startswith(notice) for line in pooled.outlines), pooled.stdout.str()
+    run(pytester, "--inline-snapshot=create")  # serially it writes: the check is not idle
+    assert "snapshot(3)" in source.read_text()
+
+
 def test_github_annotations_are_printed_once(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
