@@ -6,7 +6,8 @@ Data flow, in the controller's pytest_configure, after inline-snapshot's own::
         line's ``--inline-snapshot``, else its pyproject ``default-flags``)
         ├─ any (create, fix, trim, update; review allows all) ─▶ UsageError (exit 4)
         └─ its report (the default) ─▶ ReportNotice: one line in the terminal summary of a
-           run with a failure or an error (where a snapshot to create or fix is likely)
+           run with a failure or an error (where a snapshot to create or fix is likely) that
+           collected a test module using inline-snapshot
 
 **Why.**  inline-snapshot records what each ``snapshot()`` saw in the process that ran the
 test, and edits the test files from that record at the session's end.  Under ``--pool`` those
@@ -23,10 +24,12 @@ least); an inline-snapshot that keeps them elsewhere gets no check (``_edits`` a
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
 from typing import Any
 
 import pytest
 
+PACKAGE = "inline_snapshot"
 PLUGIN_MODULE = "inline_snapshot.pytest_plugin"
 STATE_MODULE = "inline_snapshot._global_state"
 NOTICE = (
@@ -36,13 +39,37 @@ NOTICE = (
 
 
 class ReportNotice:
-    """Says, at the end of the summary, that inline-snapshot's report is missing.  Not in a
-    run without failures or errors: its report would be empty but for values to trim."""
+    """Says, at the end of the summary, that inline-snapshot's report is missing: in a run
+    with a failure or an error (where a snapshot to create or fix is likely) that collected a
+    test module using inline-snapshot (installed, it is active in every run)."""
+
+    def __init__(self) -> None:
+        self.used = False
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        modules = {id(module): module for module in map(_module_of, session.items)}
+        self.used = any(_uses_inline_snapshot(module) for module in modules.values())
 
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if terminalreporter.stats.get("failed") or terminalreporter.stats.get("error"):
+        stats = terminalreporter.stats
+        if self.used and (stats.get("failed") or stats.get("error")):
             terminalreporter.write_line(NOTICE)
+
+
+def _module_of(item: pytest.Item) -> ModuleType | None:
+    return getattr(item, "module", None)
+
+
+def _uses_inline_snapshot(module: ModuleType | None) -> bool:
+    """Whether the module imported inline-snapshot or one of its names."""
+    if module is None:
+        return False
+    for value in vars(module).values():
+        name = value.__name__ if isinstance(value, ModuleType) else getattr(value, "__module__", "")
+        if isinstance(name, str) and name.split(".")[0] == PACKAGE:
+            return True
+    return False
 
 
 def check(config: pytest.Config) -> None:

@@ -656,6 +656,10 @@ def test_inline_snapshot_edits_are_refused_and_its_missing_report_is_said(
     assert verdicts(pooled) == verdicts(serial) and pooled.ret == serial.ret == 1
     notice = "poolrun: inline-snapshot's report is not shown under --pool"
     assert any(line.startswith(notice) for line in pooled.outlines), pooled.stdout.str()
+    pytester.makepyfile(test_plain="def test_bad():\n    assert 0\n")
+    plain = run(pytester, "--pool", "2", "--inline-snapshot=report", "test_plain.py")
+    assert plain.ret == 1
+    assert not any(line.startswith(notice) for line in plain.outlines), "no snapshot was used"
     run(pytester, "--inline-snapshot=create")  # serially it writes: the check is not idle
     assert "snapshot(3)" in source.read_text()
 
