@@ -425,7 +425,9 @@ def test_a_run_without_one_of_pytests_own_plugins_gives_serial_verdicts(
     """Their options are then not defined at all: the workers must not read them."""
     pytester.makepyfile("def test_a(): pass\ndef test_b(): assert 0\ndef test_c(): assert 1 == 2\n")
     xml = pytester.path / "report.xml"
-    args = ("-p", f"no:{disabled}", "-p", "no:randomly")
+    # inline-snapshot (test extras) reads the terminal's --color at its session's end and
+    # fails without it, serially as well: not this runner's to mend.
+    args = ("-p", f"no:{disabled}", "-p", "no:randomly", "-p", "no:inline_snapshot")
     if disabled != "junitxml":
         args += (f"--junitxml={xml}",)
     serial = pytester.runpytest_subprocess(*POOL, *args, timeout=120)
