@@ -595,7 +595,9 @@ def test_pytest_bdd_cucumber_json_and_gherkin_lines_match_serial(
     pytester: pytest.Pytester,
 ) -> None:
     """pytest-bdd keeps a report's scenario in the memory of the process that made the report:
-    the controller's cucumber JSON held no feature, its gherkin reporter showed plain lines."""
+    the controller's cucumber JSON held no feature, its gherkin reporter showed plain lines.
+    pytest-bdd is installed in tox's py311-bddsnap cell only (see pyproject.toml)."""
+    pytest.importorskip("pytest_bdd")
     pytester.path.joinpath("cart.feature").write_text(BDD_FEATURE)
     pytester.makepyfile(test_cart=BDD_STEPS)
 
@@ -642,7 +644,9 @@ def test_inline_snapshot_edits_are_refused_and_its_missing_report_is_said(
 ) -> None:
     """inline-snapshot keeps what each snapshot() saw in the worker that ran it:
     --inline-snapshot=create ended as serially and wrote nothing, and the default run's report
-    was missing, both without a word."""
+    was missing, both without a word.  inline-snapshot is installed in tox's py311-bddsnap
+    cell only (see pyproject.toml)."""
+    pytest.importorskip("inline_snapshot")
     source = pytester.makepyfile(test_snaps=INLINE_SNAPSHOTS)
     original = source.read_text()
     created = run(pytester, "--pool", "2", "--inline-snapshot=create")
