@@ -28,17 +28,18 @@ from typing import Any
 
 import pytest
 
+from pytest_poolrun.loadedplugins import module_loaded
+
 PLUGIN_MODULE = "pytest_bdd.plugin"
 REPORTING_MODULE = "pytest_bdd.reporting"
 REGISTRY = "test_report_context_registry"
 CARRIED = "_poolrun_bdd_scenario"
 
 
-class ScenarioCarrier:
-    """Copies a report's scenario onto it in a worker; files it again in the controller."""
+class ScenarioCopier:
+    """In a worker: copies each report's scenario onto the report, to travel with it."""
 
-    def __init__(self, config: pytest.Config, registry: Any) -> None:
-        self._config = config
+    def __init__(self, registry: Any) -> None:
         self._registry = registry
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -51,20 +52,28 @@ class ScenarioCarrier:
             setattr(report, CARRIED, context)
         return report
 
+
+class ScenarioFiler:
+    """In the controller: files each replayed report's carried scenario in the registry.
+
+    A worker unregisters it (``workersetup``'s controller-only reporters), where the report
+    still has its way to the controller to go."""
+
+    def __init__(self, registry: Any) -> None:
+        self._registry = registry
+
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if hasattr(self._config, "workerinput"):
-            return  # a worker: the report still has its way to the controller to go
         context = report.__dict__.pop(CARRIED, None)
         if context is not None:
             self._registry[report] = context
 
 
 def register(config: pytest.Config) -> None:
-    """Put ScenarioCarrier in place where a pytest-bdd with a report registry is loaded."""
-    plugins = config.pluginmanager.get_plugins()
-    if not any(getattr(plugin, "__name__", None) == PLUGIN_MODULE for plugin in plugins):
+    """Register both halves where a pytest-bdd with a report registry is loaded."""
+    if not module_loaded(config, PLUGIN_MODULE):
         return
     registry = getattr(importlib.import_module(REPORTING_MODULE), REGISTRY, None)
     if registry is not None:
-        config.pluginmanager.register(ScenarioCarrier(config, registry), "poolrun-bdd-scenarios")
+        config.pluginmanager.register(ScenarioCopier(registry), "poolrun-bdd-copier")
+        config.pluginmanager.register(ScenarioFiler(registry), "poolrun-bdd-filer")

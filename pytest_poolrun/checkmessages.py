@@ -24,6 +24,8 @@ from collections.abc import Generator
 
 import pytest
 
+from pytest_poolrun.loadedplugins import module_loaded
+
 PLUGIN_MODULE = "pytest_check.plugin"
 WORKER_VARIABLE = "PYTEST_XDIST_WORKER"
 
@@ -43,6 +45,5 @@ class CheckMessages:
 
 def register(config: pytest.Config) -> None:
     """Put CheckMessages in place where pytest-check is loaded."""
-    plugins = config.pluginmanager.get_plugins()
-    if any(getattr(plugin, "__name__", None) == PLUGIN_MODULE for plugin in plugins):
+    if module_loaded(config, PLUGIN_MODULE):
         config.pluginmanager.register(CheckMessages(), "poolrun-check-messages")

@@ -32,6 +32,7 @@ from typing import Any
 import pytest
 
 from pytest_poolrun.disjointsets import DisjointSets
+from pytest_poolrun.loadedplugins import module_loaded
 
 PLUGIN_MODULE = "pytest_dependency"
 MARK = "dependency"
@@ -50,7 +51,7 @@ def ties(
     config: pytest.Config, items: Sequence[pytest.Item], nodeids: Sequence[str]
 ) -> list[str | None] | None:
     """A key per item (None where the item is tied to no other), or None for no tie at all."""
-    if not _plugin_active(config):
+    if not module_loaded(config, PLUGIN_MODULE):
         return None
     marks = [item.get_closest_marker(MARK) for item in items]
     if not any(mark is not None and mark.kwargs.get("depends") for mark in marks):
@@ -76,13 +77,6 @@ def ties(
     leaders = [sets.leader(index) for index in range(len(items))]
     sizes = Counter(leaders)
     return [nodeids[leader] if sizes[leader] > 1 else None for leader in leaders]
-
-
-def _plugin_active(config: pytest.Config) -> bool:
-    return any(
-        getattr(plugin, "__name__", None) == PLUGIN_MODULE
-        for plugin in config.pluginmanager.get_plugins()
-    )
 
 
 def _scope_node(item: pytest.Item, scope: str) -> Any:

@@ -29,6 +29,8 @@ from typing import Any
 
 import pytest
 
+from pytest_poolrun.loadedplugins import module_loaded
+
 PACKAGE = "inline_snapshot"
 PLUGIN_MODULE = "inline_snapshot.pytest_plugin"
 STATE_MODULE = "inline_snapshot._global_state"
@@ -74,8 +76,7 @@ def _uses_inline_snapshot(module: ModuleType | None) -> bool:
 
 def check(config: pytest.Config) -> None:
     """Refuse inline-snapshot's file-editing flags; register the notice for its report."""
-    plugins = config.pluginmanager.get_plugins()
-    if not any(getattr(plugin, "__name__", None) == PLUGIN_MODULE for plugin in plugins):
+    if not module_loaded(config, PLUGIN_MODULE):
         return
     edits = _edits()
     if edits is None:

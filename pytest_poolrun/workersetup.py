@@ -256,6 +256,8 @@ _CONTROLLER_REPORTERS = frozenset(
         ("pytest_html.basereport", "BaseReport"),
         # pytest-bdd's cucumber JSON file, written at the session's end.
         ("pytest_bdd.cucumber_json", "LogBDDCucumberJSON"),
+        # Ours: files pytest-bdd's scenarios of the replayed reports, in the controller only.
+        ("pytest_poolrun.bddscenarios", "ScenarioFiler"),
         # GitHub's workflow commands, printed for each failure and each warning.
         ("pytest_github_actions_annotate_failures.plugin", "_AnnotateErrors"),
         ("pytest_github_actions_annotate_failures.plugin", "_AnnotateWarnings"),
