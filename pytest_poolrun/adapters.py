@@ -215,7 +215,13 @@ class BenchmarkAdapter:
         blob = output.get(BENCHMARK_KEY)
         if session is None or blob is None:
             return
-        session.benchmarks.extend(pickle.loads(blob))
+        entries = pickle.loads(blob)
+        if not entries:
+            return  # pytest-benchmark is installed, but this worker ran no benchmark
+        session.benchmarks.extend(entries)
+        # Each worker's benchmarks come in its own run order, one worker after another; the
+        # saved JSON lists them in collection order, as a serial run's does.
+        session.benchmarks.sort(key=_collection_order(config))
 
     def output_lost(self, config: pytest.Config) -> None:
         pass
@@ -433,6 +439,14 @@ def _coverage_like(parent: Any) -> Any:
         include=config.run_include,
         omit=config.run_omit,
     )
+
+
+def _collection_order(config: pytest.Config) -> Callable[[Any], int]:
+    """A sort key: a benchmark's place in the session's collected items (by its node id,
+    ``fullname``); one of no collected item after all of them."""
+    items = getattr(config.pluginmanager.get_plugin("session"), "items", None) or []
+    places = {item.nodeid: place for place, item in enumerate(items)}
+    return lambda entry: places.get(getattr(entry, "fullname", None), len(places))
 
 
 def _portable(entry: Any) -> Any:

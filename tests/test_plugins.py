@@ -335,29 +335,36 @@ def test_hypothesis_show_statistics_matches_serial(pytester: pytest.Pytester) ->
 
 
 def test_pytest_benchmark_table_and_json(pytester: pytest.Pytester) -> None:
+    # Six tests in chunks of one: the workers take turns, and the JSON still lists the
+    # benchmarks in collection order, as the serial run's does.
     pytester.makepyfile(
         test_bench="""
+        import pytest
+
         def test_sum(benchmark):
             assert benchmark(sum, range(100)) == 4950
 
-        def test_sorted(benchmark):
-            benchmark(sorted, [3, 1, 2])
+        @pytest.mark.parametrize("n", range(5))
+        def test_sorted(benchmark, n):
+            benchmark(sorted, [3, 1, 2, n])
         """
     )
     fast = ("--benchmark-max-time=0.01", "--benchmark-min-rounds=2", "--benchmark-warmup=off")
     serial = run(pytester, *fast, "--benchmark-json=serial.json")
-    pooled = run(pytester, "--pool", "2", *fast, "--benchmark-json=pool.json")
+    pooled = run(
+        pytester, "--pool", "2", "--pool-chunksize", "1", *fast, "--benchmark-json=pool.json"
+    )
     assert serial.ret == 0
-    serial_names = {
+    serial_names = [
         b["name"] for b in json.loads((pytester.path / "serial.json").read_text())["benchmarks"]
-    }
-    assert serial_names == {"test_sum", "test_sorted"}
-    assert "benchmark: 2 tests" in serial.stdout.str()
+    ]
+    assert serial_names == ["test_sum", *(f"test_sorted[{n}]" for n in range(5))]
+    assert "benchmark: 6 tests" in serial.stdout.str()
     out = pooled.stdout.str()
-    assert "no benchmarks have been run" not in out and "benchmark: 2 tests" in out, out
+    assert "no benchmarks have been run" not in out and "benchmark: 6 tests" in out, out
     pool_json = pytester.path / "pool.json"
     assert pool_json.exists(), out
-    assert {b["name"] for b in json.loads(pool_json.read_text())["benchmarks"]} == serial_names
+    assert [b["name"] for b in json.loads(pool_json.read_text())["benchmarks"]] == serial_names
     assert pooled.ret == 0
 
 
