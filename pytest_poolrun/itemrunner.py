@@ -12,6 +12,7 @@ Data flow, in a worker forked from the controller after collection::
         ItemFinished(index, recorded events) ─▶ events.encode, once ─▶ the record:
                                         ├─▶ the slot's journal (one os.write, before the next item)
                                         └─▶ the outbox ─▶ emit(tuple of records), every 50 ms
+                                            and at once after a test with a failed report
     finalizer finish_worker() ─▶ the held item runs with nextitem=None (fixtures torn down)
                               ─▶ processes tests left that still run: warned about, killed
 
@@ -25,8 +26,10 @@ knows which item a worker holds if it dies.
 
 **Messages.**  A forked worker shares a ``Board`` (shared memory) with the controller and writes
 there which item it runs, so it needs no message per item: results of finished items go out
-in batches (every ``BATCH_SECONDS`` and at each chunk's end).  A worker started fresh announces
-each item with ``ItemStarted`` instead, and the previous item's result travels with it.
+in batches (every ``BATCH_SECONDS``, at each chunk's end, and at once after a test whose report
+failed, so that a failure is shown, and ``-x`` acts, while the next test runs).  A worker
+started fresh announces each item with ``ItemStarted`` instead, and the previous item's result
+travels with it.
 
 **Durable results.**  A batch dies with its worker, so a forked worker also appends each
 finished item's record (``events.encode``: encoded once, the same bytes as in the batch) to its
@@ -591,7 +594,9 @@ def _run(index: int, nextitem: pytest.Item | None) -> None:
     _Shared.tests_run += 1
     if board is not None:
         board.clear(info.slot)
-        if clock.monotonic() - _Shared.batch_started >= BATCH_SECONDS:  # the batch is due
+        # A failure goes out at once, so that it is shown while the next test runs (and -x
+        # stops the other workers); passing results wait for the batch to be due.
+        if forwarder.failed or clock.monotonic() - _Shared.batch_started >= BATCH_SECONDS:
             _flush()
 
 

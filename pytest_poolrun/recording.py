@@ -13,7 +13,7 @@ Data flow, in a worker (``Forwarder`` is registered as a plugin after collection
            once (send_loose)
     itemrunner: end() ─▶ the item's hook calls: a plainly passing item as one PassedItem; else
         each kept report as a PassedReport if the item's keywords are as collected, or
-        captured in full ─▶ sent
+        captured in full ─▶ sent (at once when a report failed: ``failed``)
 """
 
 from __future__ import annotations
@@ -66,6 +66,8 @@ class Forwarder:
         # far, where a plainly passing report of it is the report itself (see end).
         self.running: int | None = None
         self._nodeid: str | None = None
+        # Whether a report of the item begun last failed: its record then goes out at once.
+        self.failed = False
         self._recorded: list[events.HookEvent | pytest.TestReport] = []
         # pytest's subtests' count of failed subtests by test, a dict as old as the config.
         self._failed_subtests: dict[Any, int] | None = (
@@ -80,6 +82,7 @@ class Forwarder:
         """Item ``index`` starts: the hook calls from now on are its own, until ``end``."""
         self.running, self._nodeid = index, self.items[index].nodeid
         self._recorded = []
+        self.failed = False
         self.keywords.note(index)
 
     def end(self) -> tuple[events.HookEvent, ...]:
@@ -129,6 +132,8 @@ class Forwarder:
         # subtests failed, from counts only this process has), so ask as it would have.
         if not self._status_settled(report):
             self.config.hook.pytest_report_teststatus(report=report, config=self.config)
+        if report.failed:
+            self.failed = True
         if report.nodeid == self._nodeid and events.is_plain_pass(report):
             # Of the item being recorded (None: none is): which form it travels in is settled
             # when the item ends, see end().

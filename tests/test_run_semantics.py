@@ -717,3 +717,48 @@ def test_streams_a_module_kept_at_import_are_captured_as_serially(
     for text in ("through the stdout kept at import", "through a handler made at import"):
         seen = [(r.outlines + r.errlines).count(text) for r in (pooled, serial)]
         assert seen[0] == seen[1], (text, seen)
+
+
+def test_a_failure_is_reported_while_the_next_test_runs(pytester: pytest.Pytester) -> None:
+    """A worker sends passing results in batches, every 50 ms; a failure waited for the batch
+    to be due, so it was shown only once the next test ended, however long that took.  The
+    conftest makes the batches an hour long (forked workers inherit it), and the next test
+    waits for the controller's report of the failure (the conftest's hook notes it)."""
+    pytester.makeconftest(
+        """
+        import os
+        import pathlib
+
+        from pytest_poolrun import itemrunner
+
+        itemrunner.BATCH_SECONDS = 3600.0
+
+        def pytest_runtest_logreport(report):
+            if report.failed and "PYTEST_XDIST_WORKER" not in os.environ:  # the controller's
+                (pathlib.Path(__file__).parent / "failure_reported").touch()
+        """
+    )
+    pytester.makepyfile(
+        test_order="""
+        import pathlib
+        import time
+
+        def test_passes():
+            pass
+
+        def test_fails():
+            assert 1 == 2
+
+        def test_waits_for_the_report_of_the_failure():
+            reported = pathlib.Path(__file__).parent / "failure_reported"
+            deadline = time.monotonic() + 10
+            while not reported.exists():
+                assert time.monotonic() < deadline, "the failure was not reported meanwhile"
+                time.sleep(0.01)
+
+        def test_last():  # the chunk's last test: held back until the next chunk, or the end
+            pass
+        """
+    )
+    result = run(pytester, "--pool", "1", "--pool-chunksize", "4")
+    result.assert_outcomes(failed=1, passed=3)
