@@ -441,12 +441,20 @@ def _coverage_like(parent: Any) -> Any:
     )
 
 
+# Each collected item's place, by node id: mapped once per run, for the first worker that ends.
+_places_key = pytest.StashKey[dict[str, int]]()
+
+
 def _collection_order(config: pytest.Config) -> Callable[[Any], int]:
     """A sort key: a benchmark's place in the session's collected items (by its node id,
     ``fullname``); one of no collected item after all of them."""
-    items = getattr(config.pluginmanager.get_plugin("session"), "items", None) or []
-    places = {item.nodeid: place for place, item in enumerate(items)}
-    return lambda entry: places.get(getattr(entry, "fullname", None), len(places))
+    places = config.stash.get(_places_key, None)
+    if places is None:
+        items = getattr(config.pluginmanager.get_plugin("session"), "items", None) or []
+        places = config.stash[_places_key] = {
+            item.nodeid: place for place, item in enumerate(items)
+        }
+    return lambda entry: places.get(getattr(entry, "fullname", ""), len(places))
 
 
 def _portable(entry: Any) -> Any:
