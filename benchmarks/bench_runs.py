@@ -11,6 +11,8 @@ Data flow, all in this one process and its children::
                           (wall clock around it, CPU and the largest process's peak RSS
                            from os.wait4, fixture setups from the suite's log file)
          └─ medians per contender ──> TARGETS judge each suite ──> tables on stdout
+         └─ ratios within each repetition (runs made back to back) ──> their range, in the
+            limit table: how much a ratio moves with the machine's load from one to the next
 
 Contenders differ only in the parallel plugin they load: serial loads neither pytest-xdist nor
 pytest-poolrun, each parallel contender loads its own plugin and blocks the other, so that no
@@ -262,7 +264,29 @@ class SuiteResult:
         collect, serial = self.wall(COLLECT), self.wall(SERIAL)
         if collect is None or serial is None:
             return None
+        return self.limit_of(collect, serial)
+
+    def limit_of(self, collect: float, serial: float) -> float:
         return collect + (serial - collect) / min(self.suite.workers, cpu_count())
+
+    def repetitions(self, *contenders: str) -> list[dict[str, Sample]]:
+        """Each repetition's sample of every one of ``contenders``, by contender: runs made back
+        to back, so under much the same load of the machine.  Empty if one has no median."""
+        if not all(self.ok(c) for c in contenders):
+            return []
+        runs = zip(*(self.samples[c] for c in contenders))
+        return [dict(zip(contenders, samples)) for samples in runs]
+
+    def limit_ratios(self) -> list[float]:
+        """poolrun / limit within each repetition (see ``repetitions``)."""
+        return [
+            run[POOLRUN].wall / self.limit_of(run[COLLECT].wall, run[SERIAL].wall)
+            for run in self.repetitions(COLLECT, SERIAL, POOLRUN)
+        ]
+
+    def cpu_ratios(self) -> list[float]:
+        """CPU poolrun / serial within each repetition (see ``repetitions``)."""
+        return [run[POOLRUN].cpu / run[SERIAL].cpu for run in self.repetitions(SERIAL, POOLRUN)]
 
     def setups(self, contender: str) -> float | None:
         if not self.suite.counts_setups:
@@ -463,6 +487,11 @@ def factor(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
+def spread(values: list[float]) -> str:
+    """The range of per-repetition ratios: how far one repetition can stray from another."""
+    return "-" if not values else f"{min(values):.2f}-{max(values):.2f}x"
+
+
 def megabytes(result: SuiteResult, contender: str) -> str:
     value = result.peak_rss(contender)
     return f"{value:.0f}" if value is not None else result.status(contender) or "-"
@@ -506,8 +535,9 @@ def render_tables(results: dict[str, SuiteResult], checks: dict[str, list[Check]
         "wall times; CPU of all processes; peak RSS of the largest single process (MiB):",
         "",
         "| suite | collect-only s | serial s | poolrun s | limit s | poolrun/limit "
-        "| CPU poolrun/serial | peak RSS serial | peak RSS poolrun | RSS poolrun/serial |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| CPU poolrun/serial | peak RSS serial | peak RSS poolrun | RSS poolrun/serial "
+        "| poolrun/limit per repetition | CPU ratio per repetition |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         limit = r.core_limit()
@@ -518,7 +548,8 @@ def render_tables(results: dict[str, SuiteResult], checks: dict[str, list[Check]
             f"| {factor(ratio(r.wall(POOLRUN), limit))} "
             f"| {factor(ratio(r.cpu(POOLRUN), r.cpu(SERIAL)))} "
             f"| {megabytes(r, SERIAL)} | {megabytes(r, POOLRUN)} "
-            f"| {factor(ratio(r.peak_rss(POOLRUN), r.peak_rss(SERIAL)))} |"
+            f"| {factor(ratio(r.peak_rss(POOLRUN), r.peak_rss(SERIAL)))} "
+            f"| {spread(r.limit_ratios())} | {spread(r.cpu_ratios())} |"
         )
     return "\n".join(lines)
 
