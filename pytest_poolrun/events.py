@@ -41,7 +41,7 @@ import importlib
 import pickle
 import struct
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, NamedTuple, Union
 
 import pytest
@@ -569,12 +569,16 @@ def replay_item(
     item: pytest.Item | None,
     hook_events: Sequence[HookEvent],
     hooks: directhooks.ReportHooks | None = None,
+    keyword_names: Callable[[pytest.Item], dict[str, Literal[1]]] | None = None,
 ) -> None:
     """Call the controller's hooks that ``hook_events``, recorded while ``item`` ran (or
     outside any item: None), stand for, in order; the report hooks through ``hooks`` (by
-    default ``config.hook``'s)."""
+    default ``config.hook``'s); a rebuilt report's keywords from ``keyword_names`` (by default
+    ``dict.fromkeys(item.keywords, 1)``, see ``keywordnames``)."""
     if hooks is None:
         hooks = _config_report_hooks(config)
+    if keyword_names is None:
+        keyword_names = _all_keyword_names
     keywords: dict[str, Literal[1]] | None = None
     for event in hook_events:
         if not isinstance(event, (PassedReport, PassedItem)):
@@ -583,28 +587,34 @@ def replay_item(
         if item is None:
             raise TypeError(f"a passed report outside any item: {event!r}")
         if isinstance(event, PassedItem):
-            _replay_passed_item(item, event, hooks)
+            _replay_passed_item(item, event, hooks, keyword_names(item))
             continue
         if keywords is None:
-            # Walking the keywords is a report's largest cost: once per item, not per report.
-            keywords = dict.fromkeys(item.keywords, 1)
+            # Listing the keywords is a report's largest cost: once per item, not per report.
+            keywords = keyword_names(item)
         # Each report its own keywords dict, as serially: a plugin may change one.
         times = (event.duration, event.start, event.stop)
         report = rebuild_passed(item, event.location, event.when, times, dict(keywords))
         hooks.logreport(report=report)
 
 
+def _all_keyword_names(item: pytest.Item) -> dict[str, Literal[1]]:
+    return dict.fromkeys(item.keywords, 1)
+
+
 def _replay_passed_item(
-    item: pytest.Item, event: PassedItem, hooks: directhooks.ReportHooks
+    item: pytest.Item,
+    event: PassedItem,
+    hooks: directhooks.ReportHooks,
+    keywords: dict[str, Literal[1]],
 ) -> None:
     """A plainly passing item's five hook calls, its three reports made as ``rebuild_passed``
-    makes one, with the item's node id and keyword names read once for all three."""
+    makes one, with the item's node id and keyword names (``keywords``, the first report's
+    own dict) read once for all three."""
     location, times = event
     nodeid = item.nodeid
     node_id = _report_node_id(item)
-    # Walking the keywords is a report's largest cost: once per item, not per report.  Each
-    # report gets its own dict, as serially: a plugin may change one.
-    keywords: dict[str, Literal[1]] = dict.fromkeys(item.keywords, 1)
+    # Each report gets its own keywords dict, as serially: a plugin may change one.
     logreport = hooks.logreport
     hooks.logstart(nodeid=nodeid, location=location)
     logreport(report=_passed_report(node_id, location, keywords, "setup", *times[0:3]))

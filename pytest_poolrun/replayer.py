@@ -36,7 +36,7 @@ import pytest
 from _pytest._code.code import ReprFileLocation, TerminalRepr
 from _pytest._io import TerminalWriter
 
-from pytest_poolrun import directhooks, events, hookproxies
+from pytest_poolrun import directhooks, events, hookproxies, keywordnames
 
 
 class SyntheticFailure(TerminalRepr):
@@ -74,6 +74,7 @@ class Replayer:
         # Each file's report hooks (see "Whose hooks"); no forgetting: the controller imports
         # no conftest while the pool runs.
         self._hooks_by_file = hookproxies.PerFile(self._report_hooks_at)
+        self._keyword_names = keywordnames.KeywordNames()
         self._next = 0
 
     def stop(self) -> bool:
@@ -128,7 +129,9 @@ class Replayer:
             events.replay_item(self._config, None, hook_events, self._hooks)
         else:
             node = self._session.items[item]
-            events.replay_item(self._config, node, hook_events, self._hooks_of(node))
+            events.replay_item(
+                self._config, node, hook_events, self._hooks_of(node), self._keyword_names.of
+            )
         self._check_stop()
 
     def _hooks_of(self, item: pytest.Item) -> directhooks.ReportHooks:
