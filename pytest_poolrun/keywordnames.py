@@ -8,6 +8,9 @@ held by the ``Replayer``)::
         └─ its parent's names ─▶ kept by parent, with the count of keywords of the parent and
                                  of every node above it; listed again only if that count grew
 
+The counts (``count_through``, ``own_count``) also tell a worker whether an item still has the
+keywords it was collected with (``recording.KeywordCounts``).
+
 **Why.**  ``NodeKeywords`` yields a node's own names and then its parent's, generator within
 generator up to the session: the walk is the largest part of rebuilding a passing test's
 reports.  The items of a file share every name above their own, so the controller lists them
@@ -24,6 +27,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import pytest
+from _pytest.nodes import Node
 
 
 class KeywordNames:
@@ -32,16 +36,16 @@ class KeywordNames:
     def __init__(self) -> None:
         # By id of the parent: (the parent, kept alive so that its id stays its own; the
         # count of its keywords and those above it; its names then).
-        self._by_parent: dict[int, tuple[Any, int, dict[str, Literal[1]]]] = {}
+        self._by_parent: dict[int, tuple[Node, int, dict[str, Literal[1]]]] = {}
 
     def of(self, item: pytest.Item) -> dict[str, Literal[1]]:
         keywords: Any = item.keywords
         own = getattr(keywords, "_markers", None)
-        parent = getattr(keywords, "parent", None)
-        count = None if own is None or parent is None else _count_from(parent)
-        if own is None or parent is None or count is None:
+        parent = item.parent
+        if own is None or parent is None:
             # The session's own keywords, or keywords other than pytest's NodeKeywords.
             return dict.fromkeys(keywords, 1)
+        count = count_through(parent)
         kept = self._by_parent.get(id(parent))
         if kept is None or kept[1] != count:
             kept = self._by_parent[id(parent)] = (parent, count, dict.fromkeys(parent.keywords, 1))
@@ -50,15 +54,17 @@ class KeywordNames:
         return names
 
 
-def _count_from(node: Any) -> int | None:
-    """How many keywords ``node`` and the nodes above it hold, or None if one of them keeps
-    its keywords other than as ``NodeKeywords`` does."""
+def count_through(node: Node | None) -> int:
+    """How many keywords ``node`` and every node above it hold, each its own (pytest's
+    ``NodeKeywords``, whose node has such keywords above it too)."""
     total = 0
     while node is not None:
-        keywords = node.keywords
-        own = getattr(keywords, "_markers", None)
-        if own is None:
-            return None
-        total += len(own)
-        node = getattr(keywords, "parent", None)
+        total += own_count(node)
+        node = node.parent
     return total
+
+
+def own_count(node: Node) -> int:
+    """How many keywords ``node`` holds itself (not those it reads from its parents)."""
+    markers: dict[str, Any] = node.keywords._markers  # type: ignore[attr-defined]
+    return len(markers)

@@ -24,9 +24,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
-from _pytest.nodes import Node
 
-from pytest_poolrun import events
+from pytest_poolrun import events, keywordnames
 
 _FAILED_SUBTESTS: Any
 try:  # pytest's subtests count a test's failed subtests here, by the test's node id
@@ -186,13 +185,13 @@ class KeywordCounts:
         self._known = all(hasattr(item.keywords, "_markers") for item in items[:1])
         # Items share their parents: each is counted once (a few per module), not once per item.
         parents = {id(parent): parent for parent in map(_PARENT, items)} if self._known else {}
-        self._above = {key: _total_keywords(parent) for key, parent in parents.items()}
+        self._above = {key: keywordnames.count_through(parent) for key, parent in parents.items()}
         self._own: int | None = None  # the running item's count, when it began
 
     def note(self, index: int) -> None:
         """Item ``index`` begins."""
         if self._known:
-            self._own = _own_keywords(self._items[index])
+            self._own = keywordnames.own_count(self._items[index])
 
     def as_collected(self, index: int) -> bool:
         """Whether item ``index``, which began last (``note``), has the keywords it was
@@ -202,17 +201,4 @@ class KeywordCounts:
             return False
         item = self._items[index]
         collected = own + self._above[id(item.parent)]
-        return _total_keywords(item) == collected
-
-
-def _total_keywords(node: Node | None) -> int:
-    total = 0
-    while node is not None:
-        total += _own_keywords(node)
-        node = node.parent
-    return total
-
-
-def _own_keywords(node: Node) -> int:
-    markers: dict[str, Any] = node.keywords._markers  # type: ignore[attr-defined]
-    return len(markers)
+        return keywordnames.count_through(item) == collected
