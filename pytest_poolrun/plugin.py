@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -319,7 +320,7 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     )
     # Configured before the start method is chosen: what plugins give each worker tells.
     nodes = WorkerNodes(config, options.worker_names(), options.worker_specs(), options.testrun_uid)
-    start, why_not_fork = _start_method(config.getoption("pool_start"), nodes)
+    start, why_not_fork = _start_method(config.getoption("pool_start"), nodes, config.rootpath)
     if start != options.start:
         options = dataclasses.replace(options, start=start)
         nodes.respec(options.worker_specs())
@@ -342,16 +343,20 @@ def _report_order(config: pytest.Config) -> str:
     return str(config.getoption("pool_report_order"))
 
 
-def _start_method(asked: str | None, nodes: WorkerNodes) -> tuple[str, str | None]:
+def _start_method(asked: str | None, nodes: WorkerNodes, rootpath: Path) -> tuple[str, str | None]:
     """How local workers start, and why they are not forked when fork was possible.
 
     Forking after collection is the default wherever the platform allows it; a thread that
     ``forksafety`` does not know to be idle makes the run spawn its workers instead (also when
     ``--pool-start fork`` asked for a fork: a fork then could deadlock the worker), and the
-    header names that thread.  So does, unless ``--pool-start fork`` asked for a fork, a plugin
-    that gave ``nodes`` inputs that differ from worker to worker in ``pytest_configure_node``
-    (``xdistnode``): spawned workers run its ``pytest_configure`` with their own
-    ``workerinput``, as pytest-xdist's do.
+    header names that thread.  So do, unless ``--pool-start fork`` asked for a fork:
+
+    - a ``Pool`` made before the run (a test module's, at its import) and still running: a
+      forked worker's copy of it refuses work, where a spawned worker imports the module and
+      makes a pool of its own, as a pytest-xdist worker does;
+    - a plugin that gave ``nodes`` inputs that differ from worker to worker in
+      ``pytest_configure_node`` (``xdistnode``): spawned workers run its ``pytest_configure``
+      with their own ``workerinput``, as pytest-xdist's do.
     """
     from pytest_poolrun.forksafety import fork_blockers, platform_forks_safely
 
@@ -360,13 +365,33 @@ def _start_method(asked: str | None, nodes: WorkerNodes) -> tuple[str, str | Non
     blockers = fork_blockers()
     if blockers:
         return "spawn", f"{', '.join(blockers)} running, and a fork copies no thread"
-    configuring = [] if asked == "fork" else nodes.plugins_configuring_each_worker()
+    if asked == "fork":
+        return "fork", None
+    from pytest_poolrun.pool import pools_made_here
+
+    pools = pools_made_here()
+    if pools:
+        sites = ", ".join(sorted({_site(pool.made_at, rootpath) for pool in pools}))
+        return "spawn", (
+            f"{len(pools)} Pool{'s' if len(pools) != 1 else ''} made at {sites} running, "
+            "which a forked worker could not use; --pool-start fork forks anyway"
+        )
+    configuring = nodes.plugins_configuring_each_worker()
     if configuring:
         return "spawn", (
             f"{', '.join(configuring)} configures each worker in pytest_configure_node; "
             "--pool-start fork forks anyway"
         )
     return "fork", None
+
+
+def _site(made_at: tuple[str, int], rootpath: Path) -> str:
+    """``file:line``, the file relative to the rootdir where it lies below it."""
+    filename, lineno = made_at
+    path = Path(filename)
+    if path.is_relative_to(rootpath):
+        path = path.relative_to(rootpath)
+    return f"{path}:{lineno}"
 
 
 def _header(

@@ -172,6 +172,42 @@ def test_a_thread_in_the_controller_means_spawned_workers(pytester: pytest.Pytes
     result.assert_outcomes(passed=22, failed=2, skipped=1)
 
 
+MODULE_POOL = """
+from pytest_poolrun import Pool
+
+def square(x):
+    return x * x
+
+POOL = Pool(2)
+
+def test_maps_with_the_modules_pool():
+    assert POOL.map(square, range(4)) == [0, 1, 4, 9]
+
+def test_plain():
+    pass
+"""
+
+
+def test_a_pool_made_at_collection_means_spawned_workers(pytester: pytest.Pytester) -> None:
+    """A forked worker's copy of the test module's pool refuses work; a spawned worker imports
+    the module and makes its own, and the test passes, as serially."""
+    pytester.makepyfile(test_module_pool=MODULE_POOL)
+    serial = pytester.runpytest_subprocess(*POOL)
+    serial.assert_outcomes(passed=2)
+    result = pytester.runpytest_subprocess(*POOL, "--pool", "2")
+    result.stdout.fnmatch_lines(
+        [
+            "poolrun: 2 workers, spawned, collecting for themselves (1 Pool made at "
+            "test_module_pool.py:6 running, which a forked worker could not use; "
+            "--pool-start fork forks anyway), for 2 items"
+        ]
+    )
+    result.assert_outcomes(passed=2)
+    forced = pytester.runpytest_subprocess(*POOL, "--pool", "2", "--pool-start", "fork")
+    forced.stdout.fnmatch_lines(["poolrun: 2 workers, forked after collection, for 2 items"])
+    forced.assert_outcomes(passed=1, failed=1)
+
+
 def test_spawned_workers_keep_apart_under_a_given_basetemp(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
