@@ -367,13 +367,14 @@ def _start_method(asked: str | None, nodes: WorkerNodes, rootpath: Path) -> tupl
         return "spawn", f"{', '.join(blockers)} running, and a fork copies no thread"
     if asked == "fork":
         return "fork", None
-    from pytest_poolrun.pool import pools_made_here
+    from pytest_poolrun.pool import running_pool_sites
 
-    pools = pools_made_here()
-    if pools:
-        sites = ", ".join(sorted({_site(pool.made_at, rootpath) for pool in pools}))
+    pool_sites = running_pool_sites()
+    if pool_sites:
+        sites = ", ".join(sorted({_site(site, rootpath) for site in pool_sites}))
+        count = len(pool_sites)
         return "spawn", (
-            f"{len(pools)} Pool{'s' if len(pools) != 1 else ''} made at {sites} running, "
+            f"{count} Pool{'s' if count != 1 else ''} made at {sites} running, "
             "which a forked worker could not use; --pool-start fork forks anyway"
         )
     configuring = nodes.plugins_configuring_each_worker()
@@ -385,9 +386,9 @@ def _start_method(asked: str | None, nodes: WorkerNodes, rootpath: Path) -> tupl
     return "fork", None
 
 
-def _site(made_at: tuple[str, int], rootpath: Path) -> str:
+def _site(site: tuple[str, int], rootpath: Path) -> str:
     """``file:line``, the file relative to the rootdir where it lies below it."""
-    filename, lineno = made_at
+    filename, lineno = site
     path = Path(filename)
     if path.is_relative_to(rootpath):
         path = path.relative_to(rootpath)

@@ -29,7 +29,7 @@ threads share the pool's I/O), ``results`` (what the caller holds), ``poolerrors
 **Threads.**  The pool is usable from any thread, concurrently; one caller thread at a time
 drives the I/O, and callbacks run in that thread (``waiting`` describes the design).  A copy of
 the pool reaching a child through a fork refuses work; so the test runner spawns its workers
-while a pool this process made is running (``pools_made_here``: a test module's, from its
+while a pool this process made is running (``running_pool_sites``: a test module's, from its
 import at collection).
 
 **Exit.**  Pools still running at interpreter exit are terminated by a ``multiprocessing``
@@ -149,9 +149,9 @@ class Pool:
             self._manager.loop.close()
             raise
         self._manager.adopt(started)
-        # Where the caller made it, for the test runner's header (see pools_made_here).
+        # Where the caller made it, for the test runner's header (see running_pool_sites).
         caller = sys._getframe(1)
-        self.made_at = (caller.f_code.co_filename, caller.f_lineno)
+        self._made_at = (caller.f_code.co_filename, caller.f_lineno)
         _live_pools.add(self)
         _ensure_exit_hook()
 
@@ -417,10 +417,10 @@ class Pool:
         return f"<Pool state={state} processes={self.processes} start_method={self.start_method}>"
 
 
-def pools_made_here() -> list[Pool]:
-    """This process's pools that neither ``terminate`` nor a finished ``join`` has ended: a
-    forked child would hold copies of them that refuse work."""
-    return list(_live_pools)
+def running_pool_sites() -> list[tuple[str, int]]:
+    """Where (file, line) each of this process's pools was made that neither ``terminate`` nor a
+    finished ``join`` has ended: a forked child would hold copies of them that refuse work."""
+    return [pool._made_at for pool in list(_live_pools)]
 
 
 def _terminate_live_pools() -> None:
