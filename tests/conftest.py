@@ -22,14 +22,26 @@ THIRD_PARTY_PLUGINS = (
     "metadata",
 )
 
+# What a pytest-xdist or pytest-poolrun worker sets in its environment.  When this suite runs
+# under ``--pool``, a pytester subprocess would inherit them and act as a worker of that outer
+# run (plugins skip their controller-side work, the runner's own checks read the outer names).
+OUTER_WORKER_VARIABLES = (
+    "PYTEST_XDIST_WORKER",
+    "PYTEST_XDIST_WORKER_COUNT",
+    "PYTEST_XDIST_TESTRUNUID",
+)
+
 
 @pytest.fixture(autouse=True)
 def _plain_pytester_sessions(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
     """Keep the pytester sessions of this suite free of the extras' third-party plugins.
 
     A module that sets ``REAL_PLUGINS = True`` (test_plugins.py) gets every installed plugin,
-    as a user's session does.
+    as a user's session does.  Either way a session of its own, not a worker of an outer run.
     """
+    if "pytester" in request.fixturenames:
+        for name in OUTER_WORKER_VARIABLES:
+            monkeypatch.delenv(name, raising=False)
     if "pytester" in request.fixturenames and not getattr(request.module, "REAL_PLUGINS", False):
         request.getfixturevalue("pytester")  # it clears PYTEST_ADDOPTS when it is set up
         blocked = " ".join(f"-p no:{name}" for name in THIRD_PARTY_PLUGINS)
