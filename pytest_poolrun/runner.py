@@ -55,7 +55,8 @@ After each replay the replayer looks at ``session.shouldfail``/``shouldstop`` (`
 workers to stop between items.  Ctrl-C (and SIGTERM, turned into KeyboardInterrupt while the run
 lasts) kills the workers with their process groups at once, once the results their journals
 hold and the socket had not brought are reported; pytest then prints its usual interrupted
-summary.
+summary, naming the line the longest-running test was at (its worker's stacks say it), as a
+serial run names the line of the test it interrupted.
 """
 
 from __future__ import annotations
@@ -265,6 +266,7 @@ class Controller:
         )
         previous_sigterm = _sigterm_interrupts()
         restore_status_hook = directhooks.install_in_controller(self.config)
+        ctrl_c_at: interruption.Interrupt | None = None
         try:
             # Planned while the workers start up (a tenth of a second at 50,000 tests): they
             # need nothing of the plan but its chunks.
@@ -281,11 +283,13 @@ class Controller:
                 for worker in self.timeouts.expire(pool.live_workers()):
                     pool.kill(worker)
                 self.slow.announce(pool.live_workers())
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             live = pool.live_workers()
             self.slow.interrupted(live, self.config.pluginmanager)
-            self._salvage_journals(live)
-            raise
+            self._salvage_journals(live)  # first: the stack dump may end a test early
+            ctrl_c_at = self._where_the_tests_were(exc, live)
+            if ctrl_c_at is None:
+                raise
         finally:
             restore_status_hook()
             pool.terminate()
@@ -294,6 +298,8 @@ class Controller:
             self.journal.close()
             if previous_sigterm is not None:
                 signal.signal(signal.SIGTERM, previous_sigterm)
+        if ctrl_c_at is not None:
+            interruption.raise_where_raised(ctrl_c_at)
         if self.interrupted is not None:
             self.replayer.release_through(self.interrupted_item)
         self.shared.teardown(self.items[-1])
@@ -305,6 +311,23 @@ class Controller:
             interruption.raise_where_raised(self.interrupted)
         if self.session_exit is not None:
             raise pytest.exit.Exception(self.session_exit.message, self.session_exit.returncode)
+
+    def _where_the_tests_were(
+        self, exc: KeyboardInterrupt, live: list[LiveWorker]
+    ) -> interruption.Interrupt | None:
+        """Ctrl-C (or SIGTERM) as if it had landed in the longest-running test, where a serial
+        run's lands: at the line its worker's stacks show (None: no local worker runs a test)."""
+        local = {worker.name: worker for worker in live if not worker.remote}
+        running = [local[entry.worker] for entry in self.slow.unfinished if entry.worker in local]
+        if not running:
+            return None
+        # One worker's stacks, not each one's: the run must stop at once (a dump may take a
+        # moment to arrive).
+        stacks = self.postmortem.dump_stacks(running[0].slot, running[0].pid)
+        location = interruption.innermost_in_dump(stacks)
+        if location is None:
+            return None
+        return interruption.Interrupt.of(exc)._replace(location=location)
 
     def _next_wakeup(self, live: list[LiveWorker]) -> float | None:
         return earliest(self.timeouts.until_next_deadline(live), self.slow.until_next_notice(live))

@@ -246,9 +246,15 @@ def _start_hanging_run(pytester: pytest.Pytester, pid_file: Path) -> subprocess.
             time.sleep(60)
         """
     )
+    return _start_run_until(started, pytester.path, "--pool", "2", "--junitxml=report.xml")
+
+
+def _start_run_until(started: Path, cwd: Path, *args: str) -> subprocess.Popen[bytes]:
+    """A pytest run in ``cwd``, once a test of it has written ``started``."""
+    started.unlink(missing_ok=True)
     process = subprocess.Popen(
-        [sys.executable, "-m", "pytest", *POOL, "--pool", "2", "--junitxml=report.xml"],
-        cwd=pytester.path,
+        [sys.executable, "-m", "pytest", *POOL, *args],
+        cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -275,6 +281,40 @@ def test_interrupt_stops_within_two_seconds(
     assert "passed" in text.splitlines()[-1], "the summary of what ran is printed"
     assert "poolworker" not in text, "no traceback from a worker reaches the terminal"
     assert_no_process_left(pid_file)
+
+
+def test_ctrl_c_names_the_line_the_running_test_was_at_as_serially(
+    pytester: pytest.Pytester,
+) -> None:
+    """Ctrl-C reaches the controller only (each worker leads a process group of its own): the
+    summary named a line of the plugin's event loop, where a serial run names the test's.  The
+    test's thread is named, not another one the test started."""
+    started = pytester.path / "started"
+    pytester.makepyfile(
+        test_sleeper=f"""
+        import pathlib, threading, time
+        def dozes():
+            time.sleep(60)
+        def test_quick():
+            pass
+        def test_sleeps():
+            threading.Thread(target=dozes, daemon=True).start()
+            pathlib.Path({str(started)!r}).write_text("yes")
+            time.sleep(60)
+        """
+    )
+    named = {}
+    for mode in ("serial", "pool"):
+        workers = ["--pool", "2"] if mode == "pool" else []
+        process = _start_run_until(started, pytester.path, *workers)
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=30)
+        text = output.decode()
+        assert process.returncode == pytest.ExitCode.INTERRUPTED, text
+        named[mode] = [line for line in text.splitlines() if line.endswith("KeyboardInterrupt")]
+    sleep_line = f"{pytester.path / 'test_sleeper.py'}:9: KeyboardInterrupt"
+    assert named["serial"][-1] == sleep_line, named
+    assert named["pool"] == named["serial"]
 
 
 def test_workers_exit_when_the_controller_is_killed(
