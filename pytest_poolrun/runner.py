@@ -316,9 +316,12 @@ class Controller:
         self, exc: KeyboardInterrupt, live: list[LiveWorker]
     ) -> interruption.Interrupt | None:
         """Ctrl-C (or SIGTERM) as if it had landed in the longest-running test, where a serial
-        run's lands: at the line its worker's stacks show (None: no local worker runs a test)."""
-        local = {worker.name: worker for worker in live if not worker.remote}
-        running = [local[entry.worker] for entry in self.slow.unfinished if entry.worker in local]
+        run's lands: at the line its worker's stacks show (None: no forked worker runs a test;
+        only they have a fault file for their stacks)."""
+        dumping = {worker.name: worker for worker in live if self.postmortem.can_dump(worker.slot)}
+        running = [
+            dumping[entry.worker] for entry in self.slow.unfinished if entry.worker in dumping
+        ]
         if not running:
             return None
         # One worker's stacks, not each one's: the run must stop at once (a dump may take a
