@@ -100,6 +100,7 @@ from pytest_poolrun import (
     runid,
     workerfeatures,
     workersetup,
+    workerstop,
     xdistnode,
 )
 from pytest_poolrun.board import Board
@@ -117,6 +118,7 @@ from pytest_poolrun.recycling import Recycler, Retired
 from pytest_poolrun.slotfiles import SlotFiles
 from pytest_poolrun.workersetup import DUMP_SIGNAL as DUMP_SIGNAL
 from pytest_poolrun.workersetup import Invocation as Invocation
+from pytest_poolrun.workerstop import WorkerStop
 
 # A forked worker sends the results of finished items at least this often (and at the end of
 # each chunk): often enough for live progress, rarely enough that fast tests share messages.
@@ -456,6 +458,7 @@ def start_worker(worker_count: int, testrun_uid: str, invocation: Invocation) ->
     if config.getoption("tbstyle", None) == "native":
         config.pluginmanager.register(_NativeTracebackTrim(), "poolrun-native-traceback")
     hookproxies.install(_session())
+    workerstop.install(_tear_everything_down)
     # Last: the runner's report hook calls in this worker skip pluggy's general path.
     directhooks.install_in_worker(config)
 
@@ -593,9 +596,11 @@ def _run(index: int, nextitem: pytest.Item | None) -> None:
     try:
         # Called here, not in a function of its own: a test runs as few frames below the
         # controller's loop as can be (a recursion test counts how deep it may go).
+        WorkerStop.in_test = True  # the controller's stop signal lands in the test (workerstop)
         try:
             item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
         finally:
+            WorkerStop.in_test = False
             _leave_if_forked_child()  # a child forked in another hook of the protocol
     except pytest.exit.Exception as exc:
         _send(events.SessionExit(index, exc.msg, exc.returncode, forwarder.end()))
@@ -605,6 +610,10 @@ def _run(index: int, nextitem: pytest.Item | None) -> None:
         interrupt = Interrupt.of(exc) if isinstance(exc, KeyboardInterrupt) else None
         _send(events.ItemAborted(index, format_exception(exc), interrupt, forwarder.end()))
         _flush()
+        if interrupt is not None:
+            # As a serial session's end after an interrupt: every fixture torn down.
+            WorkerStop.finishing = True
+            _tear_everything_down()
         raise
     finally:
         if _Shared.streams:
@@ -694,12 +703,19 @@ def finish_worker() -> None:
     """Pool finalizer: run the held item as the worker's last, tearing every fixture down;
     then send the controller this worker's ``workeroutput`` (see adapters, xdistnode)."""
     held, _Shared.held = _Shared.held, None
+    WorkerStop.finishing = True  # a stop signal from here on interrupts the held test only
     if held is not None and not stop_requested():
         # Run here, as run_chunk runs its items: a test is as many frames deep wherever it runs.
         try:
             _run(held, nextitem=None)
         except pytest.exit.Exception:
             _tear_everything_down()  # the exit left that test's fixtures set up
+        except KeyboardInterrupt:
+            # Reported, and every fixture torn down (_run): the worker ends, as after a task
+            # that raised it, without a traceback on the terminal.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(workerstop.STOPPED_EXIT_CODE)
         _flush()
     else:
         _tear_everything_down()

@@ -82,6 +82,7 @@ from pytest_poolrun import (
     itemrunner,
     junitrecords,
     scheduling,
+    workerstop,
 )
 from pytest_poolrun.board import Board
 from pytest_poolrun.codec import RemoteTraceback
@@ -288,6 +289,7 @@ class Controller:
             self.slow.interrupted(live, self.config.pluginmanager)
             self._salvage_journals(live)  # first: the stack dump may end a test early
             ctrl_c_at = self._where_the_tests_were(exc, live)
+            self._stop_as_interrupted(live)
             if ctrl_c_at is None:
                 raise
         finally:
@@ -331,6 +333,20 @@ class Controller:
         if location is None:
             return None
         return interruption.Interrupt.of(exc)._replace(location=location)
+
+    def _stop_as_interrupted(self, live: list[LiveWorker]) -> None:
+        """Ctrl-C: each forked worker's test interrupted and its fixtures torn down, as a serial
+        run's are, before the pool kills what is left (workerstop).  A spawned worker's process
+        is behind an execnet gateway, like a remote one's: those are killed at once."""
+        self.board.request_stop()  # a test that swallows the interrupt is its worker's last
+        forked = {worker.pid: worker.name for worker in live if worker.slot < self.options.forked}
+        left = workerstop.stop_workers(list(forked))
+        if left:
+            names = ", ".join(forked[pid] for pid in left)
+            self.console.say(
+                f"poolrun: {names} still tearing fixtures down {workerstop.STOP_GRACE:g}s "
+                "after the interrupt: killed"
+            )
 
     def _next_wakeup(self, live: list[LiveWorker]) -> float | None:
         return earliest(self.timeouts.until_next_deadline(live), self.slow.until_next_notice(live))

@@ -317,6 +317,52 @@ def test_ctrl_c_names_the_line_the_running_test_was_at_as_serially(
     assert named["pool"] == named["serial"]
 
 
+@pytest.mark.parametrize(
+    "workers", ["1", "2"], ids=["test-in-a-chunk", "test-held-to-the-workers-end"]
+)
+def test_ctrl_c_tears_the_fixtures_down_as_serially(
+    pytester: pytest.Pytester, workers: str
+) -> None:
+    """Serially, pytest's session end tears down every fixture of an interrupted run; the
+    workers were killed outright, and a session fixture's teardown (a server stopped, a
+    database dropped) never ran."""
+    started = pytester.path / "started"
+    log = pytester.path / "teardowns.log"
+    pytester.makepyfile(
+        test_interrupted=f"""
+        import pathlib, time, pytest
+        def note(text):
+            with open({str(log)!r}, "a") as out:
+                out.write(text + "\\n")
+        @pytest.fixture(scope="session")
+        def server():
+            yield
+            note("session fixture torn down")
+        @pytest.fixture
+        def connection(server):
+            yield
+            note("function fixture torn down")
+        def test_sleeps(connection):
+            pathlib.Path({str(started)!r}).write_text("yes")
+            time.sleep(60)
+        def test_after():
+            pass
+        """
+    )
+    torn = {}
+    for mode in ("serial", "pool"):
+        log.unlink(missing_ok=True)
+        args = ["--pool", workers] if mode == "pool" else []
+        process = _start_run_until(started, pytester.path, *args)
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=30)
+        assert process.returncode == pytest.ExitCode.INTERRUPTED, output.decode()
+        assert "Traceback" not in output.decode()
+        torn[mode] = log.read_text().splitlines() if log.exists() else []
+    assert torn["serial"] == ["function fixture torn down", "session fixture torn down"]
+    assert torn["pool"] == torn["serial"]
+
+
 def test_workers_exit_when_the_controller_is_killed(
     pytester: pytest.Pytester, pid_file: Path
 ) -> None:
