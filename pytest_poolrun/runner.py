@@ -52,9 +52,10 @@ them from one frozen ``RunOptions``; it takes a pool factory, so tests drive it 
 
 After each replay the replayer looks at ``session.shouldfail``/``shouldstop`` (``-x``,
 ``--maxfail``, plugins) and, once set, the controller stops handing out work and tells the
-workers to stop between items.  Ctrl-C (and SIGTERM, turned into KeyboardInterrupt while the run
-lasts) kills the workers with their process groups at once, once the results their journals
-hold and the socket had not brought are reported; pytest then prints its usual interrupted
+workers to stop between items.  On Ctrl-C (and SIGTERM, turned into KeyboardInterrupt while the
+run lasts) the results the workers' journals hold and the socket had not brought are reported;
+the forked workers interrupt their tests and tear their fixtures down (``workerstop``), and the
+pool kills the workers with their process groups; pytest then prints its usual interrupted
 summary, naming the line the longest-running test was at (its worker's stacks say it), as a
 serial run names the line of the test it interrupted.
 """

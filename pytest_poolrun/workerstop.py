@@ -2,7 +2,7 @@
 
 Data flow::
 
-    controller: Ctrl-C (or SIGTERM) ─▶ stop_workers(pids): STOP_SIGNAL to each local worker,
+    controller: Ctrl-C (or SIGTERM) ─▶ stop_workers(pids): STOP_SIGNAL to each forked worker,
         then a wait (at most STOP_GRACE) until they have exited; the pool kills what is left
     worker: on_stop_signal
         ─▶ a test running (``in_test``, set by itemrunner around pytest's protocol):
@@ -56,6 +56,8 @@ def install(teardown: Callable[[], None]) -> None:
     """In a worker: tear down with ``teardown`` and exit on STOP_SIGNAL (see on_stop_signal)."""
     if STOP_SIGNAL is None or threading.current_thread() is not threading.main_thread():
         return
+    # A fresh state: a worker forked by a run inside a test (pytester) inherits that test's.
+    WorkerStop.in_test = WorkerStop.finishing = False
     WorkerStop.teardown = teardown
     signal.signal(STOP_SIGNAL, on_stop_signal)
 
