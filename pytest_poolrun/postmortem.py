@@ -97,10 +97,6 @@ class PostMortem:
                 read.append((name, text))
         return read
 
-    def can_dump(self, slot: int) -> bool:
-        """Whether the worker of ``slot`` writes its stacks on DUMP_SIGNAL: a forked one does."""
-        return self.fault_files.fd(slot) is not None
-
     def dump_stacks(self, slot: int, pid: int) -> str:
         """Have the worker write its stacks (faulthandler, on DUMP_SIGNAL) and read them."""
         files = self.fault_files

@@ -321,7 +321,7 @@ class Controller:
         """Ctrl-C (or SIGTERM) as if it had landed in the longest-running test, where a serial
         run's lands: at the line its worker's stacks show (None: no forked worker runs a test;
         only they have a fault file for their stacks)."""
-        dumping = {worker.name: worker for worker in live if self.postmortem.can_dump(worker.slot)}
+        dumping = {worker.name: worker for worker in self._forked(live)}
         running = [
             dumping[entry.worker] for entry in self.slow.unfinished if entry.worker in dumping
         ]
@@ -340,7 +340,7 @@ class Controller:
         run's are, before the pool kills what is left (workerstop).  A spawned worker's process
         is behind an execnet gateway, like a remote one's: those are killed at once."""
         self.board.request_stop()  # a test that swallows the interrupt is its worker's last
-        forked = {worker.pid: worker.name for worker in live if worker.slot < self.options.forked}
+        forked = {worker.pid: worker.name for worker in self._forked(live)}
         left = workerstop.stop_workers(list(forked))
         if left:
             names = ", ".join(forked[pid] for pid in left)
@@ -348,6 +348,11 @@ class Controller:
                 f"poolrun: {names} still tearing fixtures down {workerstop.STOP_GRACE:g}s "
                 "after the interrupt: killed"
             )
+
+    def _forked(self, live: list[LiveWorker]) -> list[LiveWorker]:
+        """The live workers this process forked: only they write their stacks to a fault file
+        and handle the stop signal (a spawned one is behind an execnet gateway)."""
+        return [worker for worker in live if worker.slot < self.options.forked]
 
     def _next_wakeup(self, live: list[LiveWorker]) -> float | None:
         return earliest(self.timeouts.until_next_deadline(live), self.slow.until_next_notice(live))
