@@ -706,16 +706,12 @@ def finish_worker() -> None:
     WorkerStop.finishing = True  # a stop signal from here on interrupts the held test only
     if held is not None and not stop_requested():
         # Run here, as run_chunk runs its items: a test is as many frames deep wherever it runs.
+        # A KeyboardInterrupt leaves it reported and every fixture torn down (_run); the
+        # worker loop ends the worker on it, as after a task that raised it.
         try:
             _run(held, nextitem=None)
         except pytest.exit.Exception:
             _tear_everything_down()  # the exit left that test's fixtures set up
-        except KeyboardInterrupt:
-            # Reported, and every fixture torn down (_run): the worker ends, as after a task
-            # that raised it, without a traceback on the terminal.
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(workerstop.STOPPED_EXIT_CODE)
         _flush()
     else:
         _tear_everything_down()

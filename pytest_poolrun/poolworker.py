@@ -9,7 +9,8 @@ Data flow, all in the worker's single thread::
 The worker stops on ``Shutdown`` (after running the pool's finalizer), when the controller hangs
 up, after ``maxtasksperchild`` tasks, or after a task raised a ``BaseException`` that is not an
 ``Exception`` (``SystemExit``, ``KeyboardInterrupt``): such a task reports its error first, then
-the worker exits, because the code it ran meant to stop the process.
+the worker exits, because the code it ran meant to stop the process.  The finalizer ends it the
+same quiet way when it raises one of those.
 
 A worker puts itself in its own process group, so the terminal's Ctrl-C reaches only the
 controller (which then stops the workers) and the controller can stop a worker together with any
@@ -245,15 +246,24 @@ def serve(
         restore_package_modules()
         end.send(Result(message.task_id, ok, payload, seconds))
         if fatal:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(1)
+            _exit_quietly()
         done += 1
         if (maxtasks is not None and done >= maxtasks) or _ThisWorker.retire:
             end.send(Retiring())
             return
     if finalizer is not None:
-        finalizer()
+        try:
+            finalizer()
+        except (KeyboardInterrupt, SystemExit):
+            # Meant to stop the process, as from a task; an Exception is a bug: its traceback shows.
+            _exit_quietly()
+
+
+def _exit_quietly() -> None:
+    """End the worker now, without a traceback on the terminal: what it printed is flushed."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
 
 
 # The entry point of a local worker process (the target of its process object).

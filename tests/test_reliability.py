@@ -10,6 +10,7 @@ test that ran twice shows up even when its second verdict replaced the first.
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import subprocess
 import sys
@@ -19,6 +20,9 @@ from pathlib import Path
 
 import pytest
 from helpers import POOL, assert_no_process_left, file_a_conftest_writes, junit_outcomes
+
+from pytest_poolrun import Pool
+from pytest_poolrun.manager import PoolHooks
 
 # No case below needs more than a few seconds; a run still going after this is a hang.
 RUN_TIMEOUT = 40.0
@@ -566,23 +570,46 @@ def test_a_report_attribute_that_cannot_be_sent_fails_that_test_by_name(
 
 
 def test_a_worker_dying_in_its_finalizer_counts_against_the_restart_limit() -> None:
-    from pytest_poolrun import Pool
-    from pytest_poolrun.manager import PoolHooks
-
     exits = []
-    pool = Pool(1, hooks=PoolHooks(on_worker_exit=exits.append, finalizer=_exit_three))
+    pool = _one_task_then_close(PoolHooks(on_worker_exit=exits.append, finalizer=_exit_three))
+    assert [(ended.exitcode, ended.expected) for ended in exits] == [(3, False)]
+    assert pool.restarts == 1
+
+
+def _one_task_then_close(hooks: PoolHooks) -> Pool:
+    """A one-worker pool that ran a task and was closed and joined: its finalizer has run."""
+    pool = Pool(1, hooks=hooks)
     try:
         assert pool.apply(abs, (-1,)) == 1
         pool.close()
         assert pool.join(timeout=RUN_TIMEOUT)
     finally:
         pool.terminate()
-    assert [(ended.exitcode, ended.expected) for ended in exits] == [(3, False)]
-    assert pool.restarts == 1
+    return pool
 
 
 def _exit_three() -> None:
     os._exit(3)
+
+
+@pytest.mark.parametrize("stopping", [KeyboardInterrupt, SystemExit])
+def test_a_finalizer_that_stops_its_worker_prints_no_traceback(
+    capfd: pytest.CaptureFixture[str], stopping: type[BaseException]
+) -> None:
+    """A finalizer may stop its worker as a task may: the worker ends without a traceback on
+    the terminal, what it printed is not lost, and the pool still reports the exit."""
+    exits = []
+    finalizer = functools.partial(_print_and_raise, stopping)
+    _one_task_then_close(PoolHooks(on_worker_exit=exits.append, finalizer=finalizer))
+    out, err = capfd.readouterr()
+    assert "finalizer ran" in out
+    assert "Traceback" not in err
+    assert [ended.slot for ended in exits] == [0]
+
+
+def _print_and_raise(stopping: type[BaseException]) -> None:
+    print("finalizer ran", end="")  # no newline: only a flush gets it out
+    raise stopping
 
 
 REPORTS_BY_PROCESS = """
