@@ -42,10 +42,10 @@ def _plain_pytester_sessions(request: pytest.FixtureRequest, monkeypatch: pytest
     if "pytester" in request.fixturenames:
         for name in OUTER_WORKER_VARIABLES:
             monkeypatch.delenv(name, raising=False)
-    if "pytester" in request.fixturenames and not getattr(request.module, "REAL_PLUGINS", False):
-        request.getfixturevalue("pytester")  # it clears PYTEST_ADDOPTS when it is set up
-        blocked = " ".join(f"-p no:{name}" for name in THIRD_PARTY_PLUGINS)
-        monkeypatch.setenv("PYTEST_ADDOPTS", blocked)
+        if not getattr(request.module, "REAL_PLUGINS", False):
+            request.getfixturevalue("pytester")  # it clears PYTEST_ADDOPTS when it is set up
+            blocked = " ".join(f"-p no:{name}" for name in THIRD_PARTY_PLUGINS)
+            monkeypatch.setenv("PYTEST_ADDOPTS", blocked)
     yield
 
 

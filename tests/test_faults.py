@@ -265,17 +265,24 @@ def _start_run_until(started: Path, cwd: Path, *args: str) -> subprocess.Popen[b
     return process
 
 
+def _interrupted(
+    process: subprocess.Popen[bytes], signum: int = signal.SIGINT
+) -> tuple[str, float]:
+    """Send the run ``signum``; its output and the seconds it took to stop, interrupted."""
+    sent = time.monotonic()
+    process.send_signal(signum)
+    output, _ = process.communicate(timeout=30)
+    elapsed = time.monotonic() - sent
+    text = output.decode()
+    assert process.returncode == pytest.ExitCode.INTERRUPTED, text
+    return text, elapsed
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_stops_within_two_seconds(
     pytester: pytest.Pytester, pid_file: Path, signum: int
 ) -> None:
-    process = _start_hanging_run(pytester, pid_file)
-    sent = time.monotonic()
-    process.send_signal(signum)
-    output, _ = process.communicate(timeout=10)
-    elapsed = time.monotonic() - sent
-    text = output.decode()
-    assert process.returncode == pytest.ExitCode.INTERRUPTED, text
+    text, elapsed = _interrupted(_start_hanging_run(pytester, pid_file), signum)
     assert elapsed < 2.0, f"took {elapsed:.1f}s to stop"
     assert "KeyboardInterrupt" in text
     assert "passed" in text.splitlines()[-1], "the summary of what ran is printed"
@@ -306,11 +313,7 @@ def test_ctrl_c_names_the_line_the_running_test_was_at_as_serially(
     named = {}
     for mode in ("serial", "pool"):
         workers = ["--pool", "2"] if mode == "pool" else []
-        process = _start_run_until(started, pytester.path, *workers)
-        process.send_signal(signal.SIGINT)
-        output, _ = process.communicate(timeout=30)
-        text = output.decode()
-        assert process.returncode == pytest.ExitCode.INTERRUPTED, text
+        text, _ = _interrupted(_start_run_until(started, pytester.path, *workers))
         named[mode] = [line for line in text.splitlines() if line.endswith("KeyboardInterrupt")]
     sleep_line = f"{pytester.path / 'test_sleeper.py'}:9: KeyboardInterrupt"
     assert named["serial"][-1] == sleep_line, named
@@ -353,11 +356,8 @@ def test_ctrl_c_tears_the_fixtures_down_as_serially(
     for mode in ("serial", "pool"):
         log.unlink(missing_ok=True)
         args = ["--pool", workers] if mode == "pool" else []
-        process = _start_run_until(started, pytester.path, *args)
-        process.send_signal(signal.SIGINT)
-        output, _ = process.communicate(timeout=30)
-        assert process.returncode == pytest.ExitCode.INTERRUPTED, output.decode()
-        assert "Traceback" not in output.decode()
+        text, _ = _interrupted(_start_run_until(started, pytester.path, *args))
+        assert "Traceback" not in text
         torn[mode] = log.read_text().splitlines() if log.exists() else []
     assert torn["serial"] == ["function fixture torn down", "session fixture torn down"]
     assert torn["pool"] == torn["serial"]
