@@ -13,6 +13,8 @@ Data flow, all in this one process and its children::
          └─ medians per contender ──> TARGETS judge each suite ──> tables on stdout
          └─ ratios within each repetition (runs made back to back) ──> their range, in the
             limit table: how much a ratio moves with the machine's load from one to the next
+         └─ before each repetition, the loop's speed on each CPU (suites.cpu_speeds) ──> the
+            range of fastest / slowest, in the limit table: how unevenly the CPUs ran
 
 Contenders differ only in the parallel plugin they load: serial loads neither pytest-xdist nor
 pytest-poolrun, each parallel contender loads its own plugin and blocks the other, so that no
@@ -240,6 +242,8 @@ class SuiteResult:
     samples: dict[str, list[Sample]] = field(default_factory=dict)
     # Why a contender has no numbers, when it has none (not installed, failed, ...).
     missing: dict[str, str] = field(default_factory=dict)
+    # Each repetition's loop speed per CPU, taken before it (suites.cpu_speeds).
+    cpu_speeds: list[dict[int, float]] = field(default_factory=list)
 
     def ok(self, contender: str) -> bool:
         runs = self.samples.get(contender, [])
@@ -288,6 +292,11 @@ class SuiteResult:
         """CPU poolrun / serial within each repetition (see ``repetitions``)."""
         return [run[POOLRUN].cpu / run[SERIAL].cpu for run in self.repetitions(SERIAL, POOLRUN)]
 
+    def cpu_gaps(self) -> list[float]:
+        """The fastest CPU's loop speed over the slowest's, per repetition: 1.00x where the CPUs
+        ran alike; a larger gap moves the ratios of that repetition by up to as much."""
+        return [max(s.values()) / min(s.values()) for s in self.cpu_speeds if s]
+
     def setups(self, contender: str) -> float | None:
         if not self.suite.counts_setups:
             return None
@@ -331,6 +340,7 @@ def bench_suite(suite: Suite, contenders: list[str], repeat: int) -> SuiteResult
             result.missing[POOLRUN] = failure_text(warm)
     active = [c for c in contenders if c not in result.missing]
     for k in range(repeat):
+        result.cpu_speeds.append(suites.cpu_speeds())
         shift = k % len(active)
         for contender in active[shift:] + active[:shift]:
             sample = run_once(suite, contender)
@@ -536,8 +546,9 @@ def render_tables(results: dict[str, SuiteResult], checks: dict[str, list[Check]
         "",
         "| suite | collect-only s | serial s | poolrun s | limit s | poolrun/limit "
         "| CPU poolrun/serial | peak RSS serial | peak RSS poolrun | RSS poolrun/serial "
-        "| poolrun/limit per repetition | CPU ratio per repetition |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| poolrun/limit per repetition | CPU ratio per repetition "
+        "| fastest CPU / slowest per repetition |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         limit = r.core_limit()
@@ -549,7 +560,7 @@ def render_tables(results: dict[str, SuiteResult], checks: dict[str, list[Check]
             f"| {factor(ratio(r.cpu(POOLRUN), r.cpu(SERIAL)))} "
             f"| {megabytes(r, SERIAL)} | {megabytes(r, POOLRUN)} "
             f"| {factor(ratio(r.peak_rss(POOLRUN), r.peak_rss(SERIAL)))} "
-            f"| {spread(r.limit_ratios())} | {spread(r.cpu_ratios())} |"
+            f"| {spread(r.limit_ratios())} | {spread(r.cpu_ratios())} | {spread(r.cpu_gaps())} |"
         )
     return "\n".join(lines)
 

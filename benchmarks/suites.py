@@ -15,6 +15,7 @@ Module-fixture setups are counted by appending a line per setup to the file name
 
 from __future__ import annotations
 
+import os
 import shutil
 import textwrap
 import time
@@ -79,15 +80,42 @@ class Calibration:
 
 def calibrate() -> Calibration:
     """Time ``BURN_SOURCE`` here and keep the best of a few trials (the least disturbed)."""
+    return Calibration(_loop_speed(CALIBRATION_TRIALS))
+
+
+def cpu_speeds() -> dict[int, float]:
+    """The loop's speed on each CPU this process may use, in iterations per second, measured
+    with this process pinned to one CPU at a time (where the platform can pin; else one entry,
+    -1, for wherever it ran).
+
+    On a virtual machine one CPU can run at half the speed of another for minutes, as the host
+    shares its cores: a run's CPU time then depends on where its processes ran, and a ratio of
+    two runs on the CPUs' speeds as much as on the runners.  Taken before each repetition, so
+    the tables can show how far apart the CPUs were.
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        return {-1: _loop_speed(1)}
+    allowed = os.sched_getaffinity(0)
+    speeds: dict[int, float] = {}
+    try:
+        for cpu in sorted(allowed):
+            os.sched_setaffinity(0, {cpu})
+            speeds[cpu] = _loop_speed(1)
+    finally:
+        os.sched_setaffinity(0, allowed)
+    return speeds
+
+
+def _loop_speed(trials: int) -> float:
     namespace: dict[str, Callable[[int], int]] = {}
     exec(BURN_SOURCE, namespace)  # the same text the generated tests run
     burn = namespace["burn"]
     best = float("inf")
-    for _ in range(CALIBRATION_TRIALS):
+    for _ in range(trials):
         started = time.perf_counter()
         burn(CALIBRATION_ITERATIONS)
         best = min(best, time.perf_counter() - started)
-    return Calibration(CALIBRATION_ITERATIONS / best)
+    return CALIBRATION_ITERATIONS / best
 
 
 def _write(folder: Path, files: dict[str, str]) -> None:
