@@ -6,6 +6,7 @@ Data flow::
     Pool ── socket pair frames ──▶   bridge_main: frame → channel ──▶  serve_channel →
                                                                         poolworker.serve()
     Pool ◀── socket pair frames ──   channel callback → frame ◀──────  ChannelEnd.send()
+    stop signal (Ctrl-C) ─────────▶   popen only: passed on ─────────▶  workerstop's handler
 
 execnet talks to its gateways from helper threads, and a process with threads must not fork.
 The controller forks a replacement whenever a local worker dies, so it never opens a gateway
@@ -22,12 +23,13 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import socket
 import sys
 import threading
 from typing import Any
 
-from pytest_poolrun import codec
+from pytest_poolrun import codec, workerstop
 from pytest_poolrun.poolworker import WorkerInfo, prepare_process
 from pytest_poolrun.wire import HEADER, SetupFailed, ToController, ToWorker, WorkerEnd, read_frame
 
@@ -37,7 +39,8 @@ EXECMODEL = "main_thread_only"
 
 _CLOSED = object()
 
-# Runs on the remote side, sent as source by remote_exec.
+# Runs on the remote side, sent as source by remote_exec (first, the worker's process id).
+PID_SOURCE = "import os; channel.send(os.getpid())"
 REMOTE_SOURCE = """
 if __name__ == "__channelexec__":
     from pytest_poolrun.gateway import serve_channel
@@ -85,6 +88,24 @@ class GatewayUnreachable(ConnectionError):
     """An execnet worker's gateway could not be opened (the run's console shows the text)."""
 
 
+def _pass_the_stop_on(gateway: Any) -> None:
+    """Hand the controller's stop signal (workerstop) on to a popen gateway's interpreter, a
+    local process: its test is interrupted and its fixtures torn down as a forked worker's are.
+    The bridge then ends when that interpreter does.  Elsewhere the signal is left at its
+    default, and the bridge ends at once, as does any remote worker behind it."""
+    if workerstop.STOP_SIGNAL is None or not gateway.spec.popen:
+        return
+    worker_pid = gateway.remote_exec(PID_SOURCE).receive()
+
+    def pass_on(signum: int, frame: object) -> None:
+        try:
+            os.kill(worker_pid, signum)
+        except ProcessLookupError:
+            pass
+
+    signal.signal(workerstop.STOP_SIGNAL, pass_on)
+
+
 def bridge_main(
     sock: socket.socket, info: WorkerInfo, setup: bytes, maxtasks: int | None, spec: str
 ) -> None:
@@ -93,7 +114,9 @@ def bridge_main(
     import execnet
 
     try:
-        gateway = execnet.makegateway(with_execmodel(spec))
+        with workerstop.held_in_new_threads():
+            gateway = execnet.makegateway(with_execmodel(spec))
+        _pass_the_stop_on(gateway)
         channel = gateway.remote_exec(REMOTE_SOURCE)
         # A spec that names its own directory (ssh …//chdir=…) keeps it.
         cwd = None if "chdir=" in spec else os.getcwd()

@@ -54,7 +54,7 @@ After each replay the replayer looks at ``session.shouldfail``/``shouldstop`` (`
 ``--maxfail``, plugins) and, once set, the controller stops handing out work and tells the
 workers to stop between items.  On Ctrl-C (and SIGTERM, turned into KeyboardInterrupt while the
 run lasts) the results the workers' journals hold and the socket had not brought are reported;
-the forked workers interrupt their tests and tear their fixtures down (``workerstop``), and the
+the local workers interrupt their tests and tear their fixtures down (``workerstop``), and the
 pool kills the workers with their process groups; pytest then prints its usual interrupted
 summary, naming the line the longest-running test was at (its worker's stacks say it), as a
 serial run names the line of the test it interrupted.
@@ -336,14 +336,19 @@ class Controller:
         return interruption.Interrupt.of(exc)._replace(location=location)
 
     def _stop_as_interrupted(self, live: list[LiveWorker]) -> None:
-        """Ctrl-C: each forked worker's test interrupted and its fixtures torn down, as a serial
-        run's are, before the pool kills what is left (workerstop).  A spawned worker's process
-        is behind an execnet gateway, like a remote one's: those are killed at once."""
+        """Ctrl-C: each local worker's test interrupted and its fixtures torn down, as a serial
+        run's are, before the pool kills what is left (workerstop).  A spawned worker gets the
+        signal through its execnet bridge (gateway); a remote one is killed at once."""
         self.board.request_stop()  # a test that swallows the interrupt is its worker's last
-        forked = {worker.pid: worker.name for worker in self._forked(live)}
-        left = workerstop.stop_workers(list(forked))
+        specs = self.options.worker_specs()
+        local = {
+            worker.pid: worker.name
+            for worker in live
+            if worker.slot < len(specs) and specs[worker.slot].startswith(("fork", "popen"))
+        }
+        left = workerstop.stop_workers(list(local))
         if left:
-            names = ", ".join(forked[pid] for pid in left)
+            names = ", ".join(local[pid] for pid in left)
             self.console.say(
                 f"poolrun: {names} still tearing fixtures down {workerstop.STOP_GRACE:g}s "
                 "after the interrupt: killed"
@@ -351,7 +356,7 @@ class Controller:
 
     def _forked(self, live: list[LiveWorker]) -> list[LiveWorker]:
         """The live workers this process forked: only they write their stacks to a fault file
-        and handle the stop signal (a spawned one is behind an execnet gateway)."""
+        (a spawned one is behind an execnet gateway)."""
         return [worker for worker in live if worker.slot < self.options.forked]
 
     def _next_wakeup(self, live: list[LiveWorker]) -> float | None:

@@ -2,8 +2,9 @@
 
 Data flow::
 
-    controller: Ctrl-C (or SIGTERM) ─▶ stop_workers(pids): STOP_SIGNAL to each forked worker,
+    controller: Ctrl-C (or SIGTERM) ─▶ stop_workers(pids): STOP_SIGNAL to each local worker,
         then a wait (at most STOP_GRACE) until they have exited; the pool kills what is left
+        (a spawned worker's bridge passes the signal on to it, and ends when it ends: gateway)
     worker: on_stop_signal
         ─▶ a test running (``in_test``, set by itemrunner around pytest's protocol):
            KeyboardInterrupt in it ─▶ itemrunner reports it, tears every fixture down, exits
@@ -22,12 +23,13 @@ the worker's own messages.  SIGINT would reach a handler a test installed for it
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 from pytest_poolrun import clock
@@ -60,6 +62,25 @@ def install(teardown: Callable[[], None]) -> None:
     WorkerStop.in_test = WorkerStop.finishing = False
     WorkerStop.teardown = teardown
     signal.signal(STOP_SIGNAL, on_stop_signal)
+    # A spawned worker starts with the signal blocked (held_in_new_threads, in its bridge): its
+    # execnet threads keep it so, and this thread takes it.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {STOP_SIGNAL})
+
+
+@contextlib.contextmanager
+def held_in_new_threads() -> Iterator[None]:
+    """Threads started inside keep STOP_SIGNAL blocked, so that it reaches this thread alone:
+    a signal that lands in another thread would wait for this one's next bytecode, and a thread
+    blocked in a read runs none.  Processes started inside inherit the block too (``install``
+    lifts it in the thread that handles the signal)."""
+    if STOP_SIGNAL is None:
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {STOP_SIGNAL})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {STOP_SIGNAL})
 
 
 def on_stop_signal(signum: int, frame: FrameType | None) -> None:

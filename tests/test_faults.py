@@ -323,8 +323,9 @@ def test_ctrl_c_names_the_line_the_running_test_was_at_as_serially(
 @pytest.mark.parametrize(
     "workers", ["1", "2"], ids=["test-in-a-chunk", "test-held-to-the-workers-end"]
 )
+@pytest.mark.parametrize("start", ["fork", "spawn"])
 def test_ctrl_c_tears_the_fixtures_down_as_serially(
-    pytester: pytest.Pytester, workers: str
+    pytester: pytest.Pytester, workers: str, start: str
 ) -> None:
     """Serially, pytest's session end tears down every fixture of an interrupted run; the
     workers were killed outright, and a session fixture's teardown (a server stopped, a
@@ -355,7 +356,7 @@ def test_ctrl_c_tears_the_fixtures_down_as_serially(
     torn = {}
     for mode in ("serial", "pool"):
         log.unlink(missing_ok=True)
-        args = ["--pool", workers] if mode == "pool" else []
+        args = ["--pool", workers, "--pool-start", start] if mode == "pool" else []
         text, _ = _interrupted(_start_run_until(started, pytester.path, *args))
         assert "Traceback" not in text
         torn[mode] = log.read_text().splitlines() if log.exists() else []
