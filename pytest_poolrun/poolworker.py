@@ -252,18 +252,21 @@ def serve(
             end.send(Retiring())
             return
     if finalizer is not None:
+        # Meant to stop the process, as from a task; an Exception is a bug: its traceback shows.
         try:
             finalizer()
-        except (KeyboardInterrupt, SystemExit):
-            # Meant to stop the process, as from a task; an Exception is a bug: its traceback shows.
+        except KeyboardInterrupt:
             _exit_quietly()
+        except SystemExit as stop:
+            # The exit code Python gives it: sys.exit() is a clean end.
+            _exit_quietly(stop.code if isinstance(stop.code, int) else int(stop.code is not None))
 
 
-def _exit_quietly() -> None:
+def _exit_quietly(code: int = 1) -> None:
     """End the worker now, without a traceback on the terminal: what it printed is flushed."""
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(1)
+    os._exit(code)
 
 
 # The entry point of a local worker process (the target of its process object).

@@ -592,22 +592,27 @@ def _exit_three() -> None:
     os._exit(3)
 
 
-@pytest.mark.parametrize("stopping", [KeyboardInterrupt, SystemExit])
+@pytest.mark.parametrize(
+    ("stopping", "clean"),
+    [(KeyboardInterrupt(), False), (SystemExit(), True), (SystemExit(3), False)],
+    ids=["KeyboardInterrupt", "sys.exit()", "sys.exit(3)"],
+)
 def test_a_finalizer_that_stops_its_worker_prints_no_traceback(
-    capfd: pytest.CaptureFixture[str], stopping: type[BaseException]
+    capfd: pytest.CaptureFixture[str], stopping: BaseException, clean: bool
 ) -> None:
     """A finalizer may stop its worker as a task may: the worker ends without a traceback on
-    the terminal, what it printed is not lost, and the pool still reports the exit."""
+    the terminal, what it printed is not lost, and the pool reports the exit, a clean one for
+    sys.exit(), as Python ends a process."""
     exits = []
     finalizer = functools.partial(_print_and_raise, stopping)
     _one_task_then_close(PoolHooks(on_worker_exit=exits.append, finalizer=finalizer))
     out, err = capfd.readouterr()
     assert "finalizer ran" in out
     assert "Traceback" not in err
-    assert [ended.slot for ended in exits] == [0]
+    assert [ended.expected for ended in exits] == [clean]
 
 
-def _print_and_raise(stopping: type[BaseException]) -> None:
+def _print_and_raise(stopping: BaseException) -> None:
     print("finalizer ran", end="")  # no newline: only a flush gets it out
     raise stopping
 
