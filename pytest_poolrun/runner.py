@@ -110,6 +110,8 @@ WORKER_PREFIX = "gw"
 # free first (longest-processing-time first needs that); a worker waits one round trip between
 # chunks, which is little against a chunk's length.
 CHUNKS_IN_FLIGHT = 1
+# Worker specs of processes on this machine: forked, and execnet's popen gateways.
+LOCAL_SPECS = ("fork", "popen")
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,13 @@ class RunOptions:
         """How each slot's worker starts: forked ones first, then spawned, then execnet."""
         spawned = self.local - self.forked
         return [*(["fork"] * self.forked), *(["popen"] * spawned), *self.tx]
+
+    def stoppable_slots(self) -> set[int]:
+        """The slots whose workers run on this machine: the stop signal reaches them, directly
+        or through their execnet bridge (gateway), so Ctrl-C lets them tear down."""
+        return {
+            slot for slot, spec in enumerate(self.worker_specs()) if spec.startswith(LOCAL_SPECS)
+        }
 
     def worker_names(self) -> list[str]:
         return [f"{WORKER_PREFIX}{slot}" for slot in range(self.workers)]
@@ -340,12 +349,8 @@ class Controller:
         run's are, before the pool kills what is left (workerstop).  A spawned worker gets the
         signal through its execnet bridge (gateway); a remote one is killed at once."""
         self.board.request_stop()  # a test that swallows the interrupt is its worker's last
-        specs = self.options.worker_specs()
-        local = {
-            worker.pid: worker.name
-            for worker in live
-            if worker.slot < len(specs) and specs[worker.slot].startswith(("fork", "popen"))
-        }
+        stoppable = self.options.stoppable_slots()
+        local = {worker.pid: worker.name for worker in live if worker.slot in stoppable}
         left = workerstop.stop_workers(list(local))
         if left:
             names = ", ".join(local[pid] for pid in left)

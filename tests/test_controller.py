@@ -274,3 +274,21 @@ def test_a_result_that_arrives_twice_is_reported_once(drive: Any) -> None:
 
     _, recorder, items = drive(script)
     assert [report.nodeid for report in recorder.reports] == [items[0].nodeid]
+
+
+@pytest.mark.parametrize(
+    ("start", "tx", "stoppable"),
+    [
+        ("fork", (), {0, 1, 2}),
+        ("spawn", (), {0, 1, 2}),
+        ("fork", ("popen//python=python3", "ssh=ci-host"), {0, 1}),
+    ],
+    ids=["forked", "spawned", "forked-popen-ssh"],
+)
+def test_ctrl_c_stops_the_local_workers_only(
+    start: str, tx: tuple[str, ...], stoppable: set[int]
+) -> None:
+    """Ctrl-C's stop signal goes to workers on this machine (forked, or behind a popen
+    gateway); a remote one cannot get it and is stopped at once."""
+    options = RunOptions(3, None, None, None, "load", tx, start, "completion", "uid")
+    assert options.stoppable_slots() == stoppable
