@@ -354,6 +354,9 @@ def _start_method(asked: str | None, nodes: WorkerNodes, rootpath: Path) -> tupl
     - a ``Pool`` made before the run (a test module's, at its import) and still running: a
       forked worker's copy of it refuses work, where a spawned worker imports the module and
       makes a pool of its own, as a pytest-xdist worker does;
+    - a connection open before the run (a test module's database client, made at its import):
+      forked workers would share it, where spawned ones connect for themselves
+      (``openconnections``);
     - a plugin that gave ``nodes`` inputs that differ from worker to worker in
       ``pytest_configure_node`` (``xdistnode``): spawned workers run its ``pytest_configure``
       with their own ``workerinput``, as pytest-xdist's do.
@@ -376,6 +379,15 @@ def _start_method(asked: str | None, nodes: WorkerNodes, rootpath: Path) -> tupl
         return "spawn", (
             f"{count} Pool{'s' if count != 1 else ''} made at {sites} running, "
             "which a forked worker could not use; --pool-start fork forks anyway"
+        )
+    from pytest_poolrun.openconnections import shared_connections
+
+    connections = shared_connections()
+    if connections:
+        more = f" and {len(connections) - 1} more" if len(connections) > 1 else ""
+        return "spawn", (
+            f"{connections[0].describe()}{more} open, which forked workers would share; "
+            "--pool-start fork forks anyway"
         )
     configuring = nodes.plugins_configuring_each_worker()
     if configuring:

@@ -208,6 +208,64 @@ def test_a_pool_made_at_collection_means_spawned_workers(pytester: pytest.Pytest
     forced.assert_outcomes(passed=1, failed=1)
 
 
+MODULE_CONNECTION = """
+import os, socket, time, pytest
+
+CONNECTION = socket.create_connection(("127.0.0.1", int(os.environ["POOLRUN_TEST_PORT"])))
+with open(f"import-{os.getpid()}.txt", "w") as noted:
+    noted.write(str(CONNECTION.getsockname()[1]))
+
+@pytest.mark.parametrize("n", range(6))
+def test_talks_over_the_modules_connection(n):
+    time.sleep(0.1)
+    with open(f"test-{os.getpid()}.txt", "a") as noted:
+        noted.write(f"{CONNECTION.getsockname()[1]}\\n")
+"""
+
+
+def _local_ports(directory: Path, prefix: str) -> dict[int, set[int]]:
+    """The connection's local ports the suite noted, by the pid of the process that noted them."""
+    return {
+        int(path.stem.partition("-")[2]): {int(port) for port in path.read_text().split()}
+        for path in directory.glob(f"{prefix}-*.txt")
+    }
+
+
+def test_a_connection_made_at_collection_means_spawned_workers(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forked workers would share the connection a test module opened at its import (two
+    workers' requests interleaving on one stream); spawned workers connect for themselves, as
+    pytest-xdist's do.  The listener never accepts: the kernel completes the connections."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        port = listener.getsockname()[1]
+        monkeypatch.setenv("POOLRUN_TEST_PORT", str(port))
+        pytester.makepyfile(test_connected=MODULE_CONNECTION)
+        result = pytester.runpytest_subprocess(*POOL, "--pool", "2")
+        result.stdout.fnmatch_lines(
+            [
+                "poolrun: 2 workers, spawned, collecting for themselves (a connection to "
+                f"127.0.0.1:{port} (file descriptor *) open, which forked workers would share; "
+                "--pool-start fork forks anyway), for 6 items"
+            ]
+        )
+        result.assert_outcomes(passed=6)
+        imports, tests = _local_ports(pytester.path, "import"), _local_ports(pytester.path, "test")
+        (controller,) = imports.keys() - tests.keys()
+        assert all(ports == imports[pid] for pid, ports in tests.items())
+        assert imports[controller].isdisjoint(set().union(*tests.values()))
+
+        for path in pytester.path.glob("*-*.txt"):
+            path.unlink()
+        forced = pytester.runpytest_subprocess(*POOL, "--pool", "2", "--pool-start", "fork")
+        forced.stdout.fnmatch_lines(["poolrun: 2 workers, forked after collection, for 6 items"])
+        forced.assert_outcomes(passed=6)
+        (controller_ports,) = _local_ports(pytester.path, "import").values()
+        assert set().union(*_local_ports(pytester.path, "test").values()) == controller_ports
+
+
 def test_spawned_workers_keep_apart_under_a_given_basetemp(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
