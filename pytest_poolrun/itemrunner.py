@@ -104,7 +104,7 @@ from pytest_poolrun import (
     xdistnode,
 )
 from pytest_poolrun.board import Board
-from pytest_poolrun.internalframes import internal
+from pytest_poolrun.internalframes import drop_own_entry, internal
 from pytest_poolrun.interruption import Interrupt
 from pytest_poolrun.poolworker import (
     current_worker,
@@ -332,7 +332,8 @@ def _leaving_if_forked(function: Callable[..., object]) -> Callable[..., object]
     @internal
     def leaving_if_forked(*args: object) -> object:
         # A test's or a fixture's error passes through here: its report shows no frame of ours,
-        # as serially (pytest's native traceback style shows every frame, this one too).
+        # as serially.  From Python 3.11 it leaves without this frame's entry (drop_own_entry);
+        # before, pytest's native style shows it (_NativeTracebackTrim takes it out).
         __tracebackhide__ = True
         # A process forked before this call (a plugin running the whole protocol in a child,
         # as pytest-forked does) goes on: only one forked within it has returned here.
@@ -340,6 +341,9 @@ def _leaving_if_forked(function: Callable[..., object]) -> Callable[..., object]
         # pluggy passes an implementation its arguments positionally.
         try:
             return function(*args)
+        except BaseException as error:
+            drop_own_entry(error)
+            raise
         finally:
             if _ForkCount.value != entered:
                 _leave_forked_child()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 
 import pytest
 from helpers import POOL, broken_makereport_conftest, junit_outcomes
@@ -575,3 +576,47 @@ def test_a_fixture_error_from_a_conftest_shows_no_frame_of_the_plugin(
     ]
     assert frames[0] == frames[1]
     assert (frames[0] != []) == (style == "native")
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="before 3.11 a bare raise restores the caught traceback"
+)
+def test_a_failing_tests_full_traceback_has_no_frame_of_the_plugin(
+    pytester: pytest.Pytester,
+) -> None:
+    """--fulltrace prunes no frame, and a plugin may list an error's traceback entries whole
+    (flaky's report does): the worker's wrapper around the test's call leaves none of its own."""
+    pytester.makeconftest(
+        """
+        import pytest
+
+        @pytest.hookimpl(wrapper=True)
+        def pytest_runtest_makereport(item, call):
+            report = yield
+            if call.excinfo is not None:
+                names = [entry.name for entry in call.excinfo.traceback]
+                report.sections.append(("traceback entries", " ".join(names)))
+            return report
+        """
+    )
+    pytester.makepyfile(
+        """
+        def helper(x):
+            assert x == 2
+        def test_call():
+            helper(1)
+        """
+    )
+    addresses = re.compile(r" at 0x[0-9a-f]+")
+    runs = [
+        pytester.runpytest_subprocess(*POOL, "--fulltrace", "-p", "no:randomly", *args)
+        for args in ((), ("--pool", "1"))
+    ]
+    for run in runs:
+        run.assert_outcomes(failed=1)
+    failures = [
+        addresses.sub("", run.stdout.str().partition("= FAILURES =")[2]).rpartition(" in ")[0]
+        for run in runs
+    ]
+    assert "test_call helper" in failures[0]
+    assert failures[1] == failures[0]
