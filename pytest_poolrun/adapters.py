@@ -286,6 +286,23 @@ class FlakyAdapter(StartOnlyAdapter):
             flaky._stream = io.StringIO()  # type: ignore[union-attr]
 
 
+class AllureAdapter(StartOnlyAdapter):
+    """allure-pytest: a forked worker's results name its own process in their thread label.
+
+    allure's listener reads the process id and the thread's name for every result's ``thread``
+    label once, when ``pytest_configure`` makes it; a forked worker inherits the controller's,
+    so Allure's timeline would put tests that ran at once in two workers on one lane.  A
+    pytest-xdist worker configures a listener of its own, and so names itself.
+    """
+
+    def worker_started(self, config: pytest.Config, forked: bool) -> None:
+        listener = config.pluginmanager.get_plugin("allure_listener")
+        thread_tag = getattr(sys.modules.get("allure_commons.utils"), "thread_tag", None)
+        if forked and listener is not None and thread_tag is not None:
+            if hasattr(listener, "_thread"):
+                listener._thread = thread_tag()
+
+
 class RetryAdapter:
     """pytest-retry: the attempts a worker's tests made reach the controller's retry report.
 
@@ -359,6 +376,7 @@ ADAPTERS: Sequence[Adapter] = (
     RerunFailuresAdapter(),
     MetadataAdapter(),
     FlakyAdapter(),
+    AllureAdapter(),
     RETRY,
 )
 

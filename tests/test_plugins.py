@@ -675,6 +675,44 @@ def test_inline_snapshot_edits_are_refused_and_its_missing_report_is_said(
     assert "snapshot(3)" in source.read_text()
 
 
+ALLURE_SUITE = """
+import os, time, pytest
+
+@pytest.mark.parametrize("n", range(6))
+def test_notes_its_process(n):
+    time.sleep(0.1)
+    with open(f"ran-{n}.txt", "w") as noted:
+        noted.write(str(os.getpid()))
+"""
+
+
+def test_allure_results_name_the_process_that_ran_each_test(pytester: pytest.Pytester) -> None:
+    """allure's listener reads its process's id for the results' thread label once, at
+    configure: a forked worker's results named the controller, and Allure's timeline put tests
+    that ran at once in two workers on one lane.  allure-pytest is installed in tox's
+    py311-bddsnap cell only (see pyproject.toml)."""
+    pytest.importorskip("allure_pytest")
+    pytester.makepyfile(test_noted=ALLURE_SUITE)
+
+    def thread_pids(directory: str, *args: str) -> dict[str, tuple[int, int]]:
+        """By test: the pid in its result's thread label, and the pid that ran it."""
+        run(pytester, f"--alluredir={directory}", *args).assert_outcomes(passed=6)
+        found = {}
+        for path in (pytester.path / directory).glob("*-result.json"):
+            result = json.loads(path.read_text())
+            (thread,) = [label["value"] for label in result["labels"] if label["name"] == "thread"]
+            ran = (pytester.path / f"ran-{result['parameters'][0]['value']}.txt").read_text()
+            found[result["name"]] = (int(thread.partition("-")[0]), int(ran))
+        return found
+
+    serial = thread_pids("serial")
+    pooled = thread_pids("pooled", "--pool", "2")
+    assert len(serial) == len(pooled) == 6
+    for labelled, ran in (*serial.values(), *pooled.values()):
+        assert labelled == ran
+    assert len({ran for _, ran in pooled.values()}) == 2
+
+
 def test_github_annotations_are_printed_once(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
