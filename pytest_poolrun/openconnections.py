@@ -21,7 +21,7 @@ connects for itself.  Spawned workers do what xdist's do.
 sockets (each datagram travels whole), unnamed socket pairs (an event loop's wake-up pair, made
 at import by asyncio), and standard streams that are sockets (a service manager's log stream),
 which every worker is meant to share.  Elsewhere than Linux nothing is listed: there is no
-``/proc/self/fd`` to read, and those platforms spawn by default anyway.
+``/proc/self/fd`` to read (macOS spawns its workers anyway; a BSD forks, connections or not).
 """
 
 from __future__ import annotations
