@@ -194,6 +194,23 @@ class Manager:
                 self.dispatch()
         self.token.run_callbacks()
 
+    def take_events(self) -> None:
+        """Hand the events that have arrived from the workers to ``on_event``, without waiting;
+        every other message, and every exit, is left unhandled: for a caller about to terminate
+        the pool (the test runner after Ctrl-C, once its workers have stopped)."""
+        taken = self.token.take_token()
+        try:
+            with self.lock:
+                for worker in list(self.workers):
+                    messages, _ = worker.end.feed()
+                    for message in messages:
+                        if isinstance(message, wire.Event):
+                            self.handle(worker, message)
+            self.token.run_callbacks()
+        finally:
+            if taken:
+                self.token.release_token()
+
     def handle(self, worker: WorkerProcess, message: wire.ToController) -> None:
         if isinstance(message, wire.Result):
             job = self.dispatcher.finished(worker, message.task_id, message.seconds)

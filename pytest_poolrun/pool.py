@@ -341,6 +341,12 @@ class Pool:
         self._manager.add_feeder(feeder)
         return iterator
 
+    def take_events(self) -> None:
+        """Hand the events the workers have sent to ``on_event`` now, without waiting and
+        without handling anything else (an extension for the test runner, which reads what its
+        workers said while Ctrl-C stopped them, and then terminates the pool)."""
+        self._manager.take_events()
+
     # ----------------------------------------------------------------------------- lifecycle
 
     def cancel_queued(self) -> None:

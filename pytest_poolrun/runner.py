@@ -56,8 +56,9 @@ workers to stop between items.  On Ctrl-C (and SIGTERM, turned into KeyboardInte
 run lasts) the results the workers' journals hold and the socket had not brought are reported;
 the local workers interrupt their tests and tear their fixtures down (``workerstop``), and the
 pool kills the workers with their process groups; pytest then prints its usual interrupted
-summary, naming the line the longest-running test was at (its worker's stacks say it), as a
-serial run names the line of the test it interrupted.
+summary, naming the line the longest-running test was at, as a serial run names the line of
+the test it interrupted: a forked worker's stacks say it, a spawned worker's interrupted test
+reports it as the worker stops (``Pool.take_events`` reads that report, and nothing else).
 """
 
 from __future__ import annotations
@@ -181,6 +182,8 @@ class RunnerPool(Protocol):
 
     def live_workers(self) -> list[LiveWorker]: ...
 
+    def take_events(self) -> None: ...
+
 
 PoolFactory = Callable[..., RunnerPool]
 
@@ -224,6 +227,8 @@ class Controller:
         self.internal_error: BaseException | None = None
         self.interrupted: interruption.Interrupt | None = None  # a test raised KeyboardInterrupt
         self.interrupted_item = -1  # that test
+        # While Ctrl-C stops spawned workers: where each interrupted test was, by item.
+        self.stopped_at: dict[int, interruption.Interrupt] | None = None
         # Workers that retired (recycling, pytest.exit) ─▶ the items they handed back.
         self.retired_with: dict[str, list[int]] = {}
         self.pool: RunnerPool | None = None  # started by run(), after the board and prepare()
@@ -301,6 +306,8 @@ class Controller:
             ctrl_c_at = self._where_the_tests_were(exc, live)
             self._stop_as_interrupted(live)
             if ctrl_c_at is None:
+                ctrl_c_at = self._where_spawned_tests_were(pool)
+            if ctrl_c_at is None:
                 raise
         finally:
             restore_status_hook()
@@ -343,6 +350,20 @@ class Controller:
         if location is None:
             return None
         return interruption.Interrupt.of(exc)._replace(location=location)
+
+    def _where_spawned_tests_were(self, pool: RunnerPool) -> interruption.Interrupt | None:
+        """After Ctrl-C stopped the workers: where the longest-running test of a spawned worker
+        was, as its worker reported when the interrupt reached it (a spawned worker has no
+        fault file for its stacks); None if none reported one.  Nothing else that arrived is
+        replayed, as after a forked worker's stop."""
+        self.stopped_at = {}
+        try:
+            pool.take_events()
+            by_nodeid = {self._nodeid(item): where for item, where in self.stopped_at.items()}
+        finally:
+            self.stopped_at = None
+        slowest_first = [entry.nodeid for entry in self.slow.unfinished]
+        return next((by_nodeid[nodeid] for nodeid in slowest_first if nodeid in by_nodeid), None)
 
     def _stop_as_interrupted(self, live: list[LiveWorker]) -> None:
         """Ctrl-C: each local worker's test interrupted and its fixtures torn down, as a serial
@@ -413,6 +434,10 @@ class Controller:
             self._on_worker_event(worker, events.decode(record))
 
     def _on_worker_event(self, worker: str, event: events.WorkerEvent) -> None:
+        if self.stopped_at is not None:  # Ctrl-C stopped the workers: only where tests were
+            if isinstance(event, events.ItemAborted) and event.interrupt is not None:
+                self.stopped_at[event.item] = event.interrupt
+            return
         if isinstance(event, events.ItemStarted):
             self.ledger.started(worker, event.item)
         elif isinstance(event, events.ItemFinished):

@@ -84,6 +84,9 @@ def held_in_new_threads() -> Iterator[None]:
 
 
 def on_stop_signal(signum: int, frame: FrameType | None) -> None:
+    # Hidden where the interrupt is placed (interruption): it lands on the test's line, as
+    # Python's own handler of a serial run's Ctrl-C leaves no frame of its own.
+    __tracebackhide__ = True
     if WorkerStop.in_test:
         raise KeyboardInterrupt  # as a serial run's Ctrl-C: in the test
     if WorkerStop.finishing:

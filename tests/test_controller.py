@@ -92,6 +92,9 @@ class FakePool:
     def live_workers(self) -> list[LiveWorker]:
         return []
 
+    def take_events(self) -> None:
+        pass
+
 
 class Recorder:
     def __init__(self) -> None:

@@ -290,32 +290,44 @@ def test_interrupt_stops_within_two_seconds(
     assert_no_process_left(pid_file)
 
 
+@pytest.mark.parametrize("start", ["fork", "spawn"])
 def test_ctrl_c_names_the_line_the_running_test_was_at_as_serially(
-    pytester: pytest.Pytester,
+    pytester: pytest.Pytester, start: str
 ) -> None:
     """Ctrl-C reaches the controller only (each worker leads a process group of its own): the
     summary named a line of the plugin's event loop, where a serial run names the test's.  The
-    test's thread is named, not another one the test started."""
-    started = pytester.path / "started"
+    test's thread is named, not another one the test started.  A forked worker's stacks show
+    the line; a spawned worker's interrupted test reports it as it stops.  The sleeper waits
+    for the quick test, as serially, so that the interrupt finds one test running; spawned, the
+    sleeper runs alone: a fresh worker may still be finishing the quick test (importing what
+    its first test needs) when the interrupt comes, and the longest-running test is named."""
+    started, quick = pytester.path / "started", pytester.path / "quick"
     pytester.makepyfile(
         test_sleeper=f"""
         import pathlib, threading, time
         def dozes():
             time.sleep(60)
         def test_quick():
-            pass
+            pathlib.Path({str(quick)!r}).write_text("done")
         def test_sleeps():
             threading.Thread(target=dozes, daemon=True).start()
+            waited = time.monotonic() + 30
+            while not pathlib.Path({str(quick)!r}).exists() and time.monotonic() < waited:
+                time.sleep(0.01)
             pathlib.Path({str(started)!r}).write_text("yes")
             time.sleep(60)
         """
     )
     named = {}
     for mode in ("serial", "pool"):
-        workers = ["--pool", "2"] if mode == "pool" else []
+        workers = ["--pool", "2", "--pool-start", start] if mode == "pool" else []
+        quick.unlink(missing_ok=True)
+        if mode == "pool" and start == "spawn":
+            workers += ["-k", "test_sleeps"]
+            quick.write_text("deselected")
         text, _ = _interrupted(_start_run_until(started, pytester.path, *workers))
         named[mode] = [line for line in text.splitlines() if line.endswith("KeyboardInterrupt")]
-    sleep_line = f"{pytester.path / 'test_sleeper.py'}:9: KeyboardInterrupt"
+    sleep_line = f"{pytester.path / 'test_sleeper.py'}:12: KeyboardInterrupt"
     assert named["serial"][-1] == sleep_line, named
     assert named["pool"] == named["serial"]
 
