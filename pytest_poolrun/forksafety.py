@@ -19,6 +19,9 @@ pytest-rerunfailures, whenever pytest-xdist is installed, starts a status server
 forked worker never touches the server's objects.  The locks of the ``threading`` module itself
 are made anew in the child by CPython.  Any other thread, and any native thread not started by
 Python (``/proc/self/task`` counts them), blocks the fork: the header of the run names it.
+A known thread on its way to its parking call (a connection's thread, started as a forked
+worker connects, while the next worker is launched) is waited for, ``THREAD_PARK_GRACE`` at
+most; then it blocks the fork as any other.
 
 **Native threads that a fork ends.**  Some libraries end their thread pools before every fork
 themselves (a ``pthread_atfork`` handler) and start them again at their next call, in the
@@ -52,6 +55,9 @@ THREAD_EXIT_GRACE = 0.05
 THREAD_EXIT_POLL = 0.001
 # How long the child of the fork that lets libraries end their pools may take to exit.
 TRIAL_FORK_GRACE = 1.0
+# How long a thread known to park idle may take to get there: pytest-rerunfailures starts a
+# connection's thread as a forked worker connects, which may be while the next one is launched.
+THREAD_PARK_GRACE = 0.5
 
 
 @dataclass(frozen=True)
@@ -81,15 +87,13 @@ def platform_forks_safely() -> bool:
 
 def fork_blockers() -> list[str]:
     """The threads that make a fork from this thread unsafe now, described for a user."""
-    blockers: list[str] = []
-    frames = sys._current_frames()
-    python_threads = threading.enumerate()
-    for thread in python_threads:
-        if thread is threading.current_thread():
-            continue
-        target = _target_name(thread)
-        if not _is_known_idle(target, frames.get(thread.ident or -1)):
-            blockers.append(f"thread {thread.name!r} ({target or type(thread).__qualname__})")
+    deadline = clock.monotonic() + THREAD_PARK_GRACE
+    while True:
+        python_threads = threading.enumerate()
+        blockers, parking = _python_blockers(python_threads)
+        if not parking or clock.monotonic() >= deadline:
+            break
+        time.sleep(THREAD_EXIT_POLL)
     native = _native_threads(len(python_threads))
     # Not while a Python thread stands in the way: the run spawns anyway, and the throwaway
     # child would inherit whatever locks that thread holds.
@@ -98,6 +102,22 @@ def fork_blockers() -> list[str]:
     if native:
         blockers.append(f"{native} native thread{'s' if native != 1 else ''} not started by Python")
     return blockers
+
+
+def _python_blockers(threads: list[threading.Thread]) -> tuple[list[str], bool]:
+    """The threads among ``threads`` that are not parked idle, described; and whether one of
+    them is a thread known to park (``KNOWN_IDLE``) that is not there yet."""
+    blockers: list[str] = []
+    parking = False
+    frames = sys._current_frames()
+    for thread in threads:
+        if thread is threading.current_thread():
+            continue
+        target = _target_name(thread)
+        if not _is_known_idle(target, frames.get(thread.ident or -1)):
+            blockers.append(f"thread {thread.name!r} ({target or type(thread).__qualname__})")
+            parking = parking or any(rule.target == target for rule in KNOWN_IDLE)
+    return blockers, parking
 
 
 def behind_execnet_gateway() -> bool:

@@ -248,6 +248,38 @@ def test_a_known_idle_thread_keeps_the_fork_without_a_warning(
     assert "multi-threaded" not in result.stdout.str() + result.stderr.str()
 
 
+def test_a_known_thread_on_its_way_to_park_is_waited_for() -> None:
+    """pytest-rerunfailures starts a connection's thread as a forked worker connects, which may
+    be while the next worker is launched: the fork waits for it to park in recv(), where it
+    fell back to forkserver with a warning (an INTERNALERROR under -W error)."""
+    import socket
+    import threading
+    import time
+
+    from pytest_poolrun.forksafety import fork_blockers
+
+    ours, theirs = socket.socketpair()
+
+    def recv() -> None:  # named as the call the thread parks in
+        ours.recv(1)
+
+    def run_connection() -> None:
+        time.sleep(0.1)  # on its way: not parked yet
+        recv()
+
+    run_connection.__module__ = "pytest_rerunfailures"
+    run_connection.__qualname__ = "ServerStatusDB.run_connection"
+    thread = threading.Thread(target=run_connection, name="connection", daemon=True)
+    thread.start()
+    try:
+        assert fork_blockers() == []
+    finally:
+        theirs.send(b"x")
+        thread.join()
+        ours.close()
+        theirs.close()
+
+
 def test_a_plugin_that_reads_no_worker_output_finishes_in_the_controller_only(
     pytester: pytest.Pytester,
 ) -> None:
