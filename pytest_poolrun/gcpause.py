@@ -8,8 +8,8 @@ Data flow, in the controller of a ``--pool`` run::
         no worker inherits the collections held off
     a worker, forked while it is held ─▶ release() in the worker before its first test
         (itemrunner.start_worker): the thresholds the run found, for the tests
-    pytest_sessionfinish, first of all ─▶ release(): the thresholds the run found, for every hook
-        from there on (and the config's cleanup, for a run that ends before it)
+    the config's cleanup, after every pytest_unconfigure ─▶ release(): the thresholds the run
+        found, for the program that called pytest
 
 **Why.**  A full collection walks every object the collector tracks.  Collection builds the items,
 and each full collection during it walked pytest, the plugins and every item so far: 30 ms of
@@ -19,6 +19,14 @@ of the controller's time at 5,000 tests, while the workers wait for chunks, and 
 seven full collections, 660 ms, as the kept reports piled up.  Young collections still free what
 dies young; cyclic garbage that reached the oldest generation waits for the collections pytest
 itself makes at the session's end, and an explicit ``gc.collect()`` collects everything, as ever.
+
+**Why release only at the cleanup.**  Released any earlier (at ``pytest_sessionfinish``, say),
+the collections owed from the whole run come due at once: the next young collection becomes a
+full one, a walk of the session and every kept report (65 ms at 5,000 small tests) that a serial
+run does not make, just before pytest (8.4 and later) makes its own full collection of the same
+heap at the session's very end.  Released next to that one, nothing more is walked.  The price:
+the hooks from ``pytest_sessionfinish`` to ``pytest_unconfigure`` see the held-off third
+threshold too.
 
 **Why settle before the fork.**  The collector counts what a held-off full collection owes
 (the young collections since the last full one, the objects that survived them), and a forked
@@ -33,7 +41,7 @@ shares yet) leaves nothing owed; workers that keep no objects then start no full
 counts live objects, hypothesis's ``register_random`` warns when a generator has no referrer
 (an error under ``-W error``: a frozen heap failed jinja2's suite at its summary).  Held-off
 collections show only in ``gc.get_threshold()``, and only in the controller's hooks from
-collection to the run's end; a test sees the thresholds the run found.
+collection to the config's cleanup; a test sees the thresholds the run found.
 
 **Someone else's thresholds.**  A threshold set while the pause holds (a conftest, a plugin) is
 theirs to keep: ``release`` restores the third threshold only where it is still this module's.
@@ -50,12 +58,13 @@ HELD_OFF = 2**31 - 1
 
 
 class FullCollectionPause:
-    """Holds off automatic full collections (``hold``) until ``release``; a plugin, for
-    ``pytest_sessionfinish``, from the first ``hold``."""
+    """Holds off automatic full collections (``hold``) until ``release``, which the config's
+    cleanup calls once anything was held."""
 
     def __init__(self) -> None:
         # The third threshold found by hold(); None while nothing is held.
         self._found: int | None = None
+        self._released_at_cleanup = False
 
     @property
     def held(self) -> bool:
@@ -67,8 +76,8 @@ class FullCollectionPause:
         young, middle, old = gc.get_threshold()
         self._found = old
         gc.set_threshold(young, middle, HELD_OFF)
-        if not config.pluginmanager.is_registered(self):
-            config.pluginmanager.register(self, "poolrun-gc-pause")
+        if not self._released_at_cleanup:
+            self._released_at_cleanup = True
             config.add_cleanup(self.release)
 
     def release(self) -> None:
@@ -83,10 +92,6 @@ class FullCollectionPause:
         """While held: one full collection now (just before the workers fork)."""
         if self.held:
             gc.collect()
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_sessionfinish(self) -> None:
-        self.release()
 
 
 _pause_key = pytest.StashKey[FullCollectionPause]()
