@@ -21,7 +21,7 @@ are made anew in the child by CPython.  Any other thread, and any native thread 
 Python (``/proc/self/task`` counts them), blocks the fork: the header of the run names it.
 A known thread on its way to its parking call (a connection's thread, started as a forked
 worker connects, while the next worker is launched) is waited for, ``THREAD_PARK_GRACE`` at
-most; then it blocks the fork as any other.
+most, unless another thread blocks the fork anyway; then it blocks the fork as any other.
 
 **Native threads that a fork ends.**  Some libraries end their thread pools before every fork
 themselves (a ``pthread_atfork`` handler) and start them again at their next call, in the
@@ -105,10 +105,11 @@ def fork_blockers() -> list[str]:
 
 
 def _python_blockers(threads: list[threading.Thread]) -> tuple[list[str], bool]:
-    """The threads among ``threads`` that are not parked idle, described; and whether one of
-    them is a thread known to park (``KNOWN_IDLE``) that is not there yet."""
+    """The threads among ``threads`` that are not parked idle, described; and whether each of
+    them is a thread known to park (``KNOWN_IDLE``) that is not there yet, so that waiting may
+    clear them all (any other thread blocks the fork however long one waits)."""
     blockers: list[str] = []
-    parking = False
+    parking = True
     frames = sys._current_frames()
     for thread in threads:
         if thread is threading.current_thread():
@@ -116,8 +117,8 @@ def _python_blockers(threads: list[threading.Thread]) -> tuple[list[str], bool]:
         target = _target_name(thread)
         if not _is_known_idle(target, frames.get(thread.ident or -1)):
             blockers.append(f"thread {thread.name!r} ({target or type(thread).__qualname__})")
-            parking = parking or any(rule.target == target for rule in KNOWN_IDLE)
-    return blockers, parking
+            parking = parking and any(rule.target == target for rule in KNOWN_IDLE)
+    return blockers, parking and bool(blockers)
 
 
 def behind_execnet_gateway() -> bool:

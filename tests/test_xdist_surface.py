@@ -248,10 +248,14 @@ def test_a_known_idle_thread_keeps_the_fork_without_a_warning(
     assert "multi-threaded" not in result.stdout.str() + result.stderr.str()
 
 
-def test_a_known_thread_on_its_way_to_park_is_waited_for() -> None:
+@pytest.mark.parametrize("beside_unknown", [False, True], ids=["alone", "beside-an-unknown-thread"])
+def test_a_known_thread_on_its_way_to_park_is_waited_for(
+    beside_unknown: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """pytest-rerunfailures starts a connection's thread as a forked worker connects, which may
     be while the next worker is launched: the fork waits for it to park in recv(), where it
-    fell back to forkserver with a warning (an INTERNALERROR under -W error)."""
+    fell back to forkserver with a warning (an INTERNALERROR under -W error).  Beside a thread
+    that blocks the fork anyway, it is not waited for: it is still on its way when named."""
     import socket
     import threading
     import time
@@ -264,18 +268,38 @@ def test_a_known_thread_on_its_way_to_park_is_waited_for() -> None:
         ours.recv(1)
 
     def run_connection() -> None:
-        time.sleep(0.1)  # on its way: not parked yet
+        time.sleep(0.2)  # on its way: not parked yet, and parked well before the grace ends
         recv()
+
+    def serve() -> None:
+        ours.recv(1)
 
     run_connection.__module__ = "pytest_rerunfailures"
     run_connection.__qualname__ = "ServerStatusDB.run_connection"
-    thread = threading.Thread(target=run_connection, name="connection", daemon=True)
-    thread.start()
+    threads = [threading.Thread(target=run_connection, name="connection", daemon=True)]
+    if beside_unknown:
+        threads.append(threading.Thread(target=serve, name="app", daemon=True))
+    for thread in threads:
+        thread.start()
+    # The threads of this test alone: any other that runs in this process (a plugin's) would
+    # block the fork too.  They count as native threads then, a line of their own.
+    main = threading.current_thread()
+    monkeypatch.setattr(threading, "enumerate", lambda: [main, *threads])
     try:
-        assert fork_blockers() == []
+        named = [line for line in fork_blockers() if line.startswith("thread ")]
+        expected = (
+            [
+                "thread 'connection' (pytest_rerunfailures.ServerStatusDB.run_connection)",
+                f"thread 'app' ({__name__}.{serve.__qualname__})",
+            ]
+            if beside_unknown
+            else []
+        )
+        assert named == expected
     finally:
-        theirs.send(b"x")
-        thread.join()
+        theirs.send(b"xy")
+        for thread in threads:
+            thread.join()
         ours.close()
         theirs.close()
 
