@@ -64,7 +64,7 @@ class FullCollectionPause:
     def __init__(self) -> None:
         # The third threshold found by hold(); None while nothing is held.
         self._found: int | None = None
-        self._released_at_cleanup = False
+        self._cleanup_registered = False
 
     @property
     def held(self) -> bool:
@@ -76,8 +76,8 @@ class FullCollectionPause:
         young, middle, old = gc.get_threshold()
         self._found = old
         gc.set_threshold(young, middle, HELD_OFF)
-        if not self._released_at_cleanup:
-            self._released_at_cleanup = True
+        if not self._cleanup_registered:
+            self._cleanup_registered = True
             config.add_cleanup(self.release)
 
     def release(self) -> None:
