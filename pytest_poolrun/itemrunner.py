@@ -11,8 +11,9 @@ Data flow, in a worker forked from the controller after collection::
                                         │ logfinish, warnings
         ItemFinished(index, recorded events) ─▶ events.encode, once ─▶ the record:
                                         ├─▶ the slot's journal (one os.write, before the next item)
-                                        └─▶ the outbox ─▶ emit(tuple of records), every 50 ms
-                                            and at once after a test with a failed report
+                                        └─▶ the outbox ─▶ emit(tuple of records), every 50 ms,
+                                            near the chunk's end, and at once after a test
+                                            with a failed report
     finalizer finish_worker() ─▶ the held item runs with nextitem=None (fixtures torn down)
                               ─▶ processes tests left that still run: warned about, killed
 
@@ -27,9 +28,14 @@ knows which item a worker holds if it dies.
 **Messages.**  A forked worker shares a ``Board`` (shared memory) with the controller and writes
 there which item it runs, so it needs no message per item: results of finished items go out
 in batches (every ``BATCH_SECONDS``, at each chunk's end, and at once after a test whose report
-failed, so that a failure is shown, and ``-x`` acts, while the next test runs).  A worker
-started fresh announces each item with ``ItemStarted`` instead, and the previous item's result
-travels with it.
+failed, so that a failure is shown, and ``-x`` acts, while the next test runs).  Near a chunk's
+end a batch also goes out once it holds more results than the chunk has items left to run: the
+controller replays every result that came before a chunk's outcome first, and only then hands
+the worker its next chunk, so a full batch sent with the outcome kept the worker waiting for
+its replay (up to 10 ms a chunk at 5,000 small tests); sent early, it is replayed while the
+worker runs the rest, and the batch that travels with the outcome holds a result or two.  A
+worker started fresh announces each item with ``ItemStarted`` instead, and the previous item's
+result travels with it.
 
 **Durable results.**  A batch dies with its worker, so a forked worker also appends each
 finished item's record (``events.encode``: encoded once, the same bytes as in the batch) to its
@@ -663,6 +669,8 @@ def run_chunk(indices: list[int], hold_last: bool = True) -> tuple[str, int | No
                 _run(held, nextitem=items[index])
                 if recycler.memory_exceeded():
                     return _retire(indices[position:])
+                if len(_Shared.outbox) > len(indices) - 1 - position:
+                    _flush()  # near the chunk's end, see "Messages" above
             _Shared.held = index
         if _Shared.held is not None and recycler.next_is_last(_Shared.tests_run):
             return _retire(())

@@ -718,46 +718,96 @@ def test_streams_a_module_kept_at_import_are_captured_as_serially(
         assert seen[0] == seen[1], (text, seen)
 
 
-def test_a_failure_is_reported_while_the_next_test_runs(pytester: pytest.Pytester) -> None:
-    """A worker sends passing results in batches, every 50 ms; a failure waited for the batch
-    to be due, so it was shown only once the next test ended, however long that took.  The
-    conftest makes the batches an hour long (forked workers inherit it), and the next test
-    waits for the controller's report of the failure (the conftest's hook notes it)."""
-    pytester.makeconftest(
-        """
-        import os
-        import pathlib
+# The conftest of the tests below: batches of results an hour long (forked workers inherit the
+# setting), the controller's reports noted as files, and a fixture that waits for such a file.
+_NOTED_REPORTS_CONFTEST = """
+import os
+import pathlib
+import time
 
-        from pytest_poolrun import itemrunner
+import pytest
 
-        itemrunner.BATCH_SECONDS = 3600.0
+from pytest_poolrun import itemrunner
 
-        def pytest_runtest_logreport(report):
-            if report.failed and "PYTEST_XDIST_WORKER" not in os.environ:  # the controller's
-                (pathlib.Path(__file__).parent / "failure_reported").touch()
+itemrunner.BATCH_SECONDS = 3600.0
+HERE = pathlib.Path(__file__).parent
+
+
+def pytest_runtest_logreport(report):
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # the controller's
+        name = report.nodeid.rpartition("::")[2]
+        (HERE / f"reported-{name}-{report.when}-{report.outcome}").touch()
+
+
+@pytest.fixture
+def wait_for_report():
+    def wait(name):
+        deadline = time.monotonic() + 10
+        while not (HERE / f"reported-{name}").exists():
+            assert time.monotonic() < deadline, f"{name} was not reported meanwhile"
+            time.sleep(0.01)
+
+    return wait
+"""
+
+
+def test_a_chunks_results_are_reported_before_its_last_tests_end(
+    pytester: pytest.Pytester,
+) -> None:
+    """Passing results waited for the batch to be due or for the chunk's end: tests that ended
+    quickly one after another, just before a long test at a chunk's end, were shown only once
+    that test ended, and the worker then waited for the controller to report them all before
+    it got its next chunk.  With hour-long batches, the chunk's last but one test waits for the
+    controller's report of the test before it."""
+    pytester.makeconftest(_NOTED_REPORTS_CONFTEST)
+    pytester.makepyfile(
+        test_chunk="""
+        def test_first():
+            pass
+
+        def test_second():
+            pass
+
+        def test_third():
+            pass
+
+        def test_waits_for_the_report_of_the_test_before(wait_for_report):
+            wait_for_report("test_third-call-passed")
+
+        def test_last():  # the chunk's last test: held back until the next chunk, or the end
+            pass
         """
     )
+    result = run(pytester, "--pool", "1", "--pool-chunksize", "5")
+    result.assert_outcomes(passed=5)
+
+
+def test_a_failure_is_reported_while_the_next_test_runs(pytester: pytest.Pytester) -> None:
+    """A worker sends passing results in batches, every 50 ms; a failure waited for the batch
+    to be due, so it was shown only once the next test ended, however long that took.  With
+    hour-long batches, the next test waits for the controller's report of the failure."""
+    pytester.makeconftest(_NOTED_REPORTS_CONFTEST)
     pytester.makepyfile(
         test_order="""
-        import pathlib
-        import time
-
         def test_passes():
             pass
 
         def test_fails():
             assert 1 == 2
 
-        def test_waits_for_the_report_of_the_failure():
-            reported = pathlib.Path(__file__).parent / "failure_reported"
-            deadline = time.monotonic() + 10
-            while not reported.exists():
-                assert time.monotonic() < deadline, "the failure was not reported meanwhile"
-                time.sleep(0.01)
+        def test_waits_for_the_report_of_the_failure(wait_for_report):
+            wait_for_report("test_fails-call-failed")
+
+        # Enough tests left in the chunk that its results so far are not sent for its end.
+        def test_after():
+            pass
+
+        def test_after_that():
+            pass
 
         def test_last():  # the chunk's last test: held back until the next chunk, or the end
             pass
         """
     )
-    result = run(pytester, "--pool", "1", "--pool-chunksize", "4")
-    result.assert_outcomes(failed=1, passed=3)
+    result = run(pytester, "--pool", "1", "--pool-chunksize", "6")
+    result.assert_outcomes(failed=1, passed=5)
