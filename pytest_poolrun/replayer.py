@@ -6,7 +6,8 @@ Data flow, in the controller's thread::
                                         pytest_runtest_logstart / logreport / logfinish
                                         (through directhooks' callers of the item's hook
                                         proxy, made once per test file), warning_recorded
-                                        (terminal, junitxml, cache…)
+                                        (terminal, junitxml, cache…); then the item left
+                                        as pytest's protocol leaves a test that ran
     a crash, a timeout   ─▶ crash_report(item, why, sections): one failed "call" report,
                             which pytest_handlecrashitem may turn into a rerun ─▶ report_crash
     a pool out of workers ─▶ report_not_run(item, why): one failed "call" report ("not run: …")
@@ -31,6 +32,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from functools import partial
+from typing import Any
 
 import pytest
 from _pytest._code.code import ReprFileLocation, TerminalRepr
@@ -55,6 +57,17 @@ class SyntheticFailure(TerminalRepr):
     def toterminal(self, tw: TerminalWriter) -> None:
         for line in self.text.splitlines():
             tw.line(line)
+
+
+def _as_after_its_protocol(item: pytest.Item) -> None:
+    """Leave the controller's copy of a test that ran as pytest leaves a test at its protocol's
+    end: without its request and fixture values, so that a hook reading them after the run (at
+    the session's end, say) sees what it would see serially, not the request made at
+    collection for a test that never ran here."""
+    if hasattr(item, "_request"):
+        function: Any = item  # a Function, or a plugin's item built like one
+        function._request = False
+        function.funcargs = None
 
 
 class Replayer:
@@ -132,6 +145,7 @@ class Replayer:
             events.replay_item(
                 self._config, node, hook_events, self._hooks_of(node), self._keyword_names.of
             )
+            _as_after_its_protocol(node)
         self._check_stop()
 
     def _hooks_of(self, item: pytest.Item) -> directhooks.ReportHooks:

@@ -7,6 +7,7 @@ sees under --pool with a serial run of the same files, or with what the option p
 from __future__ import annotations
 
 import collections
+import json
 import re
 import sys
 import xml.etree.ElementTree as ET
@@ -716,6 +717,56 @@ def test_streams_a_module_kept_at_import_are_captured_as_serially(
     for text in ("through the stdout kept at import", "through a handler made at import"):
         seen = [(r.outlines + r.errlines).count(text) for r in (pooled, serial)]
         assert seen[0] == seen[1], (text, seen)
+
+
+def test_tests_that_ran_look_to_the_sessions_end_as_after_a_serial_run(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pytest drops a test's request and fixture values at the end of its protocol; the
+    controller's copies of the tests, which run nothing, kept theirs to the end, where a
+    plugin reading them at the session's end found what no serial run leaves."""
+    pytester.makeconftest(
+        """
+        import json, os
+
+        def pytest_sessionfinish(session):
+            if "PYTEST_XDIST_WORKER" in os.environ:
+                return
+            seen = {item.name: [repr(item.funcargs), repr(item._request)] for item in session.items}
+            with open(os.environ["ITEMS_SEEN"], "w") as out:
+                json.dump(seen, out, sort_keys=True)
+        """
+    )
+    pytester.makepyfile(
+        test_ends="""
+        import pytest
+
+        @pytest.fixture
+        def value():
+            return 1
+
+        def test_passes(value):
+            pass
+
+        def test_fails(value):
+            assert value == 2
+
+        @pytest.mark.skip(reason="not today")
+        def test_skipped(value):
+            pass
+
+        @pytest.mark.parametrize("n", range(6))
+        def test_many(n, value):
+            pass
+        """
+    )
+    seen = {}
+    for name, args in (("serial", ("-p", "no:pytest_poolrun")), ("pooled", ("--pool", "2"))):
+        monkeypatch.setenv("ITEMS_SEEN", str(pytester.path / f"{name}.json"))
+        run(pytester, *args).assert_outcomes(passed=7, failed=1, skipped=1)
+        seen[name] = json.loads((pytester.path / f"{name}.json").read_text())
+    assert seen["pooled"] == seen["serial"]
+    assert len(seen["serial"]) == 9
 
 
 # The conftest of the tests below: batches of results an hour long (forked workers inherit the
