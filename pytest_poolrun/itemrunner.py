@@ -32,7 +32,7 @@ failed, so that a failure is shown, and ``-x`` acts, while the next test runs). 
 end a batch also goes out once it holds more results than the chunk has items left to run: the
 controller replays every result that came before a chunk's outcome first, and only then hands
 the worker its next chunk, so a full batch sent with the outcome kept the worker waiting for
-its replay (up to 10 ms a chunk at 5,000 small tests); sent early, it is replayed while the
+its replay (5 to 18 ms a chunk at 5,000 small tests); sent early, it is replayed while the
 worker runs the rest, and the batch that travels with the outcome holds a result or two.  A
 worker started fresh announces each item with ``ItemStarted`` instead, and the previous item's
 result travels with it.
