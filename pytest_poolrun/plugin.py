@@ -29,6 +29,7 @@ from pytest_poolrun import (
     fixture,
     identity,
     inlinesnapshots,
+    quickexit,
     runid,
     scheduling,
     sharding,
@@ -257,6 +258,7 @@ def pytest_configure(config: pytest.Config) -> None:
                 f"{flag} cannot be used with --pool: a debugger needs the terminal, which "
                 "workers do not have; drop --pool (or use --pool 0) to debug"
             )
+    quickexit.arm()
 
 
 @pytest.hookimpl(tryfirst=True)
