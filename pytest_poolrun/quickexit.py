@@ -1,4 +1,4 @@
-"""A ``--pool`` run's controller leaves the interpreter without walking its heap three more times.
+"""A ``--pool`` run's controller leaves the interpreter without its last walks over the heap.
 
 Data flow, in the process that runs a ``--pool`` session (the controller)::
 
@@ -10,11 +10,11 @@ Data flow, in the process that runs a ``--pool`` session (the controller)::
                         before pytest), then the interpreter's finalization: its full
                         collections pass over the frozen objects
 
-**Why.**  After the last atexit handler, the interpreter makes three full garbage collections
+**Why.**  After the last atexit handler, the interpreter makes its last full garbage collections
 and frees every object in a reference cycle one by one: the collected session, its items and the
 kept reports, all of them cyclic.  At 5,000 small tests that takes 0.3 to 0.45 s, a fifth of
-the whole parallel run, all of it after the last result was shown; at 50,000 tests ten times
-that.  A serial run pays it too, but there it is a small part of the run; the controller of a
+the whole parallel run, all of it after the last result was shown; in packaging's suite
+(64,000 tests) it was 0.85 s of the controller's 1.7 s after its summary line.  A serial run pays it too, but there it is a small part of the run; the controller of a
 parallel run holds as much as a serial run, so it would pay the same, undivided.  Frozen objects
 stay where they are until the process ends and the operating system takes its memory back.
 

@@ -8,7 +8,6 @@ and writes down what that handler and the suite's own exit code see.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pytest
 from helpers import POOL
@@ -92,7 +91,7 @@ def run_program(
         *args,
         timeout=RUN_TIMEOUT,
     )
-    return ran.ret, sorted(Path(notes).read_text().splitlines())
+    return ran.ret, sorted(notes.read_text().splitlines())
 
 
 @pytest.mark.parametrize(
