@@ -14,9 +14,10 @@ Data flow, in the process that runs a ``--pool`` session (the controller)::
 and frees every object in a reference cycle one by one: the collected session, its items and the
 kept reports, all of them cyclic.  At 5,000 small tests that takes 0.3 to 0.45 s, a fifth of
 the whole parallel run, all of it after the last result was shown; in packaging's suite
-(64,000 tests) it was 0.85 s of the controller's 1.7 s after its summary line.  A serial run pays it too, but there it is a small part of the run; the controller of a
-parallel run holds as much as a serial run, so it would pay the same, undivided.  Frozen objects
-stay where they are until the process ends and the operating system takes its memory back.
+(64,000 tests) it was 0.85 s of the controller's 1.7 s after its summary line.  A serial run
+pays it too, but there it is a small part of the run; the controller of a parallel run holds as
+much as a serial run, so it would pay the same, undivided.  Frozen objects stay where they are
+until the process ends and the operating system takes its memory back.
 
 **What a program still gets at exit.**  Every atexit handler runs (the freeze is one of them,
 and only cyclic garbage is left alone), as do ``weakref.finalize`` callbacks, ``logging``'s
