@@ -125,11 +125,45 @@ def test_pytest_cov_total_and_missed_lines_match_serial(
     assert pooled.ret == serial.ret  # --cov-fail-under agrees
 
 
-def test_coverage_run_matches_serial(pytester: pytest.Pytester) -> None:
-    """``coverage run -m pytest --pool 2`` with no configuration from the user."""
-    make_covered_package(pytester)
+# A package measured by name (coverage.py's source_pkgs) in a suite whose warnings are errors.
+# Imported at collection, a worker's coverage never sees the package's own module run (the
+# controller imported it before the fork); imported by the tests only, the controller's never
+# does.  coverage.py warns about either when it judges its data as a whole.
+BY_NAME_AND_STRICT = {
+    ".coveragerc": "[run]\nsource_pkgs = pkg\n",
+    "pytest.ini": "[pytest]\nfilterwarnings = error\n",
+}
+TESTS_IMPORTING_THE_PACKAGE = """
+import pytest
 
-    def covered(*args: str) -> dict[str, tuple[str, str]]:
+@pytest.mark.parametrize("n", range(4))
+def test_add(n):
+    from pkg.calc import add
+    assert add(n, 1) == n + 1
+
+@pytest.mark.parametrize("n, kind", [(-1, "negative"), (0, "zero"), (5, "positive")])
+def test_classify(n, kind):
+    from pkg.calc import classify
+    assert classify(n) == kind
+"""
+
+
+@pytest.mark.parametrize(
+    "suite", ["unconfigured", "by-name-strict", "by-name-strict-imported-by-tests"]
+)
+def test_coverage_run_matches_serial(pytester: pytest.Pytester, suite: str) -> None:
+    """``coverage run -m pytest --pool 2``, with no configuration from the user, and with a
+    package named in ``source_pkgs`` under ``filterwarnings = error``: the same report, and
+    no warning that the serial run does not give."""
+    make_covered_package(pytester)
+    if suite != "unconfigured":
+        for name, text in BY_NAME_AND_STRICT.items():
+            pytester.path.joinpath(name).write_text(text)
+    if suite == "by-name-strict-imported-by-tests":
+        pytester.makepyfile(test_calc=TESTS_IMPORTING_THE_PACKAGE)
+    source = ("--source=pkg",) if suite == "unconfigured" else ()
+
+    def covered(*args: str) -> tuple[dict[str, tuple[str, str]], list[str]]:
         data = pytester.path / ".coverage"
         if data.exists():
             data.unlink()
@@ -138,7 +172,7 @@ def test_coverage_run_matches_serial(pytester: pytest.Pytester) -> None:
             "-m",
             "coverage",
             "run",
-            "--source=pkg",
+            *source,
             "-m",
             "pytest",
             *POOL,
@@ -147,12 +181,13 @@ def test_coverage_run_matches_serial(pytester: pytest.Pytester) -> None:
             *args,
         )
         assert ran.ret == 0, ran.stdout.str()
+        warned = [line for line in ran.outlines + ran.errlines if "CoverageWarning" in line]
         report = pytester.run(sys.executable, "-m", "coverage", "report", "-m")
-        return coverage_rows(report.stdout.str())
+        return coverage_rows(report.stdout.str()), warned
 
-    serial = covered()
-    assert serial["TOTAL"][0] != "0%"
-    assert covered("--pool", "2") == serial
+    serial_rows, serial_warned = covered()
+    assert serial_rows["TOTAL"][0] != "0%"
+    assert covered("--pool", "2") == (serial_rows, serial_warned)
 
 
 # ---------------------------------------------------------------------------------- syrupy
