@@ -59,7 +59,25 @@ def coverage_rows(text: str) -> dict[str, tuple[str, str]]:
     return rows
 
 
-def make_covered_package(pytester: pytest.Pytester) -> None:
+# The covered package's tests; {calc} says where the package is imported: at collection, in
+# the controller (AT_COLLECTION), or by the tests themselves, in the workers (BY_THE_TESTS).
+COVERED_TESTS = """
+import pytest
+{calc}
+
+@pytest.mark.parametrize("n", range(4))
+def test_add(n):
+    assert calc().add(n, 1) == n + 1
+
+@pytest.mark.parametrize("n, kind", [(-1, "negative"), (0, "zero"), (5, "positive")])
+def test_classify(n, kind):
+    assert calc().classify(n) == kind
+"""
+AT_COLLECTION = "import pkg.calc\n\ndef calc():\n    return pkg.calc\n"
+BY_THE_TESTS = "def calc():\n    import pkg.calc\n    return pkg.calc\n"
+
+
+def make_covered_package(pytester: pytest.Pytester, calc: str = AT_COLLECTION) -> None:
     """A package whose lines run mostly inside tests (not at import), with a few never run."""
     pytester.mkpydir("pkg")
     pytester.path.joinpath("pkg", "calc.py").write_text(
@@ -81,20 +99,7 @@ def make_covered_package(pytester: pytest.Pytester) -> None:
         "    x = 1\n"  # never run
         "    return x\n"  # never run
     )
-    pytester.makepyfile(
-        test_calc="""
-        import pytest
-        from pkg.calc import add, classify
-
-        @pytest.mark.parametrize("n", range(4))
-        def test_add(n):
-            assert add(n, 1) == n + 1
-
-        @pytest.mark.parametrize("n, kind", [(-1, "negative"), (0, "zero"), (5, "positive")])
-        def test_classify(n, kind):
-            assert classify(n) == kind
-        """
-    )
+    pytester.makepyfile(test_calc=COVERED_TESTS.format(calc=calc))
 
 
 # ---------------------------------------------------------------------------------- coverage
@@ -133,19 +138,6 @@ BY_NAME_AND_STRICT = {
     ".coveragerc": "[run]\nsource_pkgs = pkg\n",
     "pytest.ini": "[pytest]\nfilterwarnings = error\n",
 }
-TESTS_IMPORTING_THE_PACKAGE = """
-import pytest
-
-@pytest.mark.parametrize("n", range(4))
-def test_add(n):
-    from pkg.calc import add
-    assert add(n, 1) == n + 1
-
-@pytest.mark.parametrize("n, kind", [(-1, "negative"), (0, "zero"), (5, "positive")])
-def test_classify(n, kind):
-    from pkg.calc import classify
-    assert classify(n) == kind
-"""
 
 
 @pytest.mark.parametrize(
@@ -155,12 +147,11 @@ def test_coverage_run_matches_serial(pytester: pytest.Pytester, suite: str) -> N
     """``coverage run -m pytest --pool 2``, with no configuration from the user, and with a
     package named in ``source_pkgs`` under ``filterwarnings = error``: the same report, and
     no warning that the serial run does not give."""
-    make_covered_package(pytester)
+    imported_by_tests = suite == "by-name-strict-imported-by-tests"
+    make_covered_package(pytester, BY_THE_TESTS if imported_by_tests else AT_COLLECTION)
     if suite != "unconfigured":
         for name, text in BY_NAME_AND_STRICT.items():
             pytester.path.joinpath(name).write_text(text)
-    if suite == "by-name-strict-imported-by-tests":
-        pytester.makepyfile(test_calc=TESTS_IMPORTING_THE_PACKAGE)
     source = ("--source=pkg",) if suite == "unconfigured" else ()
 
     def covered(*args: str) -> tuple[dict[str, tuple[str, str]], list[str]]:
