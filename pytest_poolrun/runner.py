@@ -76,6 +76,7 @@ import pytest
 
 from pytest_poolrun import (
     adapters,
+    coverageadapter,
     directhooks,
     events,
     gcpause,
@@ -252,7 +253,7 @@ class Controller:
         options = self.options
         workerinputs = self.nodes.inputs()
         for workerinput in workerinputs.values():
-            adapters.add_coverage_input(self.config, workerinput)
+            coverageadapter.add_coverage_input(self.config, workerinput)
         self.shared.add_to(workerinputs, options.forked < options.workers)
         # Spawned local workers are execnet popen gateways: they collect for themselves.
         specs = options.worker_specs()[options.forked :]

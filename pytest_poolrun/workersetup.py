@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from pytest_poolrun import adapters
+from pytest_poolrun import adapters, coverageadapter
 from pytest_poolrun.slotfiles import SlotFiles
 
 # The signal on which a worker writes the Python stacks of all its threads to its fault file
@@ -74,12 +74,12 @@ def collect_here(
     if os.path.isdir(invocation.directory):
         os.chdir(invocation.directory)
     args = list(invocation.args)
-    coverage_config = workerinput.get(adapters.COVERAGE_CONFIG_KEY)
+    coverage_config = workerinput.get(coverageadapter.COVERAGE_CONFIG_KEY)
     if coverage_config is not None:
         # Measured from before the first import, as the controller was; pytest-cov must not
         # start a second measurement here.
-        adapters.start_fresh_coverage(coverage_config)
-        args += workerinput.get(adapters.COVERAGE_ARGS_KEY, [])
+        coverageadapter.start_fresh_coverage(coverage_config)
+        args += workerinput.get(coverageadapter.COVERAGE_ARGS_KEY, [])
     config = _prepareconfig(args)
     # Before pytest_configure, as pytest-xdist does: plugins decide there whether they run in
     # a worker (pytest-randomly takes the controller's seed, pytest-rerunfailures connects).
