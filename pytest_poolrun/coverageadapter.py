@@ -61,7 +61,7 @@ class CoverageAdapter:
         # The parent's data is the controller's to save; this copy must never write it.
         parent._auto_save = False
         parent.stop()
-        child = _coverage_like(parent)
+        child = _measuring_part_of_the_run(_coverage_like(parent))
         child.start()
         cov_plugin: Any = config.pluginmanager.get_plugin("_cov")
         cov_controller = getattr(cov_plugin, "cov_controller", None)
@@ -130,19 +130,15 @@ def _coverage_like(parent: Any) -> Any:
 
     serialize = getattr(parent.config, "serialize", None)
     if serialize is not None:
-        return _measuring_part_of_the_run(
-            Coverage(data_file=None, config_file=":data:" + serialize())
-        )
+        return Coverage(data_file=None, config_file=":data:" + serialize())
     config = parent.config  # coverage releases before 7.10 cannot serialize their config
-    return _measuring_part_of_the_run(
-        Coverage(
-            data_file=None,
-            config_file=config.config_file or False,
-            source=config.source,
-            branch=config.branch,
-            include=config.run_include,
-            omit=config.run_omit,
-        )
+    return Coverage(
+        data_file=None,
+        config_file=config.config_file or False,
+        source=config.source,
+        branch=config.branch,
+        include=config.run_include,
+        omit=config.run_omit,
     )
 
 
