@@ -64,6 +64,8 @@ FORK_FALLBACK = "forkserver"
 # How long a worker that was asked to stop, or whose socket closed, may take to exit before it
 # is killed.
 STOP_GRACE = 2.0
+# A reaped worker's exit descriptor, once closed (no descriptor has this number).
+CLOSED_FD = -1
 
 
 def default_start_method() -> str:
@@ -454,8 +456,12 @@ class WorkerSet:
         except (ProcessLookupError, PermissionError):
             pass
         worker.end.close()
-        if worker.exit_fd != worker.process.sentinel:
-            os.close(worker.exit_fd)
+        # Closed once: Ctrl-C lands anywhere in the controller, in a reap too, and the pool's
+        # terminate then reaps the worker again.  A second close of the number would close
+        # whatever descriptor was opened with it since.
+        exit_fd, worker.exit_fd = worker.exit_fd, CLOSED_FD
+        if exit_fd not in (CLOSED_FD, worker.process.sentinel):
+            os.close(exit_fd)
         if self.is_current(worker):
             del self._by_slot[worker.info.slot]
         # A local worker told to stop exits with 0 once its finalizer is done; one that dies in

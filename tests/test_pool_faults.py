@@ -30,6 +30,7 @@ import pytest
 from pytest_poolrun import Pool, SendError, TaskTimeoutError, WorkerLostError, poolworker
 from pytest_poolrun.dispatch import READ_AHEAD_PER_WORKER
 from pytest_poolrun.pool import PoolHooks, PoolTerminatedError, ReceiveError
+from pytest_poolrun.workerset import WorkerSet
 
 # A bound on waits that must not happen: reaching it fails the test instead of hanging it.
 NO_HANG = 10.0
@@ -600,3 +601,37 @@ def test_imap_reads_ahead_of_its_caller_by_a_bounded_amount() -> None:
         read = next(produced)
         assert read - len(taken) <= 5 * (2 * READ_AHEAD_PER_WORKER + 1)
         pool.terminate()
+
+
+def test_terminate_after_an_interrupted_reap_closes_no_descriptor_twice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C lands anywhere in the caller's thread, in the bookkeeping of a worker that has
+    just exited too; ``terminate`` then finishes that worker's reap.  The descriptor that
+    watched the worker's exit is closed once: a second close of its number would close whatever
+    was opened with that number since (here a file the caller opened; in the test runner, an
+    INTERNALERROR instead of the interrupted run's summary)."""
+    pool = Pool(1)
+    opened: list[int] = []
+    try:
+        assert pool.apply(os.getpid) > 0
+        manager: Any = pool._manager  # the interrupt is placed at one exact point of its reap
+        worker = next(iter(manager.workers))
+        exit_fd = worker.exit_fd
+        WorkerSet.kill(worker)
+
+        def interrupted(self: WorkerSet, worker: Any) -> bool:
+            raise KeyboardInterrupt
+
+        with monkeypatch.context() as patched:
+            # The reap's last step, after the worker's descriptors were closed.
+            patched.setattr(WorkerSet, "is_current", interrupted)
+            with pytest.raises(KeyboardInterrupt):
+                manager.workers.reap(worker)
+        while exit_fd not in opened and len(opened) < 8:
+            opened.append(os.open(os.devnull, os.O_RDONLY))
+    finally:
+        pool.terminate()
+    for fd in opened:
+        os.fstat(fd)  # still open: raises if terminate closed it
+        os.close(fd)
