@@ -94,6 +94,7 @@ class CoverageAdapter:
             # ``filterwarnings = error``.
             warnings.simplefilter("ignore", CoverageWarning)
             current.get_data().update(data)
+        _close_in_memory(data)
 
     def output_lost(self, config: pytest.Config) -> None:
         pass  # lines a crashed worker ran are missing, as under pytest-xdist
@@ -169,6 +170,19 @@ def _saw_packages(coverage: Any, seen: Sequence[str]) -> None:
     if packages is not None:
         unseen = packages[1]
         unseen[:] = [name for name in unseen if name not in seen]
+
+
+def _close_in_memory(data: Any) -> None:
+    """Close the in-memory database of ``data`` (a worker's, once merged): Python 3.13 warns of
+    a connection left to the collector, an error under ``filterwarnings = error``."""
+    close = getattr(data, "close", None)
+    if callable(close):
+        close(force=True)
+        return
+    for database in getattr(data, "_dbs", {}).values():  # coverage.py before 7.11: no close()
+        connection = getattr(database, "con", None)
+        if connection is not None:
+            connection.close()
 
 
 def _measuring_part_of_the_run(coverage: Any) -> Any:
