@@ -85,16 +85,18 @@ class CoverageAdapter:
         from coverage.exceptions import CoverageWarning
 
         data = CoverageData(no_disk=True)
-        data.loads(blob)
-        _saw_packages(current, output.get(COVERAGE_PACKAGES_KEY, ()))
-        with warnings.catch_warnings():
-            # Reading the controller's data mid-run makes coverage.py judge it as a whole (a
-            # package never imported here, no data yet), which a serial run does only at the
-            # end: those verdicts would be early and wrong, and errors under a suite's
-            # ``filterwarnings = error``.
-            warnings.simplefilter("ignore", CoverageWarning)
-            current.get_data().update(data)
-        _close_in_memory(data)
+        try:
+            data.loads(blob)
+            _saw_packages(current, output.get(COVERAGE_PACKAGES_KEY, ()))
+            with warnings.catch_warnings():
+                # Reading the controller's data mid-run makes coverage.py judge it as a whole
+                # (a package never imported here, no data yet), which a serial run does only
+                # at the end: those verdicts would be early and wrong, and errors under a
+                # suite's ``filterwarnings = error``.
+                warnings.simplefilter("ignore", CoverageWarning)
+                current.get_data().update(data)
+        finally:
+            _close_in_memory(data)
 
     def output_lost(self, config: pytest.Config) -> None:
         pass  # lines a crashed worker ran are missing, as under pytest-xdist
